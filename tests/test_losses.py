@@ -1,0 +1,260 @@
+"""losses/: margin logits and gradients against closed-form numpy; heads train on a toy problem."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import losses
+from losses import margins
+
+RNG = np.random.default_rng(0)
+
+
+def _cos_grid():
+    """cos θ values spanning (0, π) with points close to both ends, as a [B, C] batch."""
+    thetas = np.concatenate([
+        [1e-3, 1e-2, 0.05],                         # θ near 0
+        RNG.uniform(0.1, math.pi - 0.1, size=40),   # generic
+        [math.pi - 0.05, math.pi - 1e-2, math.pi - 1e-3],  # θ near π
+    ])
+    cos = np.cos(thetas).reshape(-1, 1) * np.ones((1, 5))
+    cos[:, 1:] = RNG.uniform(-1, 1, size=(len(thetas), 4))  # other classes: anything
+    one_hot = np.zeros_like(cos)
+    one_hot[:, 0] = 1.0
+    return cos, one_hot
+
+
+def _logits_and_grad(fn, cos, one_hot, **kw):
+    """Logits and d(sum of true-class logits)/d cos, computed by the Keras function in float32."""
+    c = tf.constant(cos, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(c)
+        out = fn(c, tf.constant(one_hot, tf.float32), **kw)
+        target = tf.reduce_sum(out * one_hot)
+    return out.numpy(), tape.gradient(target, c).numpy()
+
+
+def _theta(cos):
+    return np.arccos(np.clip(cos, -1, 1))
+
+
+def test_am_softmax_matches_closed_form():
+    cos, one_hot = _cos_grid()
+    got, grad = _logits_and_grad(margins.am_softmax_logits, cos, one_hot, s=30.0, m=0.35)
+    want = 30.0 * cos - 30.0 * 0.35 * one_hot
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(grad[:, 0], 30.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("m", [0.5, 0.3])
+def test_arcface_matches_closed_form_with_fallback(m):
+    s = 64.0
+    cos, one_hot = _cos_grid()
+    got, grad = _logits_and_grad(margins.arcface_logits, cos, one_hot, s=s, m=m)
+    theta = _theta(cos[:, 0])
+    normal = theta + m <= math.pi
+    want_target = np.where(normal, np.cos(theta + m), cos[:, 0] - m * math.sin(m))
+    np.testing.assert_allclose(got[:, 0], s * want_target, rtol=1e-4, atol=2e-3)
+    np.testing.assert_allclose(got[:, 1:], s * cos[:, 1:], rtol=1e-5, atol=1e-4)
+    # d cos(θ+m)/d cos θ = sin(θ+m)/sin θ in the normal region, 1 in the fallback.
+    want_grad = s * np.where(normal, np.sin(theta + m) / np.sin(theta), 1.0)
+    # float32 cos θ near ±1 carries ~1e-7 absolute error, so sin θ = sqrt(1 − cos²) is only
+    # good to ~1e-7 / sin²θ relative: compare with that conditioning.
+    rtol = np.maximum(1e-4, 2e-7 / np.sin(theta) ** 2)
+    assert np.all(np.abs(grad[:, 0] - want_grad) <= rtol * np.abs(want_grad) + 1e-3)
+    assert np.all(np.isfinite(grad))
+
+
+def test_arcface_fallback_is_monotonic_with_the_published_step():
+    """insightface's fallback ``cos θ − m·sin m`` keeps the target monotonic in cos θ; at
+    θ = π − m it steps from −cos m − m·sin m up to cos(π) = −1 (0.117 for m = 0.5)."""
+    m = 0.5
+    cos = np.linspace(-1, 1, 20001).reshape(-1, 1)
+    got, _ = _logits_and_grad(margins.arcface_logits, cos, np.ones_like(cos), s=1.0, m=m)
+    steps = np.diff(got[:, 0])
+    assert np.all(steps >= -1e-6), "target logit must not decrease as cos θ grows"
+    i = int(np.argmax(steps))
+    assert cos[i, 0] <= math.cos(math.pi - m) < cos[i + 1, 0]
+    np.testing.assert_allclose(steps[i], -1 + math.cos(m) + m * math.sin(m), atol=1e-3)
+
+
+def test_arcface_easy_margin():
+    cos, one_hot = _cos_grid()
+    got, _ = _logits_and_grad(margins.arcface_logits, cos, one_hot, s=64.0, m=0.5, easy_margin=True)
+    theta = _theta(cos[:, 0])
+    want = np.where(cos[:, 0] > 0, np.cos(theta + 0.5), cos[:, 0])
+    np.testing.assert_allclose(got[:, 0], 64.0 * want, rtol=1e-4, atol=2e-3)
+
+
+def test_exact_theta_zero_and_pi_give_finite_gradients():
+    cos = np.array([[1.0, 0.0], [-1.0, 0.0]], np.float32)
+    one_hot = np.array([[1.0, 0.0], [1.0, 0.0]], np.float32)
+    for fn, kw in [(margins.arcface_logits, {}), (margins.sphereface_logits, {}),
+                   (margins.combined_margin_logits, {"m1": 1.35, "m2": 0.1, "m3": 0.1}),
+                   (margins.combined_margin_logits, {})]:
+        got, grad = _logits_and_grad(fn, cos, one_hot, **kw)
+        assert np.all(np.isfinite(got)) and np.all(np.isfinite(grad)), fn.__name__
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+def test_sphereface_psi_matches_closed_form(m):
+    cos, one_hot = _cos_grid()
+    got, grad = _logits_and_grad(margins.sphereface_logits, cos, one_hot, s=1.0, m=m)
+    theta = _theta(cos[:, 0])
+    k = np.minimum(np.floor(m * theta / math.pi), m - 1)
+    psi = (-1) ** k * np.cos(m * theta) - 2 * k
+    np.testing.assert_allclose(got[:, 0], psi, atol=1e-4)
+    # dψ/d cos θ = (−1)^k · m·sin(mθ)/sin θ  (T_m' = m·U_{m−1}).
+    want_grad = (-1) ** k * m * np.sin(m * theta) / np.sin(theta)
+    np.testing.assert_allclose(grad[:, 0], want_grad, rtol=1e-3, atol=1e-3)
+    # ψ is monotonically decreasing in θ, i.e. increasing in cos θ.
+    c = np.linspace(-1, 1, 4001).reshape(-1, 1)
+    mono, _ = _logits_and_grad(margins.sphereface_logits, c, np.ones_like(c), s=1.0, m=m)
+    assert np.all(np.diff(mono[:, 0]) >= -1e-5)
+
+
+def test_sphereface_lambda_blends_with_cosine():
+    cos, one_hot = _cos_grid()
+    pure, _ = _logits_and_grad(margins.sphereface_logits, cos, one_hot, s=1.0, m=4)
+    blended, _ = _logits_and_grad(margins.sphereface_logits, cos, one_hot, s=1.0, m=4, lambda_=5.0)
+    np.testing.assert_allclose(blended[:, 0], (5.0 * cos[:, 0] + pure[:, 0]) / 6.0, atol=1e-5)
+
+
+def test_sphereface_rejects_fractional_margin():
+    with pytest.raises(ValueError, match="positive integer"):
+        margins.sphereface_psi(tf.constant([[0.5]]), m=1.5)
+
+
+def test_combined_margin_reduces_to_each_special_case():
+    cos, one_hot = _cos_grid()
+    s = 64.0
+    comb = lambda **kw: _logits_and_grad(margins.combined_margin_logits, cos, one_hot, s=s, **kw)  # noqa: E731
+    # (1, 0, m) is AM-Softmax / CosFace, everywhere.
+    got, g1 = comb(m1=1.0, m2=0.0, m3=0.35)
+    want, g2 = _logits_and_grad(margins.am_softmax_logits, cos, one_hot, s=s, m=0.35)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(g1, g2, rtol=1e-5)
+    # (1, m, 0) is ArcFace wherever θ + m ≤ π (ArcFace adds its fallback beyond).
+    theta = _theta(cos[:, 0])
+    got, _ = comb(m1=1.0, m2=0.5, m3=0.0)
+    want, _ = _logits_and_grad(margins.arcface_logits, cos, one_hot, s=s, m=0.5)
+    normal = theta + 0.5 <= math.pi
+    np.testing.assert_allclose(got[normal], want[normal], rtol=1e-5, atol=1e-3)
+    # (m, 0, 0) with integer m is SphereFace's cos(mθ) on θ ≤ π/m (k = 0).
+    got, _ = comb(m1=4.0, m2=0.0, m3=0.0)
+    want, _ = _logits_and_grad(margins.sphereface_logits, cos, one_hot, s=s, m=4)
+    first = theta <= math.pi / 4
+    np.testing.assert_allclose(got[first], want[first], rtol=1e-4, atol=2e-3)
+    # And the general case against its formula, with the acos path (m1 ≠ 1).
+    got, grad = comb(m1=1.35, m2=0.1, m3=0.2)
+    want_t = np.cos(1.35 * theta + 0.1) - 0.2
+    np.testing.assert_allclose(got[:, 0], s * want_t, rtol=1e-4, atol=5e-3)
+    want_g = s * 1.35 * np.sin(1.35 * theta + 0.1) / np.sin(theta)
+    inner = (theta > 0.02) & (theta < math.pi - 0.02)  # acos is ill-conditioned at the ends
+    np.testing.assert_allclose(grad[inner, 0], want_g[inner], rtol=1e-3, atol=1e-2)
+
+
+def test_head_gradient_wrt_embeddings_matches_numpy():
+    """Whole AM-Softmax head + cross-entropy: d loss / d x against the closed form."""
+    B, D, C, s, m = 6, 8, 5, 30.0, 0.35
+    x = RNG.normal(size=(B, D))
+    labels = RNG.integers(0, C, size=B)
+    head = losses.build_head("am_softmax", C)
+    head.build((None, D))
+    w = RNG.normal(size=(D, C))
+    head.kernel.assign(w.astype(np.float32))
+    xt = tf.constant(x, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        loss = losses.margin_softmax_loss(labels, head(xt, labels))
+    grad = tape.gradient(loss, xt).numpy()
+
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    wn = w / np.linalg.norm(w, axis=0, keepdims=True)
+    cos = xn @ wn
+    onehot = np.eye(C)[labels]
+    logits = s * (cos - m * onehot)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    want_loss = -np.mean(np.log(p[np.arange(B), labels]))
+    dcos = s * (p - onehot) / B                               # d loss / d cos
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    # d cos_bc / d x_b = (wn_c − cos_bc · xn_b) / |x_b|
+    want_grad = (dcos @ wn.T - np.sum(dcos * cos, axis=1, keepdims=True) * xn) / norms
+    np.testing.assert_allclose(float(loss), want_loss, rtol=1e-5)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-3, atol=1e-5)
+
+
+def test_focal_loss_matches_formula_and_gamma_zero_is_cross_entropy():
+    logits = RNG.normal(size=(7, 4)).astype(np.float32) * 3
+    labels = RNG.integers(0, 4, size=7)
+    z = logits - logits.max(1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    ce = -logp[np.arange(7), labels]
+    np.testing.assert_allclose(float(losses.margin_softmax_loss(labels, logits)), ce.mean(), rtol=1e-5)
+    focal = ((1 - np.exp(-ce)) ** 2 * ce).mean()
+    np.testing.assert_allclose(float(losses.margin_softmax_loss(labels, logits, focal_gamma=2.0)),
+                               focal, rtol=1e-5)
+
+
+def test_build_head_defaults_and_errors():
+    assert losses.build_head("am_softmax", 3).margin_args == {"s": 30.0, "m": 0.35}
+    assert losses.build_head("arcface", 3).margin_args == {"s": 64.0, "m": 0.5, "easy_margin": False}
+    assert losses.build_head("arcface", 3, s=30, m=0.4).margin_args["m"] == 0.4
+    assert losses.build_head("combined", 3, m1=1.0, m2=0.5, m3=0.0).margin_args["m2"] == 0.5
+    with pytest.raises(ValueError, match="valid"):
+        losses.build_head("nosuchloss", 3)
+    with pytest.raises(ValueError, match="not"):
+        losses.build_head("combined", 3, m=0.5)
+
+
+def test_heads_compute_in_float32_under_mixed_precision():
+    import keras
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        head = losses.build_head("arcface", 4)
+        emb = tf.cast(tf.random.normal((3, 8)), tf.float16)
+        logits = head(emb, tf.constant([0, 1, 2]))
+        assert logits.dtype == tf.float32
+        assert head.kernel.dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("name,kw", [
+    ("softmax", {}), ("am_softmax", {}), ("cosface", {}), ("arcface", {}),
+    ("sphereface", {"sphereface_lambda": 5.0}), ("combined", {}),
+    ("am_softmax", {"focal": 2.0}),
+])
+def test_every_head_is_minimizable_on_a_toy_problem(name, kw):
+    """A linear embedding + head on 8 well-separated Gaussian classes reaches > 95 % train accuracy."""
+    import keras
+    keras.utils.set_random_seed(1)
+    rng = np.random.default_rng(1)
+    C, D, n = 8, 20, 40
+    centres = rng.normal(size=(C, D))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    x = np.repeat(centres * 3.0, n, axis=0) + rng.normal(scale=0.5, size=(C * n, D))
+    y = np.repeat(np.arange(C), n)
+    focal = kw.pop("focal", 0.0)
+    embed = keras.layers.Dense(16)
+    head = losses.build_head(name, C, **kw)
+    xt, yt = tf.constant(x, tf.float32), tf.constant(y, tf.int32)
+    embed(xt), head.build((None, 16))
+    opt = keras.optimizers.Adam(0.01)
+    variables = embed.trainable_variables + head.trainable_variables
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = losses.margin_softmax_loss(yt, head(embed(xt), yt), focal_gamma=focal)
+        opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    for _ in range(300):
+        loss = step()
+    assert np.isfinite(float(loss))
+    acc = np.mean(np.argmax(head.class_scores(embed(xt)).numpy(), axis=1) == y)
+    assert acc > 0.95, f"{name}: train accuracy {acc:.3f}"
