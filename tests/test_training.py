@@ -1,0 +1,241 @@
+"""training/ and train.py: config layering, schedules, exact resume (also after kill -9),
+NaN stop, validation + best export, MirroredStrategy on two logical CPUs.
+
+Everything trains a tiny model (32x32 inputs, 32-d embedding, batch 4) on the synthetic stream.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import training
+from training.config import SYNTHETIC_DEFAULTS, TrainConfig, resolve_config
+from training.schedules import build_lr_schedule
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"backbone": "mobilefacenet", "image_size": "32x32", "embedding_size": 32, "batch_size": 4,
+        "num_classes": 10, "synthetic_images": 64, "log_every": 1}
+
+
+def _config(**overrides):
+    return resolve_config({**TINY, **overrides})
+
+
+def _log(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "train_log.jsonl").read_text().splitlines()]
+
+
+def _losses(run_dir):
+    return {e["step"]: e["loss"] for e in _log(run_dir) if "loss" in e}
+
+
+def _tiny_cli(run_dir, *extra):
+    args = [sys.executable, str(REPO / "train.py"), "--output-dir", str(run_dir)]
+    for key, value in TINY.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    return args + list(extra)
+
+
+# -- configuration -----------------------------------------------------------------------------
+
+def test_config_layers_defaults_file_then_flags(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("loss: arcface\nm: 0.4\nbatch-size: 16\n")
+    config = resolve_config({"m": 0.45, "batch_size": None}, cfg_file)
+    assert (config.loss, config.m, config.batch_size) == ("arcface", 0.45, 16)
+    # No --data: the synthetic preset applies to everything not given.
+    assert config.backbone == SYNTHETIC_DEFAULTS["backbone"]
+    assert config.max_steps == SYNTHETIC_DEFAULTS["max_steps"]
+    with_data = resolve_config({"data": "somewhere"})
+    assert (with_data.backbone, with_data.max_steps) == ("resface20", 30000)
+    assert with_data.lr_schedule == training.REFERENCE_LR_SCHEDULE
+
+
+def test_config_errors_name_the_problem(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"lossy": 1}')
+    with pytest.raises(ValueError, match="lossy"):
+        resolve_config({}, bad)
+    with pytest.raises(ValueError, match="not both"):
+        resolve_config({"data": "x", "max_steps": 5, "epochs": 1})
+    with pytest.raises(ValueError, match="disagrees"):
+        resolve_config({"data": "x", "lr": 0.05})
+    with pytest.raises(ValueError, match="go together"):
+        resolve_config({"val_pairs": "p.txt"})
+
+
+# -- schedules ---------------------------------------------------------------------------------
+
+def test_reference_step_schedule_and_warmup():
+    sched = build_lr_schedule(training.REFERENCE_LR_SCHEDULE, 0.1, 30000)
+    got = [float(sched(s)) for s in (0, 15999, 16000, 23999, 24000, 28000, 29999)]
+    np.testing.assert_allclose(got, [0.1, 0.1, 0.01, 0.01, 0.001, 0.0001, 0.0001], rtol=1e-6)
+    warm = build_lr_schedule("constant", 0.2, 100, warmup_steps=10)
+    np.testing.assert_allclose([float(warm(s)) for s in (0, 4, 9, 50)], [0.02, 0.1, 0.2, 0.2], rtol=1e-6)
+    cos = build_lr_schedule("cosine", 0.1, 100)
+    np.testing.assert_allclose([float(cos(s)) for s in (0, 50, 100)], [0.1, 0.05, 0.0], atol=1e-7)
+    poly = build_lr_schedule("poly", 0.1, 100)
+    np.testing.assert_allclose(float(poly(50)), 0.1 * 0.25, rtol=1e-6)
+    with pytest.raises(ValueError, match="start at 0"):
+        build_lr_schedule("100:0.1,50:0.01", 0.1, 10)
+    with pytest.raises(ValueError, match="STEP:LR"):
+        build_lr_schedule("fast", 0.1, 10)
+
+
+# -- the loop ----------------------------------------------------------------------------------
+
+def test_weight_decay_selects_kernels_only():
+    import losses
+    import models
+    from training.trainer import decayed_variables
+    backbone = models.build_backbone("mobilefacenet", image_size=(32, 32), embedding_size=8)
+    head = losses.build_head("arcface", 3)
+    head.build((None, 8))
+    pairs = decayed_variables(backbone, head, head_wd_mult=10.0)
+    paths = [v.path for v, _ in pairs]
+    assert all(p.endswith("kernel") for p in paths)
+    assert not any(("gamma" in p or "beta" in p or "alpha" in p or "bias" in p) for p in paths)
+    convs = [w for layer in backbone.layers for w in layer.weights if w.path.endswith("kernel")]
+    assert len(pairs) == len(convs) + 1 and pairs[-1] == (head.kernel, 10.0)
+
+
+def test_synthetic_training_learns_and_exports(tmp_path):
+    run = tmp_path / "run"
+    summary = training.run_training(_config(max_steps=30, lr_schedule="constant", lr=0.05, checkpoint_every=30),
+                                    training.new_run_dir(run, "m", "l"), log=lambda *_: None)
+    losses = _losses(run)
+    assert np.mean([losses[s] for s in range(1, 6)]) > np.mean([losses[s] for s in range(26, 31)]) + 0.5
+    import keras
+    model = keras.saving.load_model(summary["exports"]["keras"], safe_mode=True)
+    out = model(np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32"))
+    assert tuple(out.shape) == (2, 32)
+    assert (Path(summary["exports"]["saved_model"]) / "saved_model.pb").is_file()
+    assert list((run / "logs").glob("events.out.tfevents.*"))
+
+
+def test_resume_continues_exactly(tmp_path):
+    """6 steps straight == 3 steps, checkpoint, new process state, resume to 6: same losses."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    common = {"lr_schedule": "0:0.1,4:0.01", "checkpoint_every": 3}
+    training.run_training(_config(max_steps=6, **common), training.new_run_dir(straight, "m", "l"),
+                          log=lambda *_: None)
+    training.run_training(_config(max_steps=3, **common), training.new_run_dir(split, "m", "l"),
+                          log=lambda *_: None)
+    summary = training.run_training(_config(max_steps=6, resume=True, **common), split, log=lambda *_: None)
+    assert summary["start_step"] == 3
+    a, b = _losses(straight), _losses(split)
+    np.testing.assert_allclose([b[s] for s in (4, 5, 6)], [a[s] for s in (4, 5, 6)], rtol=1e-5)
+    lrs = {e["step"]: e["lr"] for e in _log(split) if "lr" in e}
+    assert lrs[3] == pytest.approx(0.1) and lrs[4] == pytest.approx(0.01)  # lr here is for the next step
+
+
+def test_nan_loss_stops_with_last_good_checkpoint_intact(tmp_path):
+    run = tmp_path / "run"
+    config = _config(loss="softmax", max_steps=20, lr_schedule="constant", lr=1e30, checkpoint_every=1)
+    with pytest.raises(training.TrainingDiverged, match="last good checkpoint"):
+        training.run_training(config, training.new_run_dir(run, "m", "l"), log=lambda *_: None)
+    import tensorflow as tf
+    latest = tf.train.latest_checkpoint(str(run / "checkpoints"))
+    assert latest is not None
+    for name, _ in tf.train.list_variables(latest):
+        if "VARIABLE_VALUE" in name and "backbone" in name:
+            assert np.all(np.isfinite(tf.train.load_variable(latest, name))), name
+
+
+def test_validation_picks_best_export(tmp_path):
+    import cv2
+    aligned = tmp_path / "aligned"
+    rng = np.random.default_rng(0)
+    lines = ["# generic pairs"]
+    for person in range(4):
+        (aligned / f"p{person}").mkdir(parents=True)
+        for k in range(2):
+            img = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+            cv2.imwrite(str(aligned / f"p{person}" / f"{k}.jpg"), img)
+        lines.append(f"p{person}/0.jpg\tp{person}/1.jpg\t1")
+        lines.append(f"p{person}/0.jpg\tp{(person + 1) % 4}/1.jpg\t0")
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("\n".join(lines * 3) + "\n")
+    run = tmp_path / "run"
+    summary = training.run_training(
+        _config(max_steps=4, val_every=2, val_pairs=str(pairs), val_dir=str(aligned)),
+        training.new_run_dir(run, "m", "l"), log=lambda *_: None)
+    vals = [e for e in _log(run) if "validation" in e]
+    assert [v["step"] for v in vals] == [2, 4]
+    assert (run / "export" / "best.keras").is_file()
+    assert summary["best_validation_accuracy"] == max(v["accuracy_mean"] for v in vals)
+
+
+def test_train_cli_help_and_errors(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "train.py"), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--lr-schedule" in out.stdout and "SYNTHETIC" in out.stdout
+    out = subprocess.run([sys.executable, str(REPO / "train.py"), "--resume", "--output-dir", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "no checkpoint" in out.stderr
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_continues_the_loss_curve(tmp_path):
+    """SIGKILL mid-run, --resume: it restarts at the last checkpoint with the same lr, and the
+    losses after it equal those of an uninterrupted run (the synthetic stream is resumable)."""
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    sched = ["--lr-schedule", "0:0.1,12:0.01", "--checkpoint-every", "5", "--max-steps", "16"]
+    proc = subprocess.Popen(_tiny_cli(killed, *sched), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (killed / "checkpoints" / "ckpt-10.index").exists():
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (killed / "checkpoints" / "ckpt-10.index").exists(), "never reached step 10"
+    out = subprocess.run(_tiny_cli(killed, "--resume", *sched), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    resumed_from = int(out.stdout.split("resumed from")[1].split("at step ")[1].split()[0])
+    assert resumed_from in (10, 15)
+    training.run_training(_config(lr_schedule="0:0.1,12:0.01", checkpoint_every=5, max_steps=16),
+                          training.new_run_dir(straight, "m", "l"), log=lambda *_: None)
+    a, b = _losses(straight), _losses(killed)
+    after = range(resumed_from + 1, 17)
+    np.testing.assert_allclose([b[s] for s in after], [a[s] for s in after], rtol=1e-4)
+
+
+MIRRORED_SCRIPT = r"""
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, sys.argv[1])
+import training
+from training.config import resolve_config
+base = dict(backbone="resface20", image_size="32x32", embedding_size=16, num_classes=5,
+            synthetic_images=32, log_every=1, max_steps=3, lr_schedule="constant", lr=0.01,
+            checkpoint_every=3, val_every=3)
+out = {}
+for name, strategy, batch in [("single", tf.distribute.OneDeviceStrategy("/cpu:0"), 4),
+                              ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), 2)]:
+    run = training.new_run_dir(sys.argv[2] + "/" + name, "r", "l")
+    s = training.run_training(resolve_config(dict(base, batch_size=batch)), run, strategy=strategy,
+                              log=lambda *_: None)
+    lines = [json.loads(l) for l in open(run / "train_log.jsonl")]
+    out[name] = {"global_batch": s["global_batch"], "replicas": strategy.num_replicas_in_sync,
+                 "losses": [l["loss"] for l in lines if "loss" in l]}
+print("RESULT" + json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path):
+    """Global batch 4 as 2 replicas x 2 equals 1 device x 4: same losses, step after step
+    (resface20 without batch norm, so per-replica statistics cannot differ)."""
+    out = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(REPO), str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.split("RESULT")[1])
+    assert result["mirrored"]["replicas"] == 2 and result["mirrored"]["global_batch"] == 4
+    np.testing.assert_allclose(result["mirrored"]["losses"], result["single"]["losses"], rtol=1e-4)

@@ -1,0 +1,143 @@
+"""Training configuration: defaults < --config file (YAML/JSON) < command-line flags.
+
+The resolved configuration is written to RUN/config.json; ``--resume`` reads it back, so a
+resumed run trains the same model with the same schedule unless a flag says otherwise.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+# The reference AM-Softmax schedule (CASIA scale, batch 256): lr 0.1, x0.1 at 16k, 24k, 28k.
+REFERENCE_LR_SCHEDULE = "0:0.1,16000:0.01,24000:0.001,28000:0.0001"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every training setting; field names equal the flag names with '-' -> '_'."""
+
+    data: str | None = None              # TFRecord folder from tfrecords.build; None -> synthetic
+    backbone: str = "resface20"
+    loss: str = "am_softmax"
+    s: float | None = None               # None -> the head's published default
+    m: float | None = None
+    m1: float | None = None
+    m2: float | None = None
+    m3: float | None = None
+    easy_margin: bool = False
+    sphereface_lambda: float = 0.0
+    focal: float = 0.0                   # focal-loss gamma; 0 = plain cross-entropy
+    embedding_size: int = 512
+    image_size: str | None = None        # "HxW"; None -> the manifest's (or 112x96 synthetic)
+    batch_size: int = 64                 # per replica; global = batch_size x replicas
+    lr: float = 0.1
+    lr_schedule: str = REFERENCE_LR_SCHEDULE
+    warmup_steps: int = 0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    head_wd_mult: float = 1.0
+    dropout: float | None = None        # None -> the backbone's default (lresnet50e_ir: 0.4)
+    max_steps: int | None = None
+    epochs: float | None = None
+    mixed_precision: str = "off"         # off | float16 | bfloat16
+    xla: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    shuffle_buffer: int = 20000
+    output_dir: str | None = None
+    resume: bool = False
+    strategy: str = "default"            # default | mirrored | multiworker
+    checkpoint_every: int = 1000
+    log_every: int = 20
+    val_every: int = 2000
+    val_pairs: str | None = None         # LFW-style or generic pairs file ...
+    val_dir: str | None = None           # ... with its folder of aligned images
+    num_classes: int = 1000              # synthetic data only
+    synthetic_images: int = 1024         # synthetic data only: distinct random images
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+# Without --data the run is the newcomer's smoke test: a small backbone and few steps, so it
+# finishes in about a minute on a 2-core CPU. Flags still override each of these.
+SYNTHETIC_DEFAULTS = {
+    "backbone": "mobilefacenet",
+    "batch_size": 32,
+    "max_steps": 40,
+    "num_classes": 100,
+    "lr_schedule": "constant",
+    "checkpoint_every": 20,
+    "log_every": 5,
+    "val_every": 20,
+}
+# With --data and no --max-steps/--epochs: the reference schedule's length.
+DEFAULT_MAX_STEPS = 30000
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def load_config_file(path):
+    """Read a YAML or JSON file of ``{flag_name: value}``; unknown keys are an error naming them."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config file not found: {path}")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+        values = yaml.safe_load(text) or {}
+    else:
+        values = json.loads(text)
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of option names to values")
+    values = {k.replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise ValueError(f"{path}: unknown option(s) {unknown}; valid: {sorted(_FIELDS)}")
+    return values
+
+
+def resolve_config(cli_values, config_file=None, base=None):
+    """Merge layers into a TrainConfig: dataclass defaults, synthetic preset (when there is no
+    data), ``base`` (a saved run's config, on resume), the config file, then explicit flags.
+
+    ``cli_values`` maps field names to values; None means "not given on the command line".
+    """
+    values = dataclasses.asdict(TrainConfig())
+    if base:
+        values.update(base)
+    file_values = load_config_file(config_file) if config_file else {}
+    given = {k: v for k, v in cli_values.items() if v is not None}
+    data = given.get("data", file_values.get("data", values.get("data")))
+    if data is None and not base:
+        values.update(SYNTHETIC_DEFAULTS)
+    values.update(file_values)
+    values.update(given)
+    config = TrainConfig(**values)
+    lr_given = "lr" in given or "lr" in file_values
+    if lr_given and config.lr_schedule.split(",")[0].startswith("0:"):
+        first = float(config.lr_schedule.split(",")[0].split(":")[1])
+        if first != config.lr:
+            raise ValueError(
+                f"--lr {config.lr} disagrees with the step schedule {config.lr_schedule!r}, whose "
+                "values are absolute: give --lr-schedule with your values, or 'constant'/'cosine'/'poly'")
+    if config.data and config.max_steps is None and config.epochs is None:
+        config.max_steps = DEFAULT_MAX_STEPS
+    _check(config)
+    return config
+
+
+def _check(config):
+    if config.max_steps is not None and config.epochs is not None:
+        raise ValueError("give --max-steps or --epochs, not both")
+    if config.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {config.batch_size}")
+    if config.mixed_precision not in ("off", "float16", "bfloat16"):
+        raise ValueError(f"--mixed-precision must be off, float16 or bfloat16, not {config.mixed_precision!r}")
+    if config.strategy not in ("default", "mirrored", "multiworker"):
+        raise ValueError(f"--strategy must be default, mirrored or multiworker, not {config.strategy!r}")
+    if (config.val_pairs is None) != (config.val_dir is None):
+        raise ValueError("--val-pairs and --val-dir go together (a pairs file and its aligned images)")
+    for name in ("checkpoint_every", "log_every", "val_every"):
+        if getattr(config, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")

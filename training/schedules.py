@@ -1,0 +1,73 @@
+"""Learning-rate schedules, evaluated at the optimizer's step so a resumed run gets the same lr."""
+
+import math
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="faceid")
+class FaceLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Piecewise-constant steps, cosine or polynomial decay, with optional linear warm-up.
+
+    kind "step":   lr = values[i] for boundaries[i] <= step < boundaries[i+1].
+    kind "cosine": lr = base·(1 + cos(π·t)) / 2, t = step / total_steps (clipped to 1).
+    kind "poly":   lr = base·(1 − t)^power (insightface's polynomial decay, power 2).
+    Warm-up multiplies by (step + 1) / warmup_steps during the first ``warmup_steps`` steps.
+    """
+
+    def __init__(self, kind, base_lr=0.1, boundaries=(), values=(), total_steps=1,
+                 warmup_steps=0, power=2.0):
+        self.kind = kind
+        self.base_lr = float(base_lr)
+        self.boundaries = [int(b) for b in boundaries]
+        self.values = [float(v) for v in values]
+        self.total_steps = max(int(total_steps), 1)
+        self.warmup_steps = int(warmup_steps)
+        self.power = float(power)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        if self.kind == "step":
+            lr = ops.convert_to_tensor(self.values[0], "float32")
+            for boundary, value in zip(self.boundaries[1:], self.values[1:]):
+                lr = ops.where(step >= boundary, value, lr)
+        else:
+            t = ops.minimum(step / self.total_steps, 1.0)
+            if self.kind == "cosine":
+                lr = self.base_lr * 0.5 * (1.0 + ops.cos(math.pi * t))
+            else:
+                lr = self.base_lr * ops.power(1.0 - t, self.power)
+        if self.warmup_steps > 0:
+            lr = lr * ops.minimum((step + 1.0) / self.warmup_steps, 1.0)
+        return lr
+
+    def get_config(self):
+        return {"kind": self.kind, "base_lr": self.base_lr, "boundaries": self.boundaries,
+                "values": self.values, "total_steps": self.total_steps,
+                "warmup_steps": self.warmup_steps, "power": self.power}
+
+
+def build_lr_schedule(spec, base_lr, total_steps, warmup_steps=0):
+    """Parse ``--lr-schedule``: "cosine", "poly", "constant", or a step list "0:0.1,16000:0.01,...".
+
+    A step list must start at step 0 and have increasing steps. ``base_lr`` (``--lr``) is the
+    peak for cosine/poly/constant; a step list carries its own values.
+    """
+    spec = spec.strip()
+    if spec in ("cosine", "poly"):
+        return FaceLRSchedule(spec, base_lr, total_steps=total_steps, warmup_steps=warmup_steps)
+    if spec == "constant":
+        return FaceLRSchedule("step", boundaries=[0], values=[base_lr], warmup_steps=warmup_steps)
+    boundaries, values = [], []
+    for item in spec.split(","):
+        try:
+            step, value = item.split(":")
+            boundaries.append(int(step))
+            values.append(float(value))
+        except ValueError:
+            raise ValueError(f"--lr-schedule item {item!r} is not STEP:LR (e.g. "
+                             "'0:0.1,16000:0.01'), nor cosine/poly/constant") from None
+    if boundaries[0] != 0 or any(b <= a for a, b in zip(boundaries, boundaries[1:])):
+        raise ValueError(f"--lr-schedule steps must start at 0 and increase: {spec!r}")
+    return FaceLRSchedule("step", boundaries=boundaries, values=values, warmup_steps=warmup_steps)

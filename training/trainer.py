@@ -1,0 +1,257 @@
+"""The training loop: strategy, model, SGD, exact checkpoints, logs, validation and export."""
+
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+import losses
+import models
+from training.data import synthetic_data, tfrecord_data, total_steps
+from training.export import build_embedding_model, export_embedding_model, save_keras_atomic
+from training.run_dir import CHECKPOINT_SUBDIR
+from training.schedules import build_lr_schedule
+from training.validation import make_validator
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or Inf; the last checkpoint on disk is the last good state."""
+
+
+def make_strategy(name):
+    """tf.distribute strategy for --strategy (multiworker reads the cluster from TF_CONFIG)."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy):
+    """Only the chief writes logs, exports and the real checkpoints (multi-worker convention)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    cluster = resolver.cluster_spec().as_dict()
+    if "chief" in cluster:
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
+
+
+def decayed_variables(backbone, head, head_wd_mult):
+    """(variable, multiplier) pairs that get weight decay: conv/dense kernels of the backbone and
+    the head's class centres (x head_wd_mult). BN gamma/beta, PReLU slopes and biases are excluded,
+    as in insightface and the AM-Softmax reference."""
+    pairs = [(v, 1.0) for v in backbone.trainable_variables if v.path.endswith("kernel")]
+    pairs.append((head.kernel, float(head_wd_mult)))
+    return pairs
+
+
+def make_train_step(strategy, backbone, head, optimizer, config, global_batch):
+    """A tf.function running one global step from a distributed iterator.
+
+    Returns (sum over the global batch of loss / global_batch, number of correct predictions).
+    The forward/backward pass is the XLA-compiled part (--xla); applying gradients stays
+    outside XLA because its cross-replica all-reduce cannot run inside a compiled cluster.
+    """
+    variables = backbone.trainable_variables + head.trainable_variables
+    decayed = decayed_variables(backbone, head, config.head_wd_mult)
+    num_replicas = strategy.num_replicas_in_sync
+    scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+    def forward_backward(images, labels):
+        with tf.GradientTape() as tape:
+            embeddings = backbone(images, training=True)
+            logits = head(embeddings, labels)
+            loss = losses.margin_softmax_loss(labels, logits, focal_gamma=config.focal)
+            # Gradients are summed over replicas: weight each replica's mean by its share.
+            share = tf.cast(tf.shape(labels)[0], tf.float32) / global_batch
+            # SGD weight decay adds wd·w to each gradient (through momentum): that is the
+            # gradient of ½·wd·Σw². (keras.regularizers.L2(λ) is λ·Σw², gradient 2λw.)
+            l2 = tf.add_n([mult * tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v, mult in decayed])
+            objective = loss * share + 0.5 * config.weight_decay * l2 / num_replicas
+            if scales_loss:
+                objective = optimizer.scale_loss(objective)
+        grads = tape.gradient(objective, variables)
+        predicted = tf.argmax(head.class_scores(embeddings), axis=-1, output_type=tf.int32)
+        correct = tf.reduce_sum(tf.cast(tf.equal(predicted, tf.cast(labels, tf.int32)), tf.float32))
+        return grads, loss * share, correct
+
+    if config.xla:
+        forward_backward = tf.function(forward_backward, jit_compile=True)
+
+    def replica_step(images, labels):
+        grads, loss, correct = forward_backward(images, labels)
+        optimizer.apply_gradients(zip(grads, variables))
+        return loss, correct
+
+    @tf.function
+    def train_step(iterator):
+        images, labels = next(iterator)
+        loss, correct = strategy.run(replica_step, args=(images, labels))
+        return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
+                strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
+
+    return train_step
+
+
+def open_data(config, per_replica_batch):
+    image_size = models.parse_image_size(config.image_size) if config.image_size else None
+    if config.data:
+        return tfrecord_data(config.data, per_replica_batch, image_size=image_size,
+                             shuffle_buffer=config.shuffle_buffer, seed=config.seed,
+                             deterministic=config.deterministic)
+    return synthetic_data(config.num_classes, image_size or (112, 96), per_replica_batch,
+                          num_images=config.synthetic_images, seed=config.seed)
+
+
+def run_training(config, run_dir, strategy=None, log=print):
+    """Train per ``config`` into ``run_dir`` (resuming from its checkpoints when config.resume).
+
+    Returns a summary dict (steps, losses, images/s, validation, export paths). Raises
+    TrainingDiverged on a NaN/Inf loss, leaving the last good checkpoint in place.
+    """
+    run_dir = Path(run_dir)
+    strategy = strategy or make_strategy(config.strategy)
+    chief = is_chief(strategy)
+    if config.mixed_precision != "off":
+        keras.mixed_precision.set_global_policy(f"mixed_{config.mixed_precision}")
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+    replicas = strategy.num_replicas_in_sync
+    global_batch = config.batch_size * replicas
+    data = open_data(config, config.batch_size)
+    steps = total_steps(config, data, global_batch)
+    validator = make_validator(config, data)
+    log(f"data: {data.description}")
+    log(f"model: {config.backbone} + {config.loss} head, {data.num_classes} classes, "
+        f"{data.image_size[0]}x{data.image_size[1]}; {replicas} replica(s) x batch {config.batch_size} "
+        f"= global batch {global_batch}; {steps} steps; run dir {run_dir}")
+
+    with strategy.scope():
+        backbone_options = {} if config.dropout is None else {"dropout": config.dropout}
+        backbone = models.build_backbone(config.backbone, image_size=data.image_size,
+                                         embedding_size=config.embedding_size, **backbone_options)
+        head = losses.build_head(config.loss, data.num_classes, s=config.s, m=config.m, m1=config.m1,
+                                 m2=config.m2, m3=config.m3, easy_margin=config.easy_margin,
+                                 sphereface_lambda=config.sphereface_lambda)
+        head.build((None, config.embedding_size))
+        schedule = build_lr_schedule(config.lr_schedule, config.lr, steps, config.warmup_steps)
+        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum)
+        if config.mixed_precision == "float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(backbone.trainable_variables + head.trainable_variables)
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+    best_val = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
+    checkpoint = tf.train.Checkpoint(backbone=backbone, head=head, optimizer=optimizer,
+                                     step=step_var, best_val=best_val)
+    # Non-chief workers must take part in saving (it is collective) but write to a scratch dir.
+    ckpt_dir = run_dir / CHECKPOINT_SUBDIR if chief else run_dir / "workers" / f"tmp-{strategy.cluster_resolver.task_id}"
+    manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), max_to_keep=3)
+    if config.resume:
+        if not manager.latest_checkpoint:
+            raise FileNotFoundError(f"--resume: no checkpoint in {ckpt_dir}")
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        log(f"resumed from {manager.latest_checkpoint} at step {int(step_var)} "
+            f"(lr {float(schedule(optimizer.iterations)):.6g})")
+    start = int(step_var)
+
+    embedding_model = build_embedding_model(backbone, data.image_size)
+    dist_data = strategy.distribute_datasets_from_function(lambda ctx: data.dataset_fn(ctx, start))
+    iterator = iter(dist_data)
+    train_step = make_train_step(strategy, backbone, head, optimizer, config, global_batch)
+    writer = tf.summary.create_file_writer(str(run_dir / "logs")) if chief else tf.summary.create_noop_writer()
+    log_file = open(run_dir / "train_log.jsonl", "a") if chief else None
+
+    def record(entry):
+        if log_file:
+            log_file.write(json.dumps(entry) + "\n")
+            log_file.flush()
+
+    def validate(step):
+        if validator is None:
+            return None
+        started = time.perf_counter()
+        metrics = validator(embedding_model)
+        log(f"step {step}: validation on {validator.name}: accuracy {metrics['accuracy_mean']:.4f} "
+            f"± {metrics['accuracy_std']:.4f}, VAL@FAR={metrics['far']:.0e} {metrics['val']:.4f} "
+            f"({time.perf_counter() - started:.1f} s)")
+        with writer.as_default(step=step):
+            for key in ("accuracy_mean", "val", "auc", "eer"):
+                tf.summary.scalar(f"val/{validator.name}/{key}", metrics[key])
+        record({"step": step, "validation": validator.name,
+                **{k: metrics[k] for k in ("accuracy_mean", "accuracy_std", "val", "auc", "eer")}})
+        if metrics["accuracy_mean"] > float(best_val) and chief:
+            best_val.assign(metrics["accuracy_mean"])
+            save_keras_atomic(embedding_model, run_dir / "export" / "best.keras")
+        return metrics
+
+    window_loss, window_correct, window_steps, timed_steps, window_time = 0.0, 0.0, 0, 0, 0.0
+    last = {"loss": None, "accuracy": None}
+    val_metrics = None
+    first_step_seconds = None
+    bar = tqdm(total=steps, initial=start, unit="step", desc="train", dynamic_ncols=True, disable=not chief)
+    try:
+        for step in range(start + 1, steps + 1):
+            t0 = time.perf_counter()
+            loss, correct = train_step(iterator)
+            loss, correct = float(loss), float(correct)
+            elapsed = time.perf_counter() - t0
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss became {loss} at step {step}; training stopped. The last good checkpoint "
+                    f"is {manager.latest_checkpoint or '(none yet)'}: lower --lr, check --data, or "
+                    f"resume from it with --resume.")
+            if first_step_seconds is None:
+                first_step_seconds = elapsed   # includes tracing/compilation: kept out of img/s
+            else:
+                window_time += elapsed
+                timed_steps += 1
+            window_loss += loss
+            window_correct += correct
+            window_steps += 1
+            bar.update(1)
+            if step % config.log_every == 0 or step == steps:
+                lr = float(schedule(optimizer.iterations))
+                ips = global_batch * timed_steps / window_time if timed_steps else float("nan")
+                last = {"loss": window_loss / window_steps,
+                        "accuracy": window_correct / (window_steps * global_batch)}
+                bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['accuracy']:.3f}",
+                                lr=f"{lr:.3g}", img_s=f"{ips:.1f}")
+                with writer.as_default(step=step):
+                    tf.summary.scalar("train/loss", last["loss"])
+                    tf.summary.scalar("train/accuracy", last["accuracy"])
+                    tf.summary.scalar("train/lr", lr)
+                    tf.summary.scalar("train/images_per_sec", ips)
+                record({"step": step, "loss": last["loss"], "accuracy": last["accuracy"], "lr": lr,
+                        "images_per_sec": ips, "epoch": _epoch(data, step, global_batch)})
+                window_loss, window_correct, window_steps, timed_steps, window_time = 0.0, 0.0, 0, 0, 0.0
+            if step % config.checkpoint_every == 0 or step == steps:
+                step_var.assign(step)
+                manager.save(checkpoint_number=step)
+            if step % config.val_every == 0 or step == steps:
+                val_metrics = validate(step)
+    finally:
+        bar.close()
+        writer.flush()
+        if log_file:
+            log_file.close()
+
+    exports = export_embedding_model(embedding_model, run_dir / "export") if chief else {}
+    return {"run_dir": str(run_dir), "steps": steps, "start_step": start, "global_batch": global_batch,
+            "final_loss": last["loss"], "final_accuracy": last["accuracy"],
+            "first_step_seconds": first_step_seconds, "validation": val_metrics,
+            "best_validation_accuracy": float(best_val) if float(best_val) >= 0 else None,
+            "exports": exports, "synthetic": data.synthetic}
+
+
+def _epoch(data, step, global_batch):
+    per_epoch = data.steps_per_epoch(global_batch)
+    return None if per_epoch is None else step / per_epoch

@@ -1,0 +1,45 @@
+"""Verification accuracy during training, through the same code evaluate.py uses (evaluation/).
+
+Sources, in order: ``--val-pairs FILE --val-dir DIR`` (an LFW-style or generic pairs file and its
+aligned images), else the held-out identities the TFRecord builder wrote (``val`` split +
+``val_pairs.txt``). Never a test set by default: the ``best`` export is chosen on this.
+"""
+
+from pathlib import Path
+
+import evaluation
+from evaluation.images import folder_loader
+from evaluation.model_io import make_embed_fn
+
+
+class Validator:
+    """Callable: embedding model -> verification metrics dict (evaluation.verification_metrics)."""
+
+    def __init__(self, name, pairs, images_by_path, image_size, batch_size=256):
+        self.name = name
+        self.pairs = pairs
+        self.images_by_path = images_by_path
+        self.image_size = image_size
+        self.batch_size = batch_size
+
+    def __call__(self, embedding_model):
+        return evaluation.evaluate_pairs(make_embed_fn(embedding_model), self.pairs, self.images_by_path,
+                                         batch_size=self.batch_size, flip="concat",
+                                         image_size=self.image_size, progress=False)
+
+
+def make_validator(config, data):
+    """The Validator for this run, or None when there is nothing to validate on."""
+    if config.val_pairs:
+        pairs = evaluation.read_pairs(config.val_pairs)
+        # folder_loader checks every image exists now, before any training time is spent.
+        loader = folder_loader(config.val_dir, pairs.unique_paths())
+        return Validator(Path(config.val_pairs).stem, pairs, loader, data.image_size)
+    manifest = data.manifest or {}
+    if manifest.get("val_pairs"):
+        import tfrecords
+
+        pairs = evaluation.read_pairs(Path(config.data) / manifest["val_pairs"])
+        paths, images = tfrecords.read_split_images(config.data, split="val")
+        return Validator("heldout", pairs, dict(zip(paths, images)), data.image_size)
+    return None
