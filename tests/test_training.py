@@ -149,6 +149,19 @@ def test_nan_loss_stops_with_last_good_checkpoint_intact(tmp_path):
             assert np.all(np.isfinite(tf.train.load_variable(latest, name))), name
 
 
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
+def test_mixed_precision_trains_and_exports_float32(tmp_path, precision):
+    import keras
+    run = tmp_path / "run"
+    summary = training.run_training(_config(max_steps=3, mixed_precision=precision, checkpoint_every=3),
+                                    training.new_run_dir(run, "m", "l"), log=lambda *_: None)
+    assert keras.mixed_precision.global_policy().name == "float32", "policy must not leak"
+    assert np.isfinite(summary["final_loss"])
+    model = keras.saving.load_model(summary["exports"]["keras"], safe_mode=True)
+    out = model(np.zeros((1, 32, 32, 3), "float32"))
+    assert str(out.dtype) in ("float32", "<dtype: 'float32'>")
+
+
 def test_validation_picks_best_export(tmp_path):
     import cv2
     aligned = tmp_path / "aligned"
@@ -203,6 +216,23 @@ def test_kill_9_then_resume_continues_the_loss_curve(tmp_path):
     a, b = _losses(straight), _losses(killed)
     after = range(resumed_from + 1, 17)
     np.testing.assert_allclose([b[s] for s in after], [a[s] for s in after], rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_multiworker_strategy_single_worker_cluster(tmp_path):
+    """--strategy multiworker through TF_CONFIG (a one-worker cluster on localhost): the chief
+    writes the checkpoint and export."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, TF_CONFIG=json.dumps(
+        {"cluster": {"worker": [f"127.0.0.1:{port}"]}, "task": {"type": "worker", "index": 0}}))
+    out = subprocess.run(_tiny_cli(tmp_path / "run", "--strategy", "multiworker", "--max-steps", "2"),
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "run" / "checkpoints" / "ckpt-2.index").is_file()
+    assert (tmp_path / "run" / "export" / "embedding.keras").is_file()
 
 
 MIRRORED_SCRIPT = r"""

@@ -1,5 +1,6 @@
 """The training loop: strategy, model, SGD, exact checkpoints, logs, validation and export."""
 
+import contextlib
 import json
 import math
 import time
@@ -119,8 +120,6 @@ def run_training(config, run_dir, strategy=None, log=print):
     run_dir = Path(run_dir)
     strategy = strategy or make_strategy(config.strategy)
     chief = is_chief(strategy)
-    if config.mixed_precision != "off":
-        keras.mixed_precision.set_global_policy(f"mixed_{config.mixed_precision}")
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -135,7 +134,7 @@ def run_training(config, run_dir, strategy=None, log=print):
         f"{data.image_size[0]}x{data.image_size[1]}; {replicas} replica(s) x batch {config.batch_size} "
         f"= global batch {global_batch}; {steps} steps; run dir {run_dir}")
 
-    with strategy.scope():
+    with strategy.scope(), _dtype_policy(config.mixed_precision):
         backbone_options = {} if config.dropout is None else {"dropout": config.dropout}
         backbone = models.build_backbone(config.backbone, image_size=data.image_size,
                                          embedding_size=config.embedding_size, **backbone_options)
@@ -250,6 +249,19 @@ def run_training(config, run_dir, strategy=None, log=print):
             "first_step_seconds": first_step_seconds, "validation": val_metrics,
             "best_validation_accuracy": float(best_val) if float(best_val) >= 0 else None,
             "exports": exports, "synthetic": data.synthetic}
+
+
+@contextlib.contextmanager
+def _dtype_policy(mixed_precision):
+    """Build layers under mixed_float16/mixed_bfloat16 without leaking the global policy:
+    a layer keeps the policy it was built with."""
+    previous = keras.mixed_precision.global_policy()
+    if mixed_precision != "off":
+        keras.mixed_precision.set_global_policy(f"mixed_{mixed_precision}")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def _epoch(data, step, global_batch):
