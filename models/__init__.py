@@ -1,0 +1,81 @@
+"""Face-recognition backbones (pure Keras 3) and the registry that builds them by name.
+
+    model = models.build_backbone("resface20", image_size=(112, 96), embedding_size=512)
+    embeddings = model(models.scaling.scale_images(images))   # [B, 112, 96, 3] -> [B, 512]
+
+Backbones take scaled RGB images [B, H, W, 3] (``models.scaling``) and return the raw
+(not normalised) embedding [B, embedding_size]. Image size: 112x96 and 112x112 are the
+supported crops; any other (H, W) is accepted only when both are multiples of 16, because every
+backbone halves the map four times with stride-2 convs (112x96 -> 7x6, 112x112 -> 7x7).
+"""
+
+import inspect
+
+from models.flops import count_forward_flops
+from models.iresnet import lresnet50e_ir
+from models.mobilefacenet import mobilefacenet
+from models.resface import resface20, resface36
+
+__all__ = ["BACKBONES", "build_backbone", "count_forward_flops", "list_backbones", "parse_image_size",
+           "validate_image_size"]
+
+# name -> builder(image_size, embedding_size, **options) -> keras.Model
+BACKBONES = {
+    "resface20": resface20,        # option: batch_norm=False
+    "resface36": resface36,        # option: batch_norm=False
+    "lresnet50e_ir": lresnet50e_ir,  # option: dropout=0.4
+    "mobilefacenet": mobilefacenet,
+}
+STANDARD_IMAGE_SIZES = ((112, 96), (112, 112))
+DOWNSAMPLING = 16  # total stride of every backbone
+
+
+def list_backbones():
+    """Names accepted by build_backbone, sorted."""
+    return sorted(BACKBONES)
+
+
+def parse_image_size(text):
+    """"112x96" -> (112, 96) (height x width). Raises ValueError naming the expected form."""
+    try:
+        height, width = (int(part) for part in str(text).lower().split("x"))
+    except ValueError:
+        raise ValueError(f"image size {text!r}: expected HEIGHTxWIDTH, e.g. 112x96 or 112x112") from None
+    return validate_image_size((height, width))
+
+
+def validate_image_size(image_size):
+    """Return (H, W) as ints; raise ValueError unless both are positive multiples of 16."""
+    if isinstance(image_size, str):
+        return parse_image_size(image_size)
+    try:
+        height, width = (int(v) for v in image_size)
+        if (height, width) != tuple(image_size):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be (height, width) integers, got {image_size!r}") from None
+    if height <= 0 or width <= 0 or height % DOWNSAMPLING or width % DOWNSAMPLING:
+        raise ValueError(
+            f"image_size {height}x{width} is not supported: use 112x96 or 112x112, or a size whose height "
+            f"and width are positive multiples of {DOWNSAMPLING} (the backbones' total stride)")
+    return height, width
+
+
+def build_backbone(name, image_size=(112, 96), embedding_size=512, **options):
+    """Build backbone ``name``: scaled images [B, H, W, 3] -> embedding [B, embedding_size] (keras.Model).
+
+    options: resface20/resface36 ``batch_norm`` (bool, default False); lresnet50e_ir ``dropout``
+    (float, default 0.4). Raises ValueError for an unknown name, size or option.
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; valid names: {', '.join(list_backbones())}")
+    image_size = validate_image_size(image_size)
+    if not isinstance(embedding_size, int) or isinstance(embedding_size, bool) or embedding_size <= 0:
+        raise ValueError(f"embedding_size must be a positive int, got {embedding_size!r}")
+    builder = BACKBONES[name]
+    accepted = set(inspect.signature(builder).parameters) - {"image_size", "embedding_size"}
+    unknown = set(options) - accepted
+    if unknown:
+        raise ValueError(f"backbone {name!r} does not take option(s) {sorted(unknown)}; "
+                         f"it takes: {sorted(accepted) or 'none'}")
+    return builder(image_size=image_size, embedding_size=embedding_size, **options)
