@@ -1,0 +1,120 @@
+"""Face verification on LFW (10-fold, flip-concatenated features), insightface .bin sets, or precomputed embeddings.
+
+    python evaluate.py --lfw-pairs pairs.txt                          # newest runs/*/export model, data/lfw_aligned
+    python evaluate.py --lfw-pairs pairs.txt --model RUN --lfw-dir ALIGNED
+    python evaluate.py --bin agedb_30.bin --center-crop               # insightface set (112x112) with a 112x96 model
+    python evaluate.py --lfw-pairs pairs.txt --embeddings E.npz --output R.json
+
+The work is done by the evaluation package (shared with training's validation); this file parses flags.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from evaluation.embed import FLIP_MODES  # noqa: E402
+from evaluation.images import DEFAULT_LFW_DIR  # noqa: E402
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description="Face verification metrics: accuracy mean +- std over 10 folds (each fold's threshold chosen on "
+        "the other nine: squared L2 distance of L2-normalised features, thresholds np.arange(0, 4, 0.01), "
+        "strict <), VAL@FAR (default FAR 1e-3), AUC, EER, the threshold as distance and cosine. Writes a JSON, "
+        "a ROC plot and a similarity histogram, and prints a table.",
+        epilog="Models load with keras safe_mode=True (no Python lambdas are deserialised). .bin files are pickles "
+        "and are read with a restricted unpickler that only admits plain data. To write a .bin: "
+        "python -m evaluation.binset --aligned-dir D --pairs P --output lfw.bin",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    src = parser.add_argument_group("what to evaluate")
+    src.add_argument("--lfw-pairs", help="pairs file: LFW View 2 pairs.txt ('10 300' header), View 1 "
+                     "pairsDevTrain/DevTest.txt (10 folds made by splitting same and different pairs evenly), "
+                     "or a generic list ('# generic pairs', then path_a<TAB>path_b<TAB>1|0)")
+    src.add_argument("--lfw-dir", default=str(DEFAULT_LFW_DIR),
+                     help="ALIGNED crops <Name>/<Name_0001>.jpg|.png (output of align/align_lfw.py), sized as the model input")
+    src.add_argument("--bin", help="evaluate an insightface verification .bin (lfw.bin, cfp_fp.bin, agedb_30.bin) instead of pairs")
+    src.add_argument("--center-crop", action="store_true",
+                     help="with --bin: crop images to the model's width at the centre (112x112 bins -> 112x96: our "
+                     "112x96 template is the 112x112 one shifted 8 px, so this is exact)")
+    src.add_argument("--embeddings", help="precomputed E.npz with 'paths' (relative to the LFW folder, any extension), "
+                     "'embeddings' [N, D] and optional 'embeddings_flip' [N, D]; no model is loaded")
+    parser.add_argument("--model", help="exported .keras model or a run directory (uses export/best.keras, else "
+                        "export/embedding.keras); default: the newest under --runs-dir")
+    parser.add_argument("--runs-dir", default="runs", help="where to look for the default model")
+    parser.add_argument("--flip", choices=FLIP_MODES, default=None,
+                        help="features: concat = [emb || emb of the mirror image] (default), sum = emb + emb_flip "
+                        "(insightface), none; always L2-normalised, so squared distances stay in [0, 4]. With "
+                        "--embeddings the default is concat if 'embeddings_flip' is present, else none")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (an image and its flip count as two)")
+    parser.add_argument("--far", type=float, default=1e-3, help="target false accept rate for VAL@FAR")
+    parser.add_argument("--output", help="result JSON (plots go beside it as <stem>_roc.png, <stem>_hist.png); default "
+                        "RUN/eval/lfw_<pairs name>.json or RUN/eval/bin_<bin name>.json (beside the model), or "
+                        "eval/<npz name>_<pairs name>.json beside E.npz")
+    parser.add_argument("--save-embeddings", metavar="E.npz",
+                        help="with --lfw-pairs and a model: also save the raw embeddings (and flips) as E.npz, the "
+                        "format --embeddings reads")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    # Imported here so --help stays instant.
+    from evaluation import report, run
+    from evaluation.model_io import resolve_model_path, run_dir_of
+
+    try:
+        if not (0.0 < args.far < 1.0):
+            raise ValueError(f"--far must be in (0, 1), got {args.far}")
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        if args.bin and (args.lfw_pairs or args.embeddings):
+            raise ValueError("--bin evaluates a .bin on its own; do not combine it with --lfw-pairs/--embeddings")
+        if args.embeddings and args.model:
+            raise ValueError("--embeddings evaluates precomputed features; --model is not used with it")
+        if args.save_embeddings and (args.bin or args.embeddings):
+            raise ValueError("--save-embeddings works with --lfw-pairs and a model (not --bin or --embeddings)")
+        if not args.bin and not args.lfw_pairs:
+            raise ValueError("give --lfw-pairs PAIRS.txt (e.g. LFW's pairs.txt) or --bin SET.bin")
+        if args.embeddings:
+            result, emb_a, emb_b, issame = run.evaluate_embeddings(args.lfw_pairs, args.embeddings, args.flip, args.far)
+            npz = Path(args.embeddings)
+            default_out = npz.parent / "eval" / f"{npz.stem}_{Path(args.lfw_pairs).stem}.json"
+            title = f"{npz.name} on {Path(args.lfw_pairs).name}"
+        else:
+            model_path = resolve_model_path(args.model, args.runs_dir)
+            print(f"model: {model_path}", file=sys.stderr)
+            flip = args.flip or "concat"
+            if args.bin:
+                result, emb_a, emb_b, issame = run.evaluate_model_on_bin(
+                    model_path, args.bin, flip, args.batch_size, args.far, args.center_crop, not args.no_progress)
+                default_out = run_dir_of(model_path) / "eval" / f"bin_{Path(args.bin).stem}.json"
+                title = f"{model_path} on {Path(args.bin).name}"
+            else:
+                result, emb_a, emb_b, issame = run.evaluate_model_on_pairs(
+                    model_path, args.lfw_pairs, args.lfw_dir, flip, args.batch_size, args.far, not args.no_progress,
+                    args.save_embeddings)
+                default_out = run_dir_of(model_path) / "eval" / f"lfw_{Path(args.lfw_pairs).stem}.json"
+                title = f"{model_path} on {Path(args.lfw_pairs).name}"
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+    output = Path(args.output) if args.output else default_out
+    report.write_json(result, output)
+    written = [output]
+    if not args.no_plots:
+        written += report.write_plots(result, emb_a, emb_b, issame, output, title)
+    print(report.format_report(result))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Face verification: pair lists, flip-augmented embedding, 10-fold LFW metrics, insightface .bin sets.
+
+One home for what evaluate.py and training's validation callback share. numpy only at import time;
+Keras/TensorFlow are imported when a model is loaded (evaluation.model_io).
+"""
+
+from evaluation.embed import FLIP_MODES, combine_flips, embed_images, embed_paths, evaluate_pairs, gather_pairs
+from evaluation.metrics import (
+    ACCURACY_THRESHOLDS,
+    VAL_THRESHOLDS,
+    l2_normalize,
+    roc_points,
+    squared_distances,
+    verification_metrics,
+)
+from evaluation.pairs import PairSet, PairsFormatError, read_pairs
+
+__all__ = [
+    "ACCURACY_THRESHOLDS",
+    "FLIP_MODES",
+    "PairSet",
+    "PairsFormatError",
+    "VAL_THRESHOLDS",
+    "combine_flips",
+    "embed_images",
+    "embed_paths",
+    "evaluate_pairs",
+    "gather_pairs",
+    "l2_normalize",
+    "read_pairs",
+    "roc_points",
+    "squared_distances",
+    "verification_metrics",
+]

@@ -1,0 +1,83 @@
+"""Finding and loading the exported embedding model (``RUN/export/best.keras`` or ``embedding.keras``).
+
+The exported model takes float32 [B, H, W, 3] RGB in [0, 255] (scaling is its first layer) and returns
+[B, D]. It is loaded with ``keras.saving.load_model(..., safe_mode=True)``: Keras refuses to
+deserialise Python lambdas from a file, so a model file cannot run code of its author's choosing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+MODEL_NAMES = ("best.keras", "embedding.keras")
+TRAIN_HINT = "train one first (python train.py ...) or pass --model FILE.keras or --model RUN_DIR"
+
+
+def _model_in(directory: Path):
+    for name in MODEL_NAMES:
+        for candidate in (directory / "export" / name, directory / name):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def find_default_model(runs_dir="runs") -> Path:
+    """The newest run's model: of runs/*/export/{best,embedding}.keras (best preferred within a run),
+    the one most recently written."""
+    runs_dir = Path(runs_dir)
+    found = [m for m in (_model_in(run) for run in sorted(runs_dir.glob("*")) if run.is_dir()) if m is not None]
+    if not found:
+        raise FileNotFoundError(f"no exported model found under {runs_dir}/*/export/ ({' or '.join(MODEL_NAMES)}): {TRAIN_HINT}")
+    return max(found, key=lambda p: p.stat().st_mtime)
+
+
+def resolve_model_path(model=None, runs_dir="runs") -> Path:
+    """--model value -> the .keras file: None = newest run; a run (or export) directory = its best/embedding model."""
+    if model is None:
+        return find_default_model(runs_dir)
+    path = Path(model)
+    if path.is_dir():
+        found = _model_in(path)
+        if found is None:
+            raise FileNotFoundError(f"{path}: no export/{' or export/'.join(MODEL_NAMES)} in this directory; {TRAIN_HINT}")
+        return found
+    if not path.is_file():
+        raise FileNotFoundError(f"model not found: {path}; {TRAIN_HINT}")
+    if path.suffix != ".keras":
+        raise ValueError(f"{path}: expected a Keras 3 .keras file (the exported embedding model)")
+    return path
+
+
+def run_dir_of(model_path) -> Path:
+    """RUN for RUN/export/x.keras, else the model's folder (where eval/ results go)."""
+    model_path = Path(model_path)
+    return model_path.parent.parent if model_path.parent.name == "export" else model_path.parent
+
+
+def load_embedding_model(path):
+    """Load an exported embedding model with safe_mode=True -> (model, (H, W)); errors name the file."""
+    import keras
+
+    try:
+        model = keras.saving.load_model(str(path), compile=False, safe_mode=True)
+    except Exception as e:
+        raise ValueError(f"cannot load model {path} ({type(e).__name__}: {e})") from e
+    shape = tuple(model.input_shape) if not isinstance(model.input_shape, list) else None
+    if shape is None or len(shape) != 4 or shape[-1] != 3 or shape[1] is None or shape[2] is None:
+        raise ValueError(f"{path}: expected one image input [B, H, W, 3] with fixed H, W; got {model.input_shape}")
+    return model, (int(shape[1]), int(shape[2]))
+
+
+def make_embed_fn(model):
+    """float32 [B, H, W, 3] numpy -> float32 [B, D] numpy, compiled once (one trace for any batch size on TF)."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        shape = (None,) + tuple(model.input_shape[1:])
+        forward = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec(shape, tf.float32)])
+        return lambda x: forward(tf.convert_to_tensor(x, tf.float32)).numpy()
+    return lambda x: np.asarray(model.predict_on_batch(x))

@@ -1,0 +1,91 @@
+"""Writing evaluation results: the JSON, a ROC plot, a similarity histogram, and a compact text table."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.metrics import roc_points, squared_distances
+
+
+def write_json(result: dict, path) -> Path:
+    """Write result as indented JSON (temp file + rename, so no half-written file is left)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def plot_paths(json_path):
+    """<stem>_roc.png and <stem>_hist.png beside the JSON."""
+    json_path = Path(json_path)
+    return json_path.with_name(json_path.stem + "_roc.png"), json_path.with_name(json_path.stem + "_hist.png")
+
+
+def write_plots(result: dict, emb_a, emb_b, issame, json_path, title=""):
+    """ROC (TPR vs FAR, log FAR axis) and histogram of cosine similarity of same/different pairs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    issame = np.asarray(issame, dtype=bool)
+    dist = squared_distances(emb_a, emb_b)
+    cosine = 1.0 - dist / 2.0
+    fpr, tpr, _ = roc_points(dist, issame)
+    roc_png, hist_png = plot_paths(json_path)
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    floor = 0.5 / max(int((~issame).sum()), 1)  # FAR 0 drawn at half the smallest non-zero FAR on the log axis
+    ax.plot(np.maximum(fpr, floor), tpr, lw=1.5, label=f"AUC {result['auc']:.4f}, EER {result['eer']:.4f}")
+    ax.plot([result["far"]], [result["val"]], "o", label=f"VAL {result['val']:.4f} @ FAR {result['far']:.2g}")
+    ax.set_xscale("log")
+    ax.set_xlim(floor, 1.0)
+    ax.set_ylim(0.0, 1.01)
+    ax.set_xlabel("false accept rate")
+    ax.set_ylabel("true accept rate")
+    ax.set_title(title or "ROC", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(roc_png, dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    bins = np.linspace(-1.0, 1.0, 101)
+    ax.hist(cosine[issame], bins=bins, alpha=0.6, label=f"same ({issame.sum()})")
+    ax.hist(cosine[~issame], bins=bins, alpha=0.6, label=f"different ({(~issame).sum()})")
+    ax.axvline(result["threshold_cosine"], color="k", ls="--", lw=1, label=f"threshold {result['threshold_cosine']:.3f}")
+    ax.set_xlabel("cosine similarity")
+    ax.set_ylabel("pairs")
+    ax.set_title(title or "similarities", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(hist_png, dpi=120)
+    plt.close(fig)
+    return roc_png, hist_png
+
+
+def format_report(result: dict) -> str:
+    """Compact table of the headline numbers."""
+    rows = [
+        ("pairs", f"{result['num_pairs']} ({result['num_same']} same, {result['num_different']} different), {result['num_folds']} folds"),
+        ("accuracy", f"{100 * result['accuracy_mean']:.2f} +- {100 * result['accuracy_std']:.2f} %"),
+        ("VAL @ FAR", f"{100 * result['val']:.2f} +- {100 * result['val_std']:.2f} % @ {result['far']:.5f} (target {result['far_target']:g})"),
+        ("AUC", f"{result['auc']:.4f}"),
+        ("EER", f"{100 * result['eer']:.2f} %"),
+        ("threshold", f"squared L2 {result['threshold']:.3f} +- {result['threshold_std']:.3f} = cosine {result['threshold_cosine']:.3f}"),
+        ("similarity", f"same {result['same_similarity_mean']:.3f} +- {result['same_similarity_std']:.3f}, "
+                       f"different {result['different_similarity_mean']:.3f} +- {result['different_similarity_std']:.3f}"),
+    ]
+    if "flip" in result:
+        rows.append(("features", f"flip={result['flip']}"))
+    if result.get("num_images"):
+        rows.append(("embedding", f"{result['num_images']} images in {result['embed_seconds']:.1f} s ({result['images_per_second']:.1f} img/s)"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
