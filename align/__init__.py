@@ -1,0 +1,22 @@
+"""Face alignment: MTCNN 5-point detection and similarity warp onto the 112×96 (or 112×112) template.
+
+    from align import FaceDetector, pick_face, align_face
+    faces = FaceDetector().detect(image_rgb)          # [(box, score, landmarks [5, 2]), ...]
+    crop = align_face(image_rgb, faces[pick_face(faces, image_rgb.shape)].landmarks)   # uint8 [112, 96, 3]
+
+    align_folder(RAW, ALIGNED)   # the whole tree, parallel and resumable (CLI: align/align_lfw.py)
+
+TensorFlow is imported only when a FaceDetector is built.
+"""
+
+from align.detector import DEFAULT_MIN_FACE_SIZE, DEFAULT_THRESHOLDS, Face, FaceDetector, pick_face
+from align.folder import AlignError, align_folder
+from align.geometry import REFERENCE_LANDMARKS, align_face, estimate_transform, fallback_landmarks, reference_landmarks
+from align.image_io import ImageError, read_image_rgb
+from align.report import load_report
+
+__all__ = [
+    "REFERENCE_LANDMARKS", "reference_landmarks", "align_face", "estimate_transform", "fallback_landmarks",
+    "FaceDetector", "Face", "pick_face", "DEFAULT_MIN_FACE_SIZE", "DEFAULT_THRESHOLDS",
+    "align_folder", "AlignError", "read_image_rgb", "ImageError", "load_report",
+]

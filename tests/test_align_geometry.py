@@ -1,0 +1,95 @@
+"""align.geometry: the similarity onto the template, output size and orientation (no TensorFlow needed)."""
+
+import numpy as np
+import pytest
+
+from align import REFERENCE_LANDMARKS, align_face, estimate_transform, fallback_landmarks, reference_landmarks
+from align.detector import pick_face, pyramid_scales
+
+
+def _similarity(scale, angle_deg, tx, ty):
+    a = np.deg2rad(angle_deg)
+    return np.array([[scale * np.cos(a), -scale * np.sin(a), tx], [scale * np.sin(a), scale * np.cos(a), ty],
+                     [0, 0, 1.0]])
+
+
+def _apply(matrix, points):
+    return points @ matrix[:2, :2].T + matrix[:2, 2]
+
+
+@pytest.mark.parametrize("image_size", [(112, 96), (112, 112)])
+def test_known_similarity_is_recovered_exactly(image_size):
+    template = reference_landmarks(image_size)
+    to_input = _similarity(2.7, 23.0, 140.0, 65.0)  # template -> input photo
+    landmarks = _apply(to_input, template)
+    matrix = estimate_transform(landmarks, image_size)
+    np.testing.assert_allclose(matrix, np.linalg.inv(to_input)[:2], atol=1e-9)
+    np.testing.assert_allclose(_apply(np.vstack([matrix, [0, 0, 1]]), landmarks), template, atol=1e-9)
+
+
+def test_template_values_and_112x112_shift():
+    np.testing.assert_array_equal(reference_landmarks((112, 96)), REFERENCE_LANDMARKS)
+    np.testing.assert_allclose(REFERENCE_LANDMARKS[0], [30.2946, 51.6963])
+    np.testing.assert_allclose(reference_landmarks((112, 112)), REFERENCE_LANDMARKS + [8.0, 0.0])
+    with pytest.raises(ValueError, match="112"):
+        reference_landmarks((128, 128))
+
+
+def _blob_image(landmarks, shape=(400, 500)):
+    """Black photo with one coloured 5×5 square per landmark, colour k = distinct RGB code."""
+    image = np.zeros(shape + (3,), np.uint8)
+    for k, (x, y) in enumerate(np.round(landmarks).astype(int)):
+        image[y - 2:y + 3, x - 2:x + 3] = COLOURS[k]
+    return image
+
+
+COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [0, 255, 255]], np.uint8)
+
+
+@pytest.mark.parametrize("image_size", [(112, 96), (112, 112)])
+def test_output_size_and_orientation(image_size):
+    template = reference_landmarks(image_size)
+    # rotated by -30°, enlarged 2×: landmark k must come out at template point k, upright, not mirrored
+    landmarks = np.round(_apply(_similarity(2.0, -30.0, 180.0, 150.0), template))
+    crop = align_face(_blob_image(landmarks), landmarks, image_size)
+    assert crop.shape == (image_size[0], image_size[1], 3) and crop.dtype == np.uint8
+    for k, colour in enumerate(COLOURS):
+        match = np.all(np.abs(crop.astype(int) - colour) < 100, axis=2) & (crop.max(axis=2) > 100)
+        ys, xs = np.nonzero(match)
+        assert len(xs) > 0, f"landmark {k} missing from the crop"
+        np.testing.assert_allclose([xs.mean(), ys.mean()], template[k], atol=1.0)
+
+
+def test_align_face_rejects_bad_landmarks():
+    with pytest.raises(ValueError, match="finite"):
+        align_face(np.zeros((50, 50, 3), np.uint8), np.full((5, 2), np.nan))
+
+
+def test_fallback_landmarks_give_a_centred_upright_crop():
+    landmarks = fallback_landmarks((250, 250, 3), (112, 96))
+    matrix = estimate_transform(landmarks, (112, 96))
+    assert abs(matrix[0, 1]) < 1e-9 and abs(matrix[1, 0]) < 1e-9  # no rotation
+    crop_width_in_input = 96 / matrix[0, 0]
+    assert crop_width_in_input == pytest.approx(0.45 * 250)
+    centre = np.linalg.solve(matrix[:, :2], np.array([48.0, 56.0]) - matrix[:, 2])
+    np.testing.assert_allclose(centre, [125.0, 0.47 * 250], atol=1e-6)
+
+
+def test_pick_face_prefers_large_central_face():
+    shape = (200, 200, 3)
+    central = (np.array([70, 70, 130, 130.0]), 0.9, None)  # 60×60 at the centre
+    big_corner = (np.array([0, 0, 70, 70.0]), 0.99, None)  # 70×70, but 65 px off in x and y
+    small_centre = (np.array([90, 90, 110, 110.0]), 0.99, None)
+    assert pick_face([big_corner, central, small_centre], shape) == 1
+    # area − 2·offset²: a much larger off-centre face still wins
+    huge = (np.array([0, 0, 150, 150.0]), 0.8, None)
+    assert pick_face([central, huge], shape) == 1
+    assert pick_face([], shape) == -1
+
+
+def test_pyramid_matches_mtcnn():
+    from mtcnn.utils.images import build_scale_pyramid
+
+    for height, width in [(250, 250), (480, 640), (37, 90), (13, 13)]:
+        np.testing.assert_allclose(pyramid_scales(height, width, 20, 0.709),
+                                   build_scale_pyramid(width, height, min_face_size=20, scale_factor=0.709))
