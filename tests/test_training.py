@@ -269,3 +269,37 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path):
     result = json.loads(out.stdout.split("RESULT")[1])
     assert result["mirrored"]["replicas"] == 2 and result["mirrored"]["global_batch"] == 4
     np.testing.assert_allclose(result["mirrored"]["losses"], result["single"]["losses"], rtol=1e-4)
+
+
+def test_train_cli_on_tfrecords_validates_on_heldout_identities(tmp_path):
+    """align-format folder -> tfrecords.build (with held-out identities) -> train.py --data:
+    trains on the train split, validates on the val split's pairs, exports best.keras."""
+    import cv2
+    from tfrecords.build import build
+    rng = np.random.default_rng(0)
+    aligned = tmp_path / "aligned"
+    for person in range(12):
+        (aligned / f"person_{person:02d}").mkdir(parents=True)
+        base = rng.integers(0, 255, (32, 32, 3))
+        for k in range(4):
+            img = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+            cv2.imwrite(str(aligned / f"person_{person:02d}" / f"{k}.jpg"), img)
+    shards = tmp_path / "shards"
+    manifest = build(aligned, shards, val_identities=4, val_pairs=8, num_shards=2, workers=1,
+                     progress=False, log=lambda *_: None)
+    assert manifest["num_classes"] == 8 and manifest["val_pairs"]
+    run = tmp_path / "run"
+    args = [sys.executable, str(REPO / "train.py"), "--data", str(shards), "--output-dir", str(run),
+            "--backbone", "mobilefacenet", "--embedding-size", "32", "--batch-size", "4",
+            "--max-steps", "4", "--val-every", "2", "--log-every", "1", "--lr-schedule", "constant",
+            "--shuffle-buffer", "64"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "8 classes" in out.stdout and "validation on heldout" in out.stdout
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"] == str(shards) and config["max_steps"] == 4
+    assert (run / "export" / "best.keras").is_file()
+    # A wrong --image-size is refused before training, naming the manifest.
+    bad = subprocess.run(args[:-2] + ["--image-size", "112x96", "--output-dir", str(tmp_path / "bad")],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "manifest.json" in bad.stderr

@@ -21,9 +21,14 @@ class Validator:
         self.images_by_path = images_by_path
         self.image_size = image_size
         self.batch_size = batch_size
+        self._embed_fns = {}
 
     def __call__(self, embedding_model):
-        return evaluation.evaluate_pairs(make_embed_fn(embedding_model), self.pairs, self.images_by_path,
+        # One compiled embed function per model, not one trace per validation.
+        if id(embedding_model) not in self._embed_fns:
+            self._embed_fns[id(embedding_model)] = make_embed_fn(embedding_model)
+        embed_fn = self._embed_fns[id(embedding_model)]
+        return evaluation.evaluate_pairs(embed_fn, self.pairs, self.images_by_path,
                                          batch_size=self.batch_size, flip="concat",
                                          image_size=self.image_size, progress=False)
 
