@@ -128,6 +128,11 @@ def run_training(config, run_dir, strategy=None, log=print):
     global_batch = config.batch_size * replicas
     data = open_data(config, config.batch_size)
     steps = total_steps(config, data, global_batch)
+    if config.xla and config.backbone == "mobilefacenet" and not tf.config.list_physical_devices("GPU"):
+        # benchmarks/train_speed.py: XLA's CPU depthwise convolution made MobileFaceNet 0.24x
+        # as fast as without XLA (ResFace20 gained 1.42x) on a 2-core CPU.
+        log("warning: --xla makes mobilefacenet about 4x SLOWER on CPU (depthwise convolutions); "
+            "drop --xla for it (it helps resface20 about 1.4x)")
     validator = make_validator(config, data)
     log(f"data: {data.description}")
     log(f"model: {config.backbone} + {config.loss} head, {data.num_classes} classes, "
