@@ -185,8 +185,8 @@ def run_training(config, run_dir, strategy=None, log=print):
         started = time.perf_counter()
         metrics = validator(embedding_model)
         log(f"step {step}: validation on {validator.name}: accuracy {metrics['accuracy_mean']:.4f} "
-            f"± {metrics['accuracy_std']:.4f}, VAL@FAR={metrics['far']:.0e} {metrics['val']:.4f} "
-            f"({time.perf_counter() - started:.1f} s)")
+            f"± {metrics['accuracy_std']:.4f}, VAL {metrics['val']:.4f} at FAR {metrics['far']:.2g} "
+            f"(target 1e-3), AUC {metrics['auc']:.4f} ({time.perf_counter() - started:.1f} s)")
         with writer.as_default(step=step):
             for key in ("accuracy_mean", "val", "auc", "eer"):
                 tf.summary.scalar(f"val/{validator.name}/{key}", metrics[key])
