@@ -60,7 +60,8 @@ def _decoder(manifest, split):
     return lambda data: tf.io.decode_image(data, channels=3, expand_animations=False)
 
 
-def _resolve_size(data_dir, manifest, image_size):
+def resolve_image_size(data_dir, manifest, image_size=None):
+    """The shards' (H, W); raises ManifestError naming manifest.json if ``image_size`` disagrees."""
     size = tuple(manifest["image_size"])
     if image_size is not None and tuple(int(v) for v in image_size) != size:
         raise ManifestError(f"{Path(data_dir) / MANIFEST_NAME}: shards hold {size[0]}x{size[1]} (HxW) images, "
@@ -83,7 +84,7 @@ def make_train_dataset(data_dir, batch_size, *, image_size=None, num_classes=Non
     many shards as input pipelines, else by record. flip: random horizontal flip (p = 0.5).
     """
     manifest = read_manifest(data_dir)
-    height, width = _resolve_size(data_dir, manifest, image_size)
+    height, width = resolve_image_size(data_dir, manifest, image_size)
     if num_classes is not None and int(num_classes) != manifest["num_classes"]:
         raise ManifestError(f"{Path(data_dir) / MANIFEST_NAME}: {manifest['num_classes']} classes, but the model "
                             f"expects {num_classes}; use the matching shard directory or head size")

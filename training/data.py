@@ -73,10 +73,8 @@ def tfrecord_data(data_dir, per_replica_batch, image_size=None, shuffle_buffer=2
     import tfrecords
 
     manifest = tfrecords.read_manifest(data_dir)
-    size = tuple(manifest["image_size"])
-    if image_size is not None and tuple(image_size) != size:
-        raise ValueError(f"--image-size {image_size[0]}x{image_size[1]} does not match "
-                         f"{data_dir}/manifest.json ({size[0]}x{size[1]}); drop the flag or rebuild the shards")
+    # Checked here, before the model is built, with the reader's own check.
+    size = tfrecords.resolve_image_size(data_dir, manifest, image_size)
     num_images = manifest["splits"]["train"]["num_images"]
 
     def dataset_fn(input_context=None, start_step=0):
