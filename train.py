@@ -65,6 +65,10 @@ def build_parser():
     g.add_argument("--head-wd-mult", type=float, help="weight-decay multiplier for the class centres (default 1)")
     g.add_argument("--max-steps", type=int, help="default 30000 with --data (40 synthetic)")
     g.add_argument("--epochs", type=float, help="instead of --max-steps")
+    g.add_argument("--time-limit", type=float, metavar="MINUTES",
+                   help="stop after this much wall time (counted from the start of this invocation, "
+                        "model building included) with a checkpoint, a validation and the export, even "
+                        "if --max-steps is not reached; the lr schedule still spans --max-steps")
     g.add_argument("--mixed-precision", nargs="?", const="float16", choices=("off", "float16", "bfloat16"),
                    help="bare flag = float16 (with loss scaling); heads and loss stay float32")
     g.add_argument("--xla", action=B, help="compile the forward/backward pass with XLA (jit_compile)")
@@ -109,10 +113,17 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
 
+    if summary["exports"]:   # the chief: render the TensorBoard scalars next to the run
+        from training.curves import plot_learning_curves
+        print(f"learning curves: {plot_learning_curves({run_dir.name: run_dir}, run_dir / 'learning_curves.png')}")
     if summary["synthetic"]:
         print("NOTE: this run used SYNTHETIC random data; its accuracy says nothing about faces. "
               "Train on real data with --data SHARDS (see README).")
-    print(f"done: {summary['steps']} steps, final loss {summary['final_loss']:.4f}, "
+    if summary["time_limited"]:
+        print(f"stopped by --time-limit {config.time_limit:g} min at step {summary['last_step']} of "
+              f"{summary['steps']}; continue with --resume --output-dir {run_dir}")
+    print(f"done: {summary['last_step']} steps in {summary['wall_seconds']:.0f} s "
+          f"({summary['images_per_sec']:.1f} img/s), final loss {summary['final_loss']:.4f}, "
           f"train accuracy {summary['final_accuracy']:.3f}; exported {summary['exports'].get('keras')}")
     return 0
 

@@ -136,6 +136,28 @@ def test_resume_continues_exactly(tmp_path):
     assert lrs[3] == pytest.approx(0.1) and lrs[4] == pytest.approx(0.01)  # lr here is for the next step
 
 
+def test_time_limit_stops_with_checkpoint_and_export_then_resume_finishes(tmp_path):
+    """A limit shorter than one step: stop after step 1 with a checkpoint, a validation-free
+    export and a summary saying so; --resume (no limit) then runs the remaining steps with the
+    schedule still spanning all of --max-steps."""
+    run = tmp_path / "run"
+    common = {"max_steps": 4, "lr_schedule": "0:0.1,3:0.01", "checkpoint_every": 100}
+    summary = training.run_training(_config(time_limit=1e-6, **common), training.new_run_dir(run, "m", "l"),
+                                    log=lambda *_: None)
+    assert summary["time_limited"] and summary["last_step"] == 1 and summary["steps"] == 4
+    assert summary["wall_seconds"] > 0 and (run / "export" / "embedding.keras").is_file()
+    assert sorted(_losses(run)) == [1]
+    resumed = training.run_training(_config(resume=True, **common), run, log=lambda *_: None)
+    assert resumed["start_step"] == 1 and resumed["last_step"] == 4 and not resumed["time_limited"]
+    assert resumed["images_per_sec"] > 0
+    lrs = {e["step"]: e["lr"] for e in _log(run) if "lr" in e}
+    assert lrs[2] == pytest.approx(0.1) and lrs[3] == pytest.approx(0.01)
+    outcomes = [json.loads(line) for line in (run / "train_summary.jsonl").read_text().splitlines()]
+    assert [o["last_step"] for o in outcomes] == [1, 4]
+    with pytest.raises(ValueError, match="--time-limit must be > 0"):
+        _config(time_limit=0)
+
+
 def test_nan_loss_stops_with_last_good_checkpoint_intact(tmp_path):
     run = tmp_path / "run"
     config = _config(loss="softmax", max_steps=20, lr_schedule="constant", lr=1e30, checkpoint_every=1)
@@ -186,6 +208,25 @@ def test_validation_picks_best_export(tmp_path):
     assert summary["best_validation_accuracy"] == max(v["accuracy_mean"] for v in vals)
 
 
+def test_learning_curves_png_of_two_runs(tmp_path):
+    from training import curves
+    runs = {}
+    for name, loss in (("am", "am_softmax"), ("arc", "arcface")):
+        runs[name] = tmp_path / name
+        training.run_training(_config(max_steps=3, loss=loss, lr_schedule="constant"),
+                              training.new_run_dir(runs[name], "m", "l"), log=lambda *_: None)
+    scalars = curves.read_scalars(runs["am"] / "logs")
+    assert {"train/loss", "train/accuracy", "train/lr", "train/images_per_sec"} <= set(scalars)
+    assert [s for s, _ in scalars["train/loss"]] == [1, 2, 3]
+    assert [v for _, v in scalars["train/loss"]] == pytest.approx([e["loss"] for e in _log(runs["am"])], rel=1e-6)
+    png = tmp_path / "curves.png"
+    assert curves.main([str(runs["am"]), str(runs["arc"]), "--output", str(png)]) == 0
+    from PIL import Image
+    assert Image.open(png).size == (1100, 750)
+    with pytest.raises(FileNotFoundError, match="no TensorBoard event files"):
+        curves.read_scalars(runs["am"] / "checkpoints")
+
+
 def test_train_cli_help_and_errors(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "train.py"), "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--lr-schedule" in out.stdout and "SYNTHETIC" in out.stdout
@@ -216,6 +257,12 @@ def test_kill_9_then_resume_continues_the_loss_curve(tmp_path):
     a, b = _losses(straight), _losses(killed)
     after = range(resumed_from + 1, 17)
     np.testing.assert_allclose([b[s] for s in after], [a[s] for s in after], rtol=1e-4)
+    # The learning curves: one point per step, the repeated steps keeping the resumed values.
+    from training.curves import read_scalars
+    assert (killed / "learning_curves.png").stat().st_size > 10_000
+    curve = read_scalars(killed / "logs")["train/loss"]
+    assert [s for s, _ in curve] == list(range(1, 17))
+    np.testing.assert_allclose([v for _, v in curve], [b[s] for s in range(1, 17)], rtol=1e-6)
 
 
 @pytest.mark.slow

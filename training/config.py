@@ -39,6 +39,7 @@ class TrainConfig:
     dropout: float | None = None        # None -> the backbone's default (lresnet50e_ir: 0.4)
     max_steps: int | None = None
     epochs: float | None = None
+    time_limit: float | None = None      # minutes of wall time for this invocation; None -> no limit
     mixed_precision: str = "off"         # off | float16 | bfloat16
     xla: bool = False
     seed: int = 0
@@ -130,6 +131,8 @@ def resolve_config(cli_values, config_file=None, base=None):
 def _check(config):
     if config.max_steps is not None and config.epochs is not None:
         raise ValueError("give --max-steps or --epochs, not both")
+    if config.time_limit is not None and config.time_limit <= 0:
+        raise ValueError(f"--time-limit must be > 0 minutes, got {config.time_limit}")
     if config.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {config.batch_size}")
     if config.mixed_precision not in ("off", "float16", "bfloat16"):

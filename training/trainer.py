@@ -117,6 +117,7 @@ def run_training(config, run_dir, strategy=None, log=print):
     Returns a summary dict (steps, losses, images/s, validation, export paths). Raises
     TrainingDiverged on a NaN/Inf loss, leaving the last good checkpoint in place.
     """
+    wall_start = time.perf_counter()
     run_dir = Path(run_dir)
     strategy = strategy or make_strategy(config.strategy)
     chief = is_chief(strategy)
@@ -197,7 +198,10 @@ def run_training(config, run_dir, strategy=None, log=print):
             save_keras_atomic(embedding_model, run_dir / "export" / "best.keras")
         return metrics
 
+    time_up = _time_limit_check(strategy, config, wall_start)
     window_loss, window_correct, window_steps, timed_steps, window_time = 0.0, 0.0, 0, 0, 0.0
+    total_timed_steps, total_timed_time = 0, 0.0
+    last_step, time_limited = start, False
     last = {"loss": None, "accuracy": None}
     val_metrics = None
     first_step_seconds = None
@@ -218,6 +222,8 @@ def run_training(config, run_dir, strategy=None, log=print):
             else:
                 window_time += elapsed
                 timed_steps += 1
+                total_timed_time += elapsed
+                total_timed_steps += 1
             window_loss += loss
             window_correct += correct
             window_steps += 1
@@ -237,11 +243,17 @@ def run_training(config, run_dir, strategy=None, log=print):
                 record({"step": step, "loss": last["loss"], "accuracy": last["accuracy"], "lr": lr,
                         "images_per_sec": ips, "epoch": _epoch(data, step, global_batch)})
                 window_loss, window_correct, window_steps, timed_steps, window_time = 0.0, 0.0, 0, 0, 0.0
-            if step % config.checkpoint_every == 0 or step == steps:
+            last_step = step
+            time_limited = step < steps and time_up(step)
+            if step % config.checkpoint_every == 0 or step == steps or time_limited:
                 step_var.assign(step)
                 manager.save(checkpoint_number=step)
-            if step % config.val_every == 0 or step == steps:
+            if step % config.val_every == 0 or step == steps or time_limited:
                 val_metrics = validate(step)
+            if time_limited:
+                log(f"--time-limit {config.time_limit:g} min reached after step {step} of {steps}: "
+                    f"checkpoint saved; --resume continues the run")
+                break
     finally:
         bar.close()
         writer.flush()
@@ -249,11 +261,32 @@ def run_training(config, run_dir, strategy=None, log=print):
             log_file.close()
 
     exports = export_embedding_model(embedding_model, run_dir / "export") if chief else {}
-    return {"run_dir": str(run_dir), "steps": steps, "start_step": start, "global_batch": global_batch,
-            "final_loss": last["loss"], "final_accuracy": last["accuracy"],
-            "first_step_seconds": first_step_seconds, "validation": val_metrics,
-            "best_validation_accuracy": float(best_val) if float(best_val) >= 0 else None,
-            "exports": exports, "synthetic": data.synthetic}
+    summary = {"run_dir": str(run_dir), "steps": steps, "start_step": start, "last_step": last_step,
+               "time_limited": time_limited, "global_batch": global_batch,
+               "final_loss": last["loss"], "final_accuracy": last["accuracy"],
+               "first_step_seconds": first_step_seconds,
+               # Steady-state rate: the first step (tracing, compilation) is left out.
+               "images_per_sec": (global_batch * total_timed_steps / total_timed_time
+                                  if total_timed_steps else float("nan")),
+               "wall_seconds": time.perf_counter() - wall_start, "validation": val_metrics,
+               "best_validation_accuracy": float(best_val) if float(best_val) >= 0 else None,
+               "exports": exports, "synthetic": data.synthetic}
+    if chief:
+        # One file per invocation's outcome; a resumed run appends its own entry.
+        with open(run_dir / "train_summary.jsonl", "a") as f:
+            f.write(json.dumps(summary) + "\n")
+    return summary
+
+
+def _time_limit_check(strategy, config, wall_start):
+    """``time_up(step) -> bool`` for --time-limit: this process's clock, read after every step."""
+    if config.time_limit is None:
+        return lambda step: False
+    if getattr(strategy.extended, "_num_workers", 1) > 1:
+        # Every worker must stop at the same step (steps are collective) and their clocks differ.
+        raise ValueError("--time-limit is not supported with several workers; use --max-steps")
+    limit_seconds = 60.0 * config.time_limit
+    return lambda step: time.perf_counter() - wall_start >= limit_seconds
 
 
 @contextlib.contextmanager
