@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 # (tag prefix or tag, panel title); validation tags are val/<set name>/<metric>.
-PANELS = (("train/loss", "training loss"), ("train/accuracy", "training accuracy (with margin)"),
+PANELS = (("train/loss", "training loss"), ("train/accuracy", "training accuracy (no margin)"),
           ("train/lr", "learning rate"), ("val/*/accuracy_mean", "validation accuracy (10-fold)"))
 
 
@@ -28,7 +28,8 @@ def read_scalars(log_dir):
         raise FileNotFoundError(f"no TensorBoard event files under {log_dir}")
     by_tag = defaultdict(dict)
     for path in files:
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
             for value in event.summary.value:
                 if value.HasField("tensor"):
                     number = float(tf.make_ndarray(value.tensor))

@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""LFW View 1, end to end on one machine: align -> TFRecords (peopleDevTrain only) -> train with
+AM-Softmax and with ArcFace under the same wall-time budget -> evaluate each on pairsDevTest.txt
+(identities disjoint from DevTrain) and pairs.txt (View 2), then print the results table.
+
+    python benchmarks/lfw_view1.py --lfw-dir ../shared/data/lfw --work-dir data/lfw_view1
+
+Every stage runs the user's own command (printed, with its log in WORK/logs/) and is timed. A
+stage whose output already exists is not redone (its row says "cached"), so an interrupted run
+continues where it stopped; training continues from its last checkpoint. Outputs:
+WORK/results.json, WORK/results.md (the table), WORK/learning_curves.png (both runs) and each
+run's own RUN/learning_curves.png.
+
+Before training, the training identities are checked against pairsDevTest.txt (the script stops
+on any overlap) and the overlap with pairs.txt is counted (View 2 spans all LFW people, so a
+DevTrain model has seen some of its identities: that row is reported, but it is not a clean test).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+HEAD_SETTINGS = {"am_softmax": "s=30, m=0.35", "arcface": "s=64, m=0.5", "cosface": "s=64, m=0.35",
+                 "softmax": "plain", "sphereface": "s=30, m=4", "combined": "s=64, (1.0, 0.3, 0.2)"}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lfw-dir", default=str(REPO.parent / "shared" / "data" / "lfw"),
+                   help="original LFW: images/ plus pairs.txt, pairsDevTest.txt, peopleDevTrain.txt (default: %(default)s)")
+    p.add_argument("--work-dir", default="data/lfw_view1", help="shards, runs, logs and results (default: %(default)s)")
+    p.add_argument("--aligned-dir", help="aligned crops (default: WORK/aligned; an existing complete folder is reused)")
+    p.add_argument("--losses", nargs="+", default=["am_softmax", "arcface"],
+                   help="one training run per loss, each under --train-minutes (default: %(default)s)")
+    p.add_argument("--train-minutes", type=float, default=60.0,
+                   help="wall-time budget of each training run, start-up and validation included (default: %(default)s)")
+    p.add_argument("--images-per-sec", type=float,
+                   help="training speed used to size the lr schedule to the budget; default: measured by a "
+                        "short calibration run (its time is in the table)")
+    p.add_argument("--max-steps", type=int, help="fix the schedule length instead of sizing it to the budget")
+    p.add_argument("--backbone", default="mobilefacenet", help="default: %(default)s")
+    p.add_argument("--embedding-size", type=int, default=128, help="default: %(default)s (MobileFaceNet's)")
+    p.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
+    p.add_argument("--lr", type=float, default=0.1, help="peak of the cosine schedule (default: %(default)s)")
+    p.add_argument("--warmup-steps", type=int, default=50, help="default: %(default)s")
+    p.add_argument("--min-images", type=int, default=2,
+                   help="DevTrain identities with fewer images are left out of the shards (default: %(default)s)")
+    p.add_argument("--val-identities", default="40",
+                   help="DevTrain identities held out for validation / best-model choice (default: %(default)s)")
+    p.add_argument("--validations", type=int, default=6, help="held-out validations per run (default: %(default)s)")
+    p.add_argument("--align-workers", type=int, default=2, help="default: %(default)s")
+    p.add_argument("--extra-train-args", default="", help="appended to every train.py command, e.g. '--focal 2'")
+    return p.parse_args(argv)
+
+
+class Stages:
+    """Runs commands with a log file each and keeps every stage's wall time."""
+
+    def __init__(self, work):
+        self.logs = work / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.seconds = {}
+
+    def run(self, name, args):
+        log = self.logs / f"{name}.log"
+        shown = " ".join(str(a) for a in args).replace(str(REPO) + "/", "")
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: {shown}\n    log: {log}", flush=True)
+        started = time.perf_counter()
+        with open(log, "w") as f:
+            code = subprocess.call([str(a) for a in args], stdout=f, stderr=subprocess.STDOUT, cwd=REPO,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.seconds[name] = time.perf_counter() - started
+        print(f"    {name}: exit {code} after {self.seconds[name]:.0f} s", flush=True)
+        if code != 0:
+            tail = log.read_text(errors="replace")[-1500:]
+            raise SystemExit(f"{name} failed (exit {code}); the end of {log}:\n{tail}")
+
+
+def lfw_identities(pairs_file):
+    from evaluation import read_pairs
+    pairs = read_pairs(pairs_file)
+    return {p.split("/")[0] for p in pairs.unique_paths()}
+
+
+def check_identities(shards, lfw):
+    """Training (and held-out) identities vs the test pairs: none may be in pairsDevTest."""
+    manifest = json.loads((shards / "manifest.json").read_text())
+    trained = set(manifest["labels"])
+    if (shards / "val_pairs.txt").is_file():
+        trained |= lfw_identities(shards / "val_pairs.txt")
+    shared_devtest = trained & lfw_identities(lfw / "pairsDevTest.txt")
+    if shared_devtest:
+        raise SystemExit(f"{len(shared_devtest)} training identities appear in pairsDevTest.txt, e.g. "
+                         f"{sorted(shared_devtest)[:5]}: the View 1 test would not be identity-disjoint")
+    view2 = lfw_identities(lfw / "pairs.txt")
+    return {"train_identities": len(manifest["labels"]), "train_images": manifest["num_images"],
+            "devtest_shared_identities": 0, "view2_identities": len(view2),
+            "view2_shared_identities": len(trained & view2)}
+
+
+def read_summaries(run):
+    path = run / "train_summary.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    lfw, work = Path(args.lfw_dir).resolve(), Path(args.work_dir).resolve()
+    for needed in ("images", "pairs.txt", "pairsDevTest.txt", "peopleDevTrain.txt"):
+        if not (lfw / needed).exists():
+            raise SystemExit(f"{lfw / needed} is missing: --lfw-dir must be the original LFW folder "
+                             "(images/ and the protocol files)")
+    aligned = Path(args.aligned_dir).resolve() if args.aligned_dir else work / "aligned"
+    shards = work / "shards"
+    py = sys.executable
+    stages = Stages(work)
+    cached = set()
+    results = {"command": " ".join([Path(sys.argv[0]).as_posix()] + (argv or sys.argv[1:])),
+               "settings": vars(args), "stages": {}, "runs": {}}
+
+    # 1. Align every LFW image (resumes: files already in the report are not redone).
+    stages.run("align", [py, REPO / "align/align_lfw.py", "--input-dir", lfw / "images", "--output-dir", aligned,
+                         "--fallback", "center", "--workers", args.align_workers])
+    align_summary = json.loads((aligned / "align_summary.json").read_text())
+    results["align"] = {k: align_summary[k] for k in ("files", "aligned", "fallback", "failed",
+                                                      "processed_this_run", "skipped_already_done")}
+
+    # 2. Shards from View 1 DevTrain identities only.
+    if (shards / "manifest.json").is_file():
+        cached.add("build")
+    else:
+        stages.run("build", [py, "-m", "tfrecords.build", "--input-dir", aligned, "--output-dir", shards,
+                             "--people", lfw / "peopleDevTrain.txt", "--min-images", args.min_images,
+                             "--val-identities", args.val_identities, "--val-pairs", 1000, "--no-progress"])
+    results["data"] = check_identities(shards, lfw)
+    d = results["data"]
+    print(f"data: {d['train_images']} images of {d['train_identities']} DevTrain identities; 0 shared with "
+          f"pairsDevTest; {d['view2_shared_identities']} of the {d['view2_identities']} pairs.txt identities "
+          "were seen in training or validation", flush=True)
+
+    # 3a. Size the cosine schedule so it ends inside the budget.
+    common = ["--data", shards, "--backbone", args.backbone, "--embedding-size", args.embedding_size,
+              "--batch-size", args.batch_size]
+    ips = args.images_per_sec
+    if ips is None and args.max_steps is None:
+        calib = work / "runs" / "calibration"
+        if not read_summaries(calib):
+            stages.run("calibrate", [py, REPO / "train.py", *common, "--loss", args.losses[0], "--max-steps", 16,
+                                     "--lr-schedule", "constant", "--lr", 0.01, "--log-every", 4,
+                                     "--val-every", 1000, "--output-dir", calib])
+        else:
+            cached.add("calibrate")
+        ips = read_summaries(calib)[-1]["images_per_sec"]
+    # Start-up (~0.5 min), validations and the final export come out of the budget; 8 % slack
+    # absorbs the speed drift of a shared machine. --time-limit is the hard stop either way.
+    usable = 60 * args.train_minutes - 60 - 20 * args.validations
+    max_steps = args.max_steps or int(0.92 * usable * ips / args.batch_size)
+    if max_steps < 1:
+        raise SystemExit(f"--train-minutes {args.train_minutes:g} leaves no time to train after start-up and "
+                         f"{args.validations} validations: give more minutes or --max-steps")
+    val_every = max(max_steps // args.validations, 1)
+    print(f"schedule: {ips or float('nan'):.1f} img/s -> {max_steps} steps of {args.batch_size} in {args.train_minutes:g} min",
+          flush=True)
+    results["schedule"] = {"calibrated_images_per_sec": ips, "max_steps": max_steps, "val_every": val_every}
+
+    # 3b. One run per loss, the same budget and schedule for each; 4. evaluate it.
+    for loss in args.losses:
+        run = work / "runs" / loss
+        summaries = read_summaries(run)
+        train_args = [py, REPO / "train.py", *common, "--loss", loss, "--lr-schedule", "cosine", "--lr", args.lr,
+                      "--warmup-steps", args.warmup_steps, "--max-steps", max_steps,
+                      "--time-limit", args.train_minutes, "--val-every", val_every, "--checkpoint-every", val_every,
+                      "--log-every", 10, "--output-dir", run, *args.extra_train_args.split()]
+        if summaries and (summaries[-1]["last_step"] == summaries[-1]["steps"] or summaries[-1]["time_limited"]):
+            cached.add(f"train_{loss}")
+        else:
+            if summaries or (run / "checkpoints" / "checkpoint").is_file():
+                train_args.append("--resume")
+            stages.run(f"train_{loss}", train_args)
+            summaries = read_summaries(run)
+        s = summaries[-1]
+        entry = {"steps": s["last_step"], "planned_steps": s["steps"], "time_limited": s["time_limited"],
+                 "images_seen": s["last_step"] * s["global_batch"],
+                 "epochs": s["last_step"] * s["global_batch"] / results["data"]["train_images"],
+                 "train_wall_seconds": sum(x["wall_seconds"] for x in summaries),
+                 "images_per_sec": s["images_per_sec"], "best_heldout_accuracy": s["best_validation_accuracy"],
+                 "final_train_loss": s["final_loss"], "heads": HEAD_SETTINGS.get(loss, ""),
+                 "command": " ".join(str(a) for a in train_args[1:]).replace(str(REPO) + "/", "")}
+        for pairs in ("pairsDevTest", "pairs"):
+            out = work / "results" / f"{loss}_{pairs}.json"
+            if out.is_file():
+                cached.add(f"eval_{loss}_{pairs}")
+            else:
+                stages.run(f"eval_{loss}_{pairs}", [py, REPO / "evaluate.py", "--model", run, "--lfw-pairs",
+                                                    lfw / f"{pairs}.txt", "--lfw-dir", aligned, "--output", out,
+                                                    "--no-progress"])
+            r = json.loads(out.read_text())
+            entry[pairs] = {k: r[k] for k in ("accuracy_mean", "accuracy_std", "val", "val_std", "far", "auc",
+                                              "eer", "num_pairs", "embed_seconds", "images_per_second")}
+        results["runs"][loss] = entry
+
+    from training.curves import plot_learning_curves
+    curves = plot_learning_curves({loss: work / "runs" / loss for loss in args.losses}, work / "learning_curves.png")
+    results["stages"] = {name: round(sec, 1) for name, sec in stages.seconds.items()}
+    results["cached"] = sorted(cached)
+    table = format_table(results)
+    (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (work / "results.md").write_text(table + "\n")
+    print("\n" + table)
+    print(f"\nwrote {work / 'results.json'}, {work / 'results.md'}, {curves}")
+    return 0
+
+
+def format_table(results):
+    def stage(name):
+        if name in results["cached"]:
+            return "cached"
+        sec = results["stages"].get(name)
+        return "-" if sec is None else f"{sec / 60:.1f} min"
+
+    def pct(x):
+        return f"{100 * x:.2f}"
+
+    d = results["data"]
+    lines = [
+        f"Data: {d['train_images']} images of {d['train_identities']} LFW peopleDevTrain identities "
+        f"(+ held-out validation identities); none in pairsDevTest.txt; {d['view2_shared_identities']} of "
+        f"pairs.txt's {d['view2_identities']} identities seen in training.",
+        f"Stages: align {stage('align')} ({results['align']['aligned']} aligned, {results['align']['fallback']} "
+        f"centre fallback, {results['align']['failed']} failed; {results['align']['skipped_already_done']} were "
+        f"already aligned by an earlier run), build {stage('build')}, calibrate "
+        f"{stage('calibrate')} ({results['schedule']['calibrated_images_per_sec'] or float('nan'):.1f} img/s -> "
+        f"{results['schedule']['max_steps']} steps planned).",
+        "",
+        "| loss | steps (epochs) | train time | train img/s | held-out val | pairsDevTest acc | VAL@FAR1e-3 | AUC "
+        "| pairs.txt acc (overlap) | VAL@FAR1e-3 | AUC | eval time DevTest / View 2 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for loss, r in results["runs"].items():
+        dt, v2 = r["pairsDevTest"], r["pairs"]
+        best = "-" if r["best_heldout_accuracy"] is None else pct(r["best_heldout_accuracy"])
+        stopped = " (time limit)" if r["time_limited"] else ""
+        lines.append(
+            f"| {loss} ({r['heads']}) | {r['steps']}{stopped} ({r['epochs']:.1f}) | {r['train_wall_seconds'] / 60:.1f} min "
+            f"| {r['images_per_sec']:.1f} | {best} % | **{pct(dt['accuracy_mean'])} ± {pct(dt['accuracy_std'])} %** "
+            f"| {pct(dt['val'])} % @ {dt['far']:.4f} | {dt['auc']:.4f} | {pct(v2['accuracy_mean'])} ± "
+            f"{pct(v2['accuracy_std'])} % | {pct(v2['val'])} % @ {v2['far']:.4f} | {v2['auc']:.4f} "
+            f"| {stage(f'eval_{loss}_pairsDevTest')} / {stage(f'eval_{loss}_pairs')} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
