@@ -1,0 +1,89 @@
+"""benchmarks/lfw_view1.py end to end on a miniature LFW made of real LFW faces: align, DevTrain
+shards, two 3-step trainings, four evaluations, the table; a rerun reuses every finished stage;
+a pairsDevTest that shares an identity with training is refused."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "lfw_view1.py"
+
+
+def _people(lfw_dir, people_file, count, images=3):
+    lines = (lfw_dir / people_file).read_text().splitlines()[1:]
+    names = [name for name, n in (line.split("\t") for line in lines) if int(n) >= images]
+    return names[:count]
+
+
+def _mini_lfw(lfw_dir, root, train, test):
+    """images/ of 3 photos per person, peopleDevTrain.txt = ``train``, View 1 pairsDevTest.txt
+    over ``test`` (10 same + 10 different), View 2 pairs.txt (10 folds of 1 + 1) over both."""
+    for name in train + test:
+        (root / "images" / name).mkdir(parents=True)
+        for k in (1, 2, 3):
+            src = lfw_dir / "images" / name / f"{name}_{k:04d}.jpg"
+            shutil.copy(src, root / "images" / name / src.name)
+    (root / "peopleDevTrain.txt").write_text(f"{len(train)}\n" + "".join(f"{n}\t3\n" for n in train))
+    same = [f"{test[i % len(test)]}\t{1 + i % 2}\t3" for i in range(10)]
+    diff = [f"{test[i % len(test)]}\t{1 + i % 3}\t{test[(i + 1) % len(test)]}\t{1 + (i + 1) % 3}" for i in range(10)]
+    (root / "pairsDevTest.txt").write_text("10\n" + "\n".join(same + diff) + "\n")
+    everyone = train + test
+    folds = [f"{everyone[i % len(everyone)]}\t1\t2\n{everyone[i % len(everyone)]}\t3\t"
+             f"{everyone[(i + 3) % len(everyone)]}\t2\n" for i in range(10)]
+    (root / "pairs.txt").write_text("10\t1\n" + "".join(folds))
+
+
+def _run(lfw, work, *extra):
+    args = [sys.executable, str(SCRIPT), "--lfw-dir", str(lfw), "--work-dir", str(work), "--max-steps", "3",
+            "--validations", "1", "--batch-size", "4", "--embedding-size", "16", "--warmup-steps", "0",
+            "--val-identities", "2", "--train-minutes", "10", "--align-workers", "1", *extra]
+    return subprocess.run(args, capture_output=True, text=True, cwd=REPO)
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_lfw_view1_pipeline_table_rerun_and_identity_check(lfw_dir, tmp_path):
+    train = _people(lfw_dir, "peopleDevTrain.txt", 5)
+    test = _people(lfw_dir, "peopleDevTest.txt", 3)
+    lfw, work = tmp_path / "lfw", tmp_path / "work"
+    _mini_lfw(lfw_dir, lfw, train, test)
+
+    out = _run(lfw, work)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    results = json.loads((work / "results.json").read_text())
+    assert results["data"]["train_identities"] == 3 and results["data"]["train_images"] == 9
+    assert results["data"]["view2_shared_identities"] == 5   # train + held-out identities in pairs.txt
+    assert results["align"]["aligned"] + results["align"]["fallback"] == 24
+    for loss in ("am_softmax", "arcface"):
+        run = results["runs"][loss]
+        assert run["steps"] == 3 and run["images_seen"] == 12 and not run["time_limited"]
+        assert run["images_per_sec"] > 0 and 0.0 <= run["best_heldout_accuracy"] <= 1.0
+        assert run["pairsDevTest"]["num_pairs"] == 20 and run["pairs"]["num_pairs"] == 20
+        assert 0.0 <= run["pairsDevTest"]["accuracy_mean"] <= 1.0
+        assert (work / "runs" / loss / "learning_curves.png").is_file()
+        assert f"--loss {loss}" in run["command"] and "--max-steps 3" in run["command"]
+    table = (work / "results.md").read_text()
+    assert table in out.stdout
+    assert sum(line.startswith("| am_softmax") or line.startswith("| arcface") for line in table.splitlines()) == 2
+    assert (work / "learning_curves.png").stat().st_size > 10_000
+
+    # A rerun redoes nothing that finished (only the align resume check runs).
+    again = _run(lfw, work)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "train_am_softmax:" not in again.stdout and "eval_arcface_pairs:" not in again.stdout
+    rerun = json.loads((work / "results.json").read_text())
+    assert set(rerun["cached"]) >= {"build", "train_am_softmax", "train_arcface", "eval_arcface_pairs"}
+    assert rerun["runs"]["arcface"]["pairs"] == results["runs"]["arcface"]["pairs"]
+
+    # A test set that shares an identity with training is refused before any training.
+    leaky = tmp_path / "leaky"
+    shutil.copytree(lfw, leaky)
+    (leaky / "pairsDevTest.txt").write_text("10\n" + f"{train[0]}\t1\t2\n" * 10 + f"{train[0]}\t1\t{test[0]}\t1\n" * 10)
+    refused = _run(leaky, tmp_path / "work2", "--aligned-dir", str(work / "aligned"))
+    assert refused.returncode != 0 and "appear in pairsDevTest.txt" in refused.stderr
+    assert not (tmp_path / "work2" / "runs").exists()
