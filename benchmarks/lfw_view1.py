@@ -5,9 +5,11 @@ AM-Softmax and with ArcFace under the same wall-time budget -> evaluate each on 
 
     python benchmarks/lfw_view1.py --lfw-dir ../shared/data/lfw --work-dir data/lfw_view1
 
-Every stage runs the user's own command (printed, with its log in WORK/logs/) and is timed. A
-stage whose output already exists is not redone (its row says "cached"), so an interrupted run
-continues where it stopped; training continues from its last checkpoint. Outputs:
+Every stage runs the user's own command (printed, with its log in WORK/logs/) and is timed
+(WORK/logs/stage_seconds.json). A stage whose output already exists is not redone (results.json
+lists it under "cached" and the table keeps its recorded time), so an interrupted run
+continues where it stopped; training continues from its last checkpoint, with the same schedule
+(WORK/schedule.json) and a fresh --time-limit for the resumed part. Outputs:
 WORK/results.json, WORK/results.md (the table), WORK/learning_curves.png (both runs) and each
 run's own RUN/learning_curves.png.
 
@@ -66,7 +68,9 @@ class Stages:
     def __init__(self, work):
         self.logs = work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.seconds = {}
+        # Kept across invocations, so a rerun that reuses a stage still reports what it took.
+        self.record = self.logs / "stage_seconds.json"
+        self.seconds = json.loads(self.record.read_text()) if self.record.is_file() else {}
 
     def run(self, name, args):
         log = self.logs / f"{name}.log"
@@ -77,6 +81,7 @@ class Stages:
             code = subprocess.call([str(a) for a in args], stdout=f, stderr=subprocess.STDOUT, cwd=REPO,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.seconds[name] = time.perf_counter() - started
+        self.record.write_text(json.dumps(self.seconds, indent=1) + "\n")
         print(f"    {name}: exit {code} after {self.seconds[name]:.0f} s", flush=True)
         if code != 0:
             tail = log.read_text(errors="replace")[-1500:]
@@ -148,31 +153,19 @@ def main(argv=None):
     # 3a. Size the cosine schedule so it ends inside the budget.
     common = ["--data", shards, "--backbone", args.backbone, "--embedding-size", args.embedding_size,
               "--batch-size", args.batch_size]
-    ips = args.images_per_sec
-    if ips is None and args.max_steps is None:
-        calib = work / "runs" / "calibration"
-        if not read_summaries(calib):
-            stages.run("calibrate", [py, REPO / "train.py", *common, "--loss", args.losses[0], "--max-steps", 30,
-                                     "--lr-schedule", "constant", "--lr", 0.01, "--log-every", 10,
-                                     "--val-every", 1000, "--output-dir", calib])
-        else:
-            cached.add("calibrate")
-        # The last 10 of 30 steps only: a process starts slow (MobileFaceNet, batch 64, 2 cores:
-        # 13.8 img/s over steps 2-10, 16.0 over 11-20, 17.4 over 21-30, 18.2 over a 577-step run),
-        # and a 16-step average sized the first published schedule ~20 % short of its budget.
-        windows = [json.loads(line) for line in (calib / "train_log.jsonl").read_text().splitlines()]
-        ips = [w for w in windows if "images_per_sec" in w][-1]["images_per_sec"]
-    # Start-up (~0.5 min), validations and the final export come out of the budget; 8 % slack
-    # absorbs the speed drift of a shared machine. --time-limit is the hard stop either way.
-    usable = 60 * args.train_minutes - 60 - 20 * args.validations
-    max_steps = args.max_steps or int(0.92 * usable * ips / args.batch_size)
-    if max_steps < 1:
-        raise SystemExit(f"--train-minutes {args.train_minutes:g} leaves no time to train after start-up and "
-                         f"{args.validations} validations: give more minutes or --max-steps")
-    val_every = max(-(-max_steps // args.validations), 1)   # ceil: the last validation is the final step
-    print(f"schedule: {ips or float('nan'):.1f} img/s -> {max_steps} steps of {args.batch_size} in {args.train_minutes:g} min",
-          flush=True)
-    results["schedule"] = {"calibrated_images_per_sec": ips, "max_steps": max_steps, "val_every": val_every}
+    schedule_file = work / "schedule.json"
+    if schedule_file.is_file():
+        # Fixed once: a rerun that resumes an interrupted training must pass the same --max-steps,
+        # or the resumed lr schedule would change mid-run.
+        results["schedule"] = json.loads(schedule_file.read_text())
+        cached.add("calibrate")
+    else:
+        results["schedule"] = plan_schedule(args, stages, common, work / "runs" / "calibration")
+        schedule_file.write_text(json.dumps(results["schedule"], indent=1) + "\n")
+    max_steps, val_every = results["schedule"]["max_steps"], results["schedule"]["val_every"]
+    ips = results["schedule"]["calibrated_images_per_sec"]
+    print(f"schedule: {ips or float('nan'):.1f} img/s -> {max_steps} steps of {args.batch_size} "
+          f"in {args.train_minutes:g} min", flush=True)
 
     # 3b. One run per loss, the same budget and schedule for each; 4. evaluate it.
     for loss in args.losses:
@@ -222,10 +215,32 @@ def main(argv=None):
     return 0
 
 
+def plan_schedule(args, stages, common, calib):
+    """{calibrated_images_per_sec, max_steps, val_every}: the cosine schedule's length, sized so that
+    it ends inside --train-minutes at the speed a short calibration run measures."""
+    ips = args.images_per_sec
+    if ips is None and args.max_steps is None:
+        stages.run("calibrate", [sys.executable, REPO / "train.py", *common, "--loss", args.losses[0],
+                                 "--max-steps", 30, "--lr-schedule", "constant", "--lr", 0.01, "--log-every", 10,
+                                 "--val-every", 1000, "--output-dir", calib])
+        # The last 10 of 30 steps only: a process starts slow (MobileFaceNet, batch 64, 2 cores:
+        # 13.8 img/s over steps 2-10, 16.0 over 11-20, 17.4 over 21-30, 18.2 over a 577-step run),
+        # and a 16-step average sized the first published schedule ~20 % short of its budget.
+        windows = [json.loads(line) for line in (calib / "train_log.jsonl").read_text().splitlines()]
+        ips = [w for w in windows if "images_per_sec" in w][-1]["images_per_sec"]
+    # Start-up (~0.5 min), validations and the final export come out of the budget; 8 % slack
+    # absorbs the speed drift of a shared machine. --time-limit is the hard stop either way.
+    usable = 60 * args.train_minutes - 60 - 20 * args.validations
+    max_steps = args.max_steps or int(0.92 * usable * ips / args.batch_size)
+    if max_steps < 1:
+        raise SystemExit(f"--train-minutes {args.train_minutes:g} leaves no time to train after start-up and "
+                         f"{args.validations} validations: give more minutes or --max-steps")
+    val_every = max(-(-max_steps // args.validations), 1)   # ceil: the last validation is the final step
+    return {"calibrated_images_per_sec": ips, "max_steps": max_steps, "val_every": val_every}
+
+
 def format_table(results):
     def stage(name):
-        if name in results["cached"]:
-            return "cached"
         sec = results["stages"].get(name)
         return "-" if sec is None else f"{sec / 60:.1f} min"
 
@@ -236,7 +251,7 @@ def format_table(results):
     lines = [
         f"Data: {d['train_images']} images of {d['train_identities']} LFW peopleDevTrain identities "
         f"(+ held-out validation identities); none in pairsDevTest.txt; {d['view2_shared_identities']} of "
-        f"pairs.txt's {d['view2_identities']} identities seen in training.",
+        f"pairs.txt's {d['view2_identities']} identities seen in training or validation.",
         f"Stages: align {stage('align')} ({results['align']['aligned']} aligned, {results['align']['fallback']} "
         f"centre fallback, {results['align']['failed']} failed; {results['align']['skipped_already_done']} were "
         f"already aligned by an earlier run), build {stage('build')}, calibrate "
