@@ -81,9 +81,8 @@ def test_lfw_view1_pipeline_table_rerun_and_identity_check(lfw_dir, tmp_path):
     assert rerun["runs"]["arcface"]["pairs"] == results["runs"]["arcface"]["pairs"]
 
     # A test set that shares an identity with training is refused before any training.
-    leaky = tmp_path / "leaky"
-    shutil.copytree(lfw, leaky)
-    (leaky / "pairsDevTest.txt").write_text("10\n" + f"{train[0]}\t1\t2\n" * 10 + f"{train[0]}\t1\t{test[0]}\t1\n" * 10)
-    refused = _run(leaky, tmp_path / "work2", "--aligned-dir", str(work / "aligned"))
+    # (Same images folder, so the aligned folder is reused: align refuses crops made from another.)
+    (lfw / "pairsDevTest.txt").write_text("10\n" + f"{train[0]}\t1\t2\n" * 10 + f"{train[0]}\t1\t{test[0]}\t1\n" * 10)
+    refused = _run(lfw, tmp_path / "work2", "--aligned-dir", str(work / "aligned"))
     assert refused.returncode != 0 and "appear in pairsDevTest.txt" in refused.stderr
     assert not (tmp_path / "work2" / "runs").exists()
