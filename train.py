@@ -66,9 +66,10 @@ def build_parser():
     g.add_argument("--max-steps", type=int, help="default 30000 with --data (40 synthetic)")
     g.add_argument("--epochs", type=float, help="instead of --max-steps")
     g.add_argument("--time-limit", type=float, metavar="MINUTES",
-                   help="stop after this much wall time (counted from the start of this invocation, "
-                        "model building included) with a checkpoint, a validation and the export, even "
-                        "if --max-steps is not reached; the lr schedule still spans --max-steps")
+                   help="stop after this much wall time (counted from when this invocation starts setting "
+                        "up training: data, model and checkpoint restore included, imports not) with a "
+                        "checkpoint, a validation and the export, even if --max-steps is not reached; the "
+                        "lr schedule still spans --max-steps")
     g.add_argument("--mixed-precision", nargs="?", const="float16", choices=("off", "float16", "bfloat16"),
                    help="bare flag = float16 (with loss scaling); heads and loss stay float32")
     g.add_argument("--xla", action=B, help="compile the forward/backward pass with XLA (jit_compile)")

@@ -272,7 +272,7 @@ def run_training(config, run_dir, strategy=None, log=print):
                "best_validation_accuracy": float(best_val) if float(best_val) >= 0 else None,
                "exports": exports, "synthetic": data.synthetic}
     if chief:
-        # One file per invocation's outcome; a resumed run appends its own entry.
+        # One line per invocation: a resumed or time-limited run appends its own.
         with open(run_dir / "train_summary.jsonl", "a") as f:
             f.write(json.dumps(summary) + "\n")
     return summary
