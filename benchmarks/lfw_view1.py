@@ -96,7 +96,8 @@ def lfw_identities(pairs_file):
 
 def check_identities(shards, lfw):
     """Training (and held-out) identities vs the test pairs: none may be in pairsDevTest."""
-    manifest = json.loads((shards / "manifest.json").read_text())
+    from tfrecords import read_manifest
+    manifest = read_manifest(shards)
     trained = set(manifest["labels"])
     if (shards / "val_pairs.txt").is_file():
         trained |= lfw_identities(shards / "val_pairs.txt")
@@ -110,9 +111,13 @@ def check_identities(shards, lfw):
             "view2_shared_identities": len(trained & view2)}
 
 
-def read_summaries(run):
-    path = run / "train_summary.jsonl"
+def read_jsonl(path):
+    """The JSON lines of ``path`` ([] if it does not exist)."""
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def read_summaries(run):
+    return read_jsonl(run / "train_summary.jsonl")
 
 
 def main(argv=None):
@@ -226,7 +231,7 @@ def plan_schedule(args, stages, common, calib):
         # The last 10 of 30 steps only: a process starts slow (MobileFaceNet, batch 64, 2 cores:
         # 13.8 img/s over steps 2-10, 16.0 over 11-20, 17.4 over 21-30, 18.2 over a 577-step run),
         # and a 16-step average sized the first published schedule ~20 % short of its budget.
-        windows = [json.loads(line) for line in (calib / "train_log.jsonl").read_text().splitlines()]
+        windows = read_jsonl(calib / "train_log.jsonl")
         ips = [w for w in windows if "images_per_sec" in w][-1]["images_per_sec"]
     # Start-up (~0.5 min), validations and the final export come out of the budget; 8 % slack
     # absorbs the speed drift of a shared machine. --time-limit is the hard stop either way.
