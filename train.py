@@ -39,6 +39,10 @@ def build_parser():
     g = p.add_argument_group("model and loss")
     g.add_argument("--backbone", help="resface20 (default with --data), resface36, lresnet50e_ir, mobilefacenet")
     g.add_argument("--embedding-size", type=int, help="default 512")
+    g.add_argument("--backbone-option", action="append", metavar="KEY=VALUE", dest="backbone_options",
+                   help="a keyword option of the backbone, repeatable. resface20/resface36: batch_norm=true "
+                        "(default in training: the published batch_norm=false collapses, see README); "
+                        "lresnet50e_ir: dropout=0.4")
     g.add_argument("--dropout", type=float, help="lresnet50e_ir output dropout (default 0.4)")
     g.add_argument("--loss", help="am_softmax (default), cosface, arcface, sphereface, combined, softmax")
     g.add_argument("--s", type=float, help="scale; default per loss: am_softmax 30, cosface/arcface/combined 64, sphereface 30")
@@ -55,14 +59,16 @@ def build_parser():
     g.add_argument("--batch-size", type=int, help="per replica (default 64; 32 synthetic); global = this x replicas")
     g.add_argument("--lr", type=float, help="peak lr for constant/cosine/poly schedules (default 0.1)")
     g.add_argument("--lr-schedule",
-                   help=f"'STEP:LR,...' step list (default, the AM-Softmax reference: {REFERENCE_LR_SCHEDULE}), "
-                        "'constant', 'cosine' or 'poly' (power 2)")
+                   help=f"'reference' (default: the AM-Softmax steps {REFERENCE_LR_SCHEDULE} stretched to "
+                        "--max-steps, from --lr), 'constant', 'cosine', 'poly' (power 2), or a 'STEP:LR,...' list")
     g.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default 0)")
     g.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     g.add_argument("--weight-decay", type=float,
                    help="SGD weight decay (default 5e-4): gradient += wd*w on conv/dense kernels and class "
                         "centres; BN, PReLU and biases are not decayed")
     g.add_argument("--head-wd-mult", type=float, help="weight-decay multiplier for the class centres (default 1)")
+    g.add_argument("--clip-grad-norm", type=float, metavar="NORM",
+                   help="clip each step's gradient to this global L2 norm (default: off)")
     g.add_argument("--max-steps", type=int, help="default 30000 with --data (40 synthetic)")
     g.add_argument("--epochs", type=float, help="instead of --max-steps")
     g.add_argument("--time-limit", type=float, metavar="MINUTES",
@@ -73,6 +79,9 @@ def build_parser():
     g.add_argument("--mixed-precision", nargs="?", const="float16", choices=("off", "float16", "bfloat16"),
                    help="bare flag = float16 (with loss scaling); heads and loss stay float32")
     g.add_argument("--xla", action=B, help="compile the forward/backward pass with XLA (jit_compile)")
+    g.add_argument("--collapse-guard", action=B,
+                   help="stop a run whose embeddings collapse to one direction or whose loss is stuck "
+                        "(default: on)")
     g.add_argument("--seed", type=int, help="default 0")
     g.add_argument("--deterministic", action=B, help="deterministic data order and TF ops (slower)")
     g.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
@@ -98,6 +107,8 @@ def main(argv=None):
     import training  # after parsing, so --help is instant
 
     try:
+        if args.backbone_options is not None:
+            cli["backbone_options"] = training.parse_option_items(args.backbone_options, "--backbone-option")
         if args.resume:
             run_dir = training.run_to_resume(args.output_dir)
             config = training.resolve_config(cli, args.config, base=training.load_run_config(run_dir))
@@ -107,7 +118,7 @@ def main(argv=None):
         config.output_dir = str(run_dir)
         training.save_run_config(run_dir, config)
         summary = training.run_training(config, run_dir)
-    except training.TrainingDiverged as e:
+    except (training.TrainingDiverged, training.TrainingCollapsed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError, FileExistsError) as e:

@@ -48,7 +48,13 @@ def parse_args(argv=None):
                         "short calibration run (its time is in the table)")
     p.add_argument("--max-steps", type=int, help="fix the schedule length instead of sizing it to the budget")
     p.add_argument("--backbone", default="mobilefacenet", help="default: %(default)s")
+    p.add_argument("--backbones", nargs="+", metavar="NAME[:KEY=VALUE,...][@PRECISION]",
+                   help="one run per backbone (and per loss) instead of --backbone, each with its own speed "
+                        "calibration and the same --train-minutes, e.g. resface20@bfloat16 "
+                        "resface20:batch_norm=false@bfloat16 mobilefacenet")
     p.add_argument("--embedding-size", type=int, default=128, help="default: %(default)s (MobileFaceNet's)")
+    p.add_argument("--lr-schedule", default="cosine",
+                   help="train.py --lr-schedule: cosine (default) or reference (train.py's own default)")
     p.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
     p.add_argument("--lr", type=float, default=0.1, help="peak of the cosine schedule (default: %(default)s)")
     p.add_argument("--warmup-steps", type=int, default=50, help="default: %(default)s")
@@ -58,6 +64,8 @@ def parse_args(argv=None):
                    help="DevTrain identities held out for validation / best-model choice (default: %(default)s)")
     p.add_argument("--validations", type=int, default=6, help="held-out validations per run (default: %(default)s)")
     p.add_argument("--align-workers", type=int, default=2, help="default: %(default)s")
+    p.add_argument("--eval-pairs", nargs="+", default=["pairsDevTest", "pairs"],
+                   help="LFW pairs files (stems) to evaluate each run on (default: %(default)s)")
     p.add_argument("--extra-train-args", default="", help="appended to every train.py command, e.g. '--focal 2'")
     return p.parse_args(argv)
 
@@ -72,7 +80,8 @@ class Stages:
         self.record = self.logs / "stage_seconds.json"
         self.seconds = json.loads(self.record.read_text()) if self.record.is_file() else {}
 
-    def run(self, name, args):
+    def run(self, name, args, tolerated=()):
+        """Run ``args``; an exit code in ``tolerated`` is returned instead of stopping the script."""
         log = self.logs / f"{name}.log"
         shown = " ".join(str(a) for a in args).replace(str(REPO) + "/", "")
         print(f"[{time.strftime('%H:%M:%S')}] {name}: {shown}\n    log: {log}", flush=True)
@@ -83,9 +92,29 @@ class Stages:
         self.seconds[name] = time.perf_counter() - started
         self.record.write_text(json.dumps(self.seconds, indent=1) + "\n")
         print(f"    {name}: exit {code} after {self.seconds[name]:.0f} s", flush=True)
-        if code != 0:
+        if code != 0 and code not in tolerated:
             tail = log.read_text(errors="replace")[-1500:]
             raise SystemExit(f"{name} failed (exit {code}); the end of {log}:\n{tail}")
+        return code
+
+
+def parse_backbone_spec(spec):
+    """"resface20:batch_norm=false@bfloat16" -> ("resface20", ["batch_norm=false"], "bfloat16")."""
+    spec, _, precision = spec.partition("@")
+    name, _, options = spec.partition(":")
+    return name, [o for o in options.split(",") if o], precision or "off"
+
+
+def cpu_name():
+    """The CPU model and whether it has bf16 instructions, for the table (figures vary by CPU)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    extras = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    return f"{model}, {os.cpu_count()} cores" + (f" ({', '.join(extras)})" if extras else "")
 
 
 def lfw_identities(pairs_file):
@@ -155,61 +184,87 @@ def main(argv=None):
           f"pairsDevTest; {d['view2_shared_identities']} of the {d['view2_identities']} pairs.txt identities "
           "were seen in training or validation", flush=True)
 
-    # 3a. Size the cosine schedule so it ends inside the budget.
-    common = ["--data", shards, "--backbone", args.backbone, "--embedding-size", args.embedding_size,
-              "--batch-size", args.batch_size]
-    schedule_file = work / "schedule.json"
-    if schedule_file.is_file():
-        # Fixed once: a rerun that resumes an interrupted training must pass the same --max-steps,
-        # or the resumed lr schedule would change mid-run.
-        results["schedule"] = json.loads(schedule_file.read_text())
-        cached.add("calibrate")
-    else:
-        results["schedule"] = plan_schedule(args, stages, common, work / "runs" / "calibration")
-        schedule_file.write_text(json.dumps(results["schedule"], indent=1) + "\n")
-    max_steps, val_every = results["schedule"]["max_steps"], results["schedule"]["val_every"]
-    ips = results["schedule"]["calibrated_images_per_sec"]
-    print(f"schedule: {ips or float('nan'):.1f} img/s -> {max_steps} steps of {args.batch_size} "
-          f"in {args.train_minutes:g} min", flush=True)
-
-    # 3b. One run per loss, the same budget and schedule for each; 4. evaluate it.
-    for loss in args.losses:
-        run = work / "runs" / loss
-        summaries = read_summaries(run)
-        train_args = [py, REPO / "train.py", *common, "--loss", loss, "--lr-schedule", "cosine", "--lr", args.lr,
-                      "--warmup-steps", args.warmup_steps, "--max-steps", max_steps,
-                      "--time-limit", args.train_minutes, "--val-every", val_every, "--checkpoint-every", val_every,
-                      "--log-every", 10, "--output-dir", run, *args.extra_train_args.split()]
-        if summaries and (summaries[-1]["last_step"] == summaries[-1]["steps"] or summaries[-1]["time_limited"]):
-            cached.add(f"train_{loss}")
+    # 3. One run per backbone and loss, each under the same budget; 4. evaluate each.
+    # With a single --backbone the runs are named by loss alone (runs/am_softmax, ...), as before.
+    specs = args.backbones or [args.backbone]
+    results["cpu"] = cpu_name()
+    run_dirs = {}
+    for spec in specs:
+        name, options, precision = parse_backbone_spec(spec)
+        tag = "" if args.backbones is None else spec.replace(":", "-").replace("=", "-").replace(",", "-").replace("@", "-")
+        common = ["--data", shards, "--backbone", name, "--embedding-size", args.embedding_size,
+                  "--batch-size", args.batch_size, "--mixed-precision", precision]
+        for option in options:
+            common += ["--backbone-option", option]
+        # 3a. Size the schedule so it ends inside the budget, fixed once per backbone: a rerun that
+        # resumes an interrupted training must pass the same --max-steps, or its lr schedule would change.
+        schedule_file = work / (f"schedule-{tag}.json" if tag else "schedule.json")
+        calibrate = f"calibrate-{tag}" if tag else "calibrate"
+        if schedule_file.is_file():
+            schedule = json.loads(schedule_file.read_text())
+            cached.add(calibrate)
         else:
-            if summaries or (run / "checkpoints" / "checkpoint").is_file():
-                train_args.append("--resume")
-            stages.run(f"train_{loss}", train_args)
+            schedule = plan_schedule(args, stages, common, work / "runs" / calibrate, calibrate)
+            schedule_file.write_text(json.dumps(schedule, indent=1) + "\n")
+        results.setdefault("schedules", {})[tag or "all"] = schedule
+        results["schedule"] = schedule
+        max_steps, val_every, ips = schedule["max_steps"], schedule["val_every"], schedule["calibrated_images_per_sec"]
+        print(f"schedule {spec}: {ips or float('nan'):.1f} img/s -> {max_steps} steps of {args.batch_size} "
+              f"in {args.train_minutes:g} min", flush=True)
+
+        # 3b. One run per loss, the same budget and schedule for each.
+        for loss in args.losses:
+            key = f"{tag}-{loss}" if tag else loss
+            run = run_dirs[key] = work / "runs" / key
             summaries = read_summaries(run)
-        s = summaries[-1]
-        entry = {"steps": s["last_step"], "planned_steps": s["steps"], "time_limited": s["time_limited"],
-                 "images_seen": s["last_step"] * s["global_batch"],
-                 "epochs": s["last_step"] * s["global_batch"] / results["data"]["train_images"],
-                 "train_wall_seconds": sum(x["wall_seconds"] for x in summaries),
-                 "images_per_sec": s["images_per_sec"], "best_heldout_accuracy": s["best_validation_accuracy"],
-                 "final_train_loss": s["final_loss"], "heads": HEAD_SETTINGS.get(loss, ""),
-                 "command": " ".join(str(a) for a in train_args[1:]).replace(str(REPO) + "/", "")}
-        for pairs in ("pairsDevTest", "pairs"):
-            out = work / "results" / f"{loss}_{pairs}.json"
-            if out.is_file():
-                cached.add(f"eval_{loss}_{pairs}")
+            train_args = [py, REPO / "train.py", *common, "--loss", loss, "--lr-schedule", args.lr_schedule,
+                          "--lr", args.lr, "--warmup-steps", args.warmup_steps, "--max-steps", max_steps,
+                          "--time-limit", args.train_minutes, "--val-every", val_every,
+                          "--checkpoint-every", val_every, "--log-every", 10, "--output-dir", run,
+                          *args.extra_train_args.split()]
+            entry = {"backbone": spec, "loss": loss, "precision": precision, "heads": HEAD_SETTINGS.get(loss, ""),
+                     "command": " ".join(str(a) for a in train_args[1:]).replace(str(REPO) + "/", "")}
+            guard_log = stages.logs / f"train_{key}.log"
+            if summaries and (summaries[-1]["last_step"] == summaries[-1]["steps"] or summaries[-1]["time_limited"]):
+                cached.add(f"train_{key}")
+            elif not summaries and guard_log.is_file() and guard_stop(guard_log):
+                cached.add(f"train_{key}")
             else:
-                stages.run(f"eval_{loss}_{pairs}", [py, REPO / "evaluate.py", "--model", run, "--lfw-pairs",
-                                                    lfw / f"{pairs}.txt", "--lfw-dir", aligned, "--output", out,
-                                                    "--no-progress"])
-            r = json.loads(out.read_text())
-            entry[pairs] = {k: r[k] for k in ("accuracy_mean", "accuracy_std", "val", "val_std", "far", "auc",
-                                              "eer", "num_pairs", "embed_seconds", "images_per_second")}
-        results["runs"][loss] = entry
+                if summaries or (run / "checkpoints" / "checkpoint").is_file():
+                    train_args.append("--resume")
+                # Exit 1 is the collapse guard (or a divergence): a result to report, not a crash.
+                stages.run(f"train_{key}", train_args, tolerated=(1,))
+                summaries = read_summaries(run)
+            stopped = guard_stop(guard_log) if not summaries else None
+            if stopped:
+                entry.update(guard_stopped=stopped, steps=stopped_step(run), train_wall_seconds=stages.seconds.get(f"train_{key}"))
+                results["runs"][key] = entry
+                continue
+            s = summaries[-1]
+            entry.update({"steps": s["last_step"], "planned_steps": s["steps"], "time_limited": s["time_limited"],
+                          "images_seen": s["last_step"] * s["global_batch"],
+                          "epochs": s["last_step"] * s["global_batch"] / results["data"]["train_images"],
+                          "train_wall_seconds": sum(x["wall_seconds"] for x in summaries),
+                          "images_per_sec": s["images_per_sec"], "best_heldout_accuracy": s["best_validation_accuracy"],
+                          "final_train_loss": s["final_loss"],
+                          "heldout_curve": [(e["step"], e["accuracy_mean"]) for e in read_jsonl(run / "train_log.jsonl")
+                                            if "validation" in e]})
+            for pairs in args.eval_pairs:
+                out = work / "results" / f"{key}_{pairs}.json"
+                if out.is_file():
+                    cached.add(f"eval_{key}_{pairs}")
+                else:
+                    stages.run(f"eval_{key}_{pairs}", [py, REPO / "evaluate.py", "--model", run, "--lfw-pairs",
+                                                       lfw / f"{pairs}.txt", "--lfw-dir", aligned, "--output", out,
+                                                       "--no-progress"])
+                r = json.loads(out.read_text())
+                entry[pairs] = {k: r[k] for k in ("accuracy_mean", "accuracy_std", "val", "val_std", "far", "auc",
+                                                  "eer", "num_pairs", "embed_seconds", "images_per_second")}
+            results["runs"][key] = entry
 
     from training.curves import plot_learning_curves
-    curves = plot_learning_curves({loss: work / "runs" / loss for loss in args.losses}, work / "learning_curves.png")
+    curves = plot_learning_curves({key: run for key, run in run_dirs.items() if (run / "logs").is_dir()},
+                                  work / "learning_curves.png")
     results["stages"] = {name: round(sec, 1) for name, sec in stages.seconds.items()}
     results["cached"] = sorted(cached)
     table = format_table(results)
@@ -220,12 +275,26 @@ def main(argv=None):
     return 0
 
 
-def plan_schedule(args, stages, common, calib):
+def guard_stop(log):
+    """The collapse guard's (or divergence) message in a train.py log, or None."""
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        if line.startswith("error: ") and any(w in line for w in ("collapsed", "stuck", "became")):
+            return line[len("error: "):]
+    return None
+
+
+def stopped_step(run):
+    """The last logged step of a run the guard stopped."""
+    steps = [e["step"] for e in read_jsonl(run / "train_log.jsonl") if "step" in e]
+    return max(steps) if steps else 0
+
+
+def plan_schedule(args, stages, common, calib, name="calibrate"):
     """{calibrated_images_per_sec, max_steps, val_every}: the cosine schedule's length, sized so that
     it ends inside --train-minutes at the speed a short calibration run measures."""
     ips = args.images_per_sec
     if ips is None and args.max_steps is None:
-        stages.run("calibrate", [sys.executable, REPO / "train.py", *common, "--loss", args.losses[0],
+        stages.run(name, [sys.executable, REPO / "train.py", *common, "--loss", args.losses[0],
                                  "--max-steps", 30, "--lr-schedule", "constant", "--lr", 0.01, "--log-every", 10,
                                  "--val-every", 1000, "--output-dir", calib])
         # The last 10 of 30 steps only: a process starts slow (MobileFaceNet, batch 64, 2 cores:
@@ -253,30 +322,43 @@ def format_table(results):
         return f"{100 * x:.2f}"
 
     d = results["data"]
+    calibrations = ", ".join(f"{tag if tag != 'all' else ''} {s['calibrated_images_per_sec'] or float('nan'):.1f} img/s "
+                             f"-> {s['max_steps']} steps".strip() for tag, s in results["schedules"].items())
+    calib_time = sum(sec for name, sec in results["stages"].items() if name.startswith("calibrate"))
+    pairs_names = [p for p in ("pairsDevTest", "pairs") if any(p in r for r in results["runs"].values())]
+    header = {"pairsDevTest": "pairsDevTest acc", "pairs": "pairs.txt acc (overlap)"}
     lines = [
         f"Data: {d['train_images']} images of {d['train_identities']} LFW peopleDevTrain identities "
         f"(+ held-out validation identities); none in pairsDevTest.txt; {d['view2_shared_identities']} of "
         f"pairs.txt's {d['view2_identities']} identities seen in training or validation.",
         f"Stages: align {stage('align')} ({results['align']['aligned']} aligned, {results['align']['fallback']} "
         f"centre fallback, {results['align']['failed']} failed; {results['align']['skipped_already_done']} were "
-        f"already aligned by an earlier run), build {stage('build')}, calibrate "
-        f"{stage('calibrate')} ({results['schedule']['calibrated_images_per_sec'] or float('nan'):.1f} img/s -> "
-        f"{results['schedule']['max_steps']} steps planned).",
+        f"already aligned by an earlier run), build {stage('build')}, calibrate {calib_time / 60:.1f} min "
+        f"({calibrations} planned). CPU: {results.get('cpu', '?')}; nothing else ran during the trainings.",
         "",
-        "| loss | steps (epochs) | train time | train img/s | held-out val | pairsDevTest acc | VAL@FAR1e-3 | AUC "
-        "| pairs.txt acc (overlap) | VAL@FAR1e-3 | AUC | eval time DevTest / View 2 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | precision | steps (epochs) | train time | train img/s | held-out val (best) | "
+        + " | ".join(f"{header[p]} | VAL@FAR1e-3 | AUC" for p in pairs_names) + " | eval time |",
+        "|---|---|---:|---:|---:|---:|" + "---:|---:|---:|" * len(pairs_names) + "---:|",
     ]
-    for loss, r in results["runs"].items():
-        dt, v2 = r["pairsDevTest"], r["pairs"]
-        best = "-" if r["best_heldout_accuracy"] is None else pct(r["best_heldout_accuracy"])
+    for key, r in results["runs"].items():
+        name = f"{r['loss']} ({r['heads']})" if key == r["loss"] else f"{r['backbone'].split('@')[0]} + {r['loss']}"
+        if r.get("guard_stopped"):
+            lines.append(f"| {name} | {r['precision']} | {r['steps']} | {(r['train_wall_seconds'] or 0) / 60:.1f} min "
+                         f"| - | - | " + " | ".join("- | - | -" for _ in pairs_names)
+                         + f" | stopped by the collapse guard: {r['guard_stopped'].split(':')[0]} |")
+            continue
+        best = "-" if r["best_heldout_accuracy"] is None else pct(r["best_heldout_accuracy"]) + " %"
         stopped = " (time limit)" if r["time_limited"] else ""
+        cells = []
+        for p in pairs_names:
+            e = r[p]
+            acc = f"{pct(e['accuracy_mean'])} ± {pct(e['accuracy_std'])} %"
+            cells.append(f"{'**' + acc + '**' if p == 'pairsDevTest' else acc} | {pct(e['val'])} % @ {e['far']:.4f} "
+                         f"| {e['auc']:.4f}")
         lines.append(
-            f"| {loss} ({r['heads']}) | {r['steps']}{stopped} ({r['epochs']:.1f}) | {r['train_wall_seconds'] / 60:.1f} min "
-            f"| {r['images_per_sec']:.1f} | {best} % | **{pct(dt['accuracy_mean'])} ± {pct(dt['accuracy_std'])} %** "
-            f"| {pct(dt['val'])} % @ {dt['far']:.4f} | {dt['auc']:.4f} | {pct(v2['accuracy_mean'])} ± "
-            f"{pct(v2['accuracy_std'])} % | {pct(v2['val'])} % @ {v2['far']:.4f} | {v2['auc']:.4f} "
-            f"| {stage(f'eval_{loss}_pairsDevTest')} / {stage(f'eval_{loss}_pairs')} |")
+            f"| {name} | {r['precision']} | {r['steps']}{stopped} ({r['epochs']:.1f}) | "
+            f"{r['train_wall_seconds'] / 60:.1f} min | {r['images_per_sec']:.1f} | {best} | " + " | ".join(cells)
+            + " | " + " / ".join(stage(f"eval_{key}_{p}") for p in pairs_names) + " |")
     return "\n".join(lines)
 
 

@@ -133,10 +133,9 @@ def tf_worker():
     import numpy as np
     import tensorflow as tf
 
-    import losses
     import models
     from training.config import TrainConfig
-    from training.schedules import build_lr_schedule
+    from training.state import build_training_state
     from training.trainer import make_train_step
 
     state = {}
@@ -150,12 +149,9 @@ def tf_worker():
         config = TrainConfig(backbone=backbone, batch_size=batch_size, num_classes=num_classes, lr=lr,
                              lr_schedule="constant")
         strategy = tf.distribute.get_strategy()
-        model = models.build_backbone(backbone, image_size=tuple(image_size), embedding_size=config.embedding_size)
-        head = losses.build_head(config.loss, num_classes)
-        head.build((None, config.embedding_size))
-        schedule = build_lr_schedule(config.lr_schedule, config.lr, 30000, config.warmup_steps)
-        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum)
-        optimizer.build(model.trainable_variables + head.trainable_variables)
+        # The same builder as train.py: what is timed is what trains.
+        training_state = build_training_state(config, num_classes, tuple(image_size), 30000)
+        model, head, optimizer = training_state.backbone, training_state.head, training_state.optimizer
         rng = np.random.default_rng(0)
         images = models.scaling.scale_images(
             rng.uniform(0, 255, (batch_size, *image_size, 3)).astype("float32"))
@@ -183,7 +179,7 @@ def tf_worker():
         times, step_losses = [], []
         for _ in range(steps):
             start = time.perf_counter()
-            loss, _ = step(state["iterator"])
+            loss = step(state["iterator"])["loss"]
             step_losses.append(float(loss))  # waits for the step
             times.append(time.perf_counter() - start)
         return {"times": times, "loss": step_losses[-1], "first_loss": step_losses[0]}

@@ -16,7 +16,7 @@ from models.iresnet import lresnet50e_ir
 from models.mobilefacenet import mobilefacenet
 from models.resface import resface20, resface36
 
-__all__ = ["BACKBONES", "build_backbone", "count_forward_flops", "list_backbones", "parse_image_size",
+__all__ = ["BACKBONES", "TRAINING_OPTIONS", "build_backbone", "count_forward_flops", "list_backbones", "parse_image_size",
            "validate_image_size"]
 
 # name -> builder(image_size, embedding_size, **options) -> keras.Model
@@ -25,6 +25,15 @@ BACKBONES = {
     "resface36": resface36,        # option: batch_norm=False
     "lresnet50e_ir": lresnet50e_ir,  # option: dropout=0.4
     "mobilefacenet": mobilefacenet,
+}
+# Options train.py uses when the user gives none (config.backbone_options): the BN variant of ResFace,
+# because the published network's embeddings collapse to one direction within the first ten SGD steps
+# under normalised-softmax heads, at every lr (0.1, 0.025, 0.01), with warm-up and with gradient
+# clipping (benchmarks/README.md, "Why ResFace20 collapsed"). ``--backbone-option batch_norm=false``
+# trains the published network.
+TRAINING_OPTIONS = {
+    "resface20": {"batch_norm": True},
+    "resface36": {"batch_norm": True},
 }
 STANDARD_IMAGE_SIZES = ((112, 96), (112, 112))
 DOWNSAMPLING = 16  # total stride of every backbone

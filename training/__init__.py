@@ -3,13 +3,15 @@
 ``train.py`` parses flags and calls ``resolve_config`` and ``run_training``; nothing else.
 """
 
-from training.config import REFERENCE_LR_SCHEDULE, SYNTHETIC_DEFAULTS, TrainConfig, resolve_config
+from training.config import (REFERENCE_LR_SCHEDULE, SYNTHETIC_DEFAULTS, TrainConfig, parse_option_items,
+                             resolve_config)
 from training.run_dir import load_run_config, new_run_dir, run_to_resume, save_run_config
 from training.schedules import FaceLRSchedule, build_lr_schedule
-from training.trainer import TrainingDiverged, run_training
+from training.guard import TrainingCollapsed, TrainingDiverged
+from training.trainer import run_training
 
 __all__ = [
-    "REFERENCE_LR_SCHEDULE", "SYNTHETIC_DEFAULTS", "TrainConfig", "resolve_config", "load_run_config",
+    "REFERENCE_LR_SCHEDULE", "SYNTHETIC_DEFAULTS", "TrainConfig", "parse_option_items", "resolve_config", "load_run_config",
     "new_run_dir", "run_to_resume", "save_run_config", "FaceLRSchedule", "build_lr_schedule",
-    "TrainingDiverged", "run_training",
+    "TrainingCollapsed", "TrainingDiverged", "run_training",
 ]

@@ -8,7 +8,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-# The reference AM-Softmax schedule (CASIA scale, batch 256): lr 0.1, x0.1 at 16k, 24k, 28k.
+# The reference AM-Softmax schedule (CASIA scale, batch 256): lr 0.1, x0.1 at 16k, 24k, 28k. The
+# default "reference" is this list stretched to the run's length (training/schedules.py).
 REFERENCE_LR_SCHEDULE = "0:0.1,16000:0.01,24000:0.001,28000:0.0001"
 
 
@@ -18,6 +19,7 @@ class TrainConfig:
 
     data: str | None = None              # TFRecord folder from tfrecords.build; None -> synthetic
     backbone: str = "resface20"
+    backbone_options: dict | None = None  # None -> models.TRAINING_OPTIONS[backbone] (resface: BN)
     loss: str = "am_softmax"
     s: float | None = None               # None -> the head's published default
     m: float | None = None
@@ -31,11 +33,12 @@ class TrainConfig:
     image_size: str | None = None        # "HxW"; None -> the manifest's (or 112x96 synthetic)
     batch_size: int = 64                 # per replica; global = batch_size x replicas
     lr: float = 0.1
-    lr_schedule: str = REFERENCE_LR_SCHEDULE
+    lr_schedule: str = "reference"      # REFERENCE_LR_SCHEDULE stretched to max_steps
     warmup_steps: int = 0
     momentum: float = 0.9
     weight_decay: float = 5e-4
     head_wd_mult: float = 1.0
+    clip_grad_norm: float | None = None  # global L2 norm bound of each step's gradient; None = off
     dropout: float | None = None        # None -> the backbone's default (lresnet50e_ir: 0.4)
     max_steps: int | None = None
     epochs: float | None = None
@@ -43,6 +46,7 @@ class TrainConfig:
     mixed_precision: str = "off"         # off | float16 | bfloat16
     xla: bool = False
     seed: int = 0
+    collapse_guard: bool = True          # stop a collapsed or stuck run (training/guard.py)
     deterministic: bool = False
     shuffle_buffer: int = 20000
     output_dir: str | None = None
@@ -98,6 +102,19 @@ def load_config_file(path):
     return values
 
 
+def parse_option_items(items, flag):
+    """["batch_norm=true", "dropout=0.2"] -> {"batch_norm": True, "dropout": 0.2} (values as YAML scalars)."""
+    import yaml
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE, e.g. batch_norm=true")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
 def resolve_config(cli_values, config_file=None, base=None):
     """Merge layers into a TrainConfig: dataclass defaults, synthetic preset (when there is no
     data), ``base`` (a saved run's config, on resume), the config file, then explicit flags.
@@ -107,6 +124,10 @@ def resolve_config(cli_values, config_file=None, base=None):
     values = dataclasses.asdict(TrainConfig())
     if base:
         values.update(base)
+        # A run saved before backbone options existed trained the builders' defaults.
+        values.setdefault("backbone_options", None)
+        if "backbone_options" not in base:
+            values["backbone_options"] = {}
     file_values = load_config_file(config_file) if config_file else {}
     given = {k: v for k, v in cli_values.items() if v is not None}
     data = given.get("data", file_values.get("data", values.get("data")))
@@ -124,6 +145,10 @@ def resolve_config(cli_values, config_file=None, base=None):
                 "values are absolute: give --lr-schedule with your values, or 'constant'/'cosine'/'poly'")
     if config.data and config.max_steps is None and config.epochs is None:
         config.max_steps = DEFAULT_MAX_STEPS
+    if config.backbone_options is None:
+        # Written into RUN/config.json as resolved, so a resumed run builds the same network.
+        from models import TRAINING_OPTIONS
+        config.backbone_options = dict(TRAINING_OPTIONS.get(config.backbone, {}))
     _check(config)
     return config
 
@@ -135,6 +160,11 @@ def _check(config):
         raise ValueError(f"--time-limit must be > 0 minutes, got {config.time_limit}")
     if config.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {config.batch_size}")
+    if not isinstance(config.backbone_options, dict):
+        raise ValueError(f"backbone_options must be a mapping of option names to values, "
+                         f"got {config.backbone_options!r}")
+    if config.clip_grad_norm is not None and not config.clip_grad_norm > 0:
+        raise ValueError(f"--clip-grad-norm must be > 0, got {config.clip_grad_norm}")
     if config.mixed_precision not in ("off", "float16", "bfloat16"):
         raise ValueError(f"--mixed-precision must be off, float16 or bfloat16, not {config.mixed_precision!r}")
     if config.strategy not in ("default", "mirrored", "multiworker"):

@@ -48,13 +48,27 @@ class FaceLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 "warmup_steps": self.warmup_steps, "power": self.power}
 
 
+# The AM-Softmax reference schedule (CASIA, batch 256): lr x0.1 at 16k, 24k and 28k of 30k steps.
+REFERENCE_TOTAL_STEPS = 30000
+REFERENCE_DROPS = (16000, 24000, 28000)
+
+
 def build_lr_schedule(spec, base_lr, total_steps, warmup_steps=0):
-    """Parse ``--lr-schedule``: "cosine", "poly", "constant", or a step list "0:0.1,16000:0.01,...".
+    """Parse ``--lr-schedule``: "reference", "cosine", "poly", "constant", or a step list
+    "0:0.1,16000:0.01,...".
+
+    "reference" is the AM-Softmax step schedule stretched to ``total_steps``: ``base_lr``, then x0.1 at
+    16/30, 24/30 and 28/30 of the run (exactly 16k, 24k, 28k for 30k steps), so a shorter run still
+    ends at a low lr instead of stopping in the middle of the first plateau.
 
     A step list must start at step 0 and have increasing steps. ``base_lr`` (``--lr``) is the
     peak for cosine/poly/constant; a step list carries its own values.
     """
     spec = spec.strip()
+    if spec == "reference":
+        boundaries = [0] + [round(d * total_steps / REFERENCE_TOTAL_STEPS) for d in REFERENCE_DROPS]
+        values = [base_lr / 10 ** k for k in range(4)]
+        return FaceLRSchedule("step", boundaries=boundaries, values=values, warmup_steps=warmup_steps)
     if spec in ("cosine", "poly"):
         return FaceLRSchedule(spec, base_lr, total_steps=total_steps, warmup_steps=warmup_steps)
     if spec == "constant":

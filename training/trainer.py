@@ -1,27 +1,21 @@
 """The training loop: strategy, model, SGD, exact checkpoints, logs, validation and export."""
 
-import contextlib
 import json
-import math
 import time
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
 import losses
 import models
 from training.data import synthetic_data, tfrecord_data, total_steps
+from training.guard import TrainingGuard
 from training.export import build_embedding_model, export_embedding_model, save_keras_atomic
 from training.run_dir import CHECKPOINT_SUBDIR
-from training.schedules import build_lr_schedule
+from training.state import build_training_state
 from training.validation import make_validator
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or Inf; the last checkpoint on disk is the last good state."""
 
 
 def make_strategy(name):
@@ -56,7 +50,10 @@ def decayed_variables(backbone, head, head_wd_mult):
 def make_train_step(strategy, backbone, head, optimizer, config, global_batch):
     """A tf.function running one global step from a distributed iterator.
 
-    Returns (sum over the global batch of loss / global_batch, number of correct predictions).
+    Returns a dict of global sums: ``loss`` (Σ loss / global_batch, i.e. the mean), ``correct``
+    (predictions without margin that hit the label), ``cosine_sum`` and ``cosine_pairs`` (cosine
+    between the embeddings of every pair of different-identity images within a replica's batch:
+    their mean near 1 means the model maps every face to one direction, see training/guard.py).
     The forward/backward pass is the XLA-compiled part (--xla); applying gradients stays
     outside XLA because its cross-replica all-reduce cannot run inside a compiled cluster.
     """
@@ -79,24 +76,35 @@ def make_train_step(strategy, backbone, head, optimizer, config, global_batch):
             if scales_loss:
                 objective = optimizer.scale_loss(objective)
         grads = tape.gradient(objective, variables)
+        labels = tf.cast(labels, tf.int32)
         predicted = tf.argmax(head.class_scores(embeddings), axis=-1, output_type=tf.int32)
-        correct = tf.reduce_sum(tf.cast(tf.equal(predicted, tf.cast(labels, tf.int32)), tf.float32))
-        return grads, loss * share, correct
+        stats = {"loss": loss * share,
+                 "correct": tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.float32))}
+        # B x B cosines of a B x D batch: ~B²·D multiply-adds, nothing next to the backbone.
+        # Rows are first scaled to max |x| = 1, so exploded embeddings (1e20 and more, whose squares
+        # overflow float32) still give their true cosines; the tiny common offset then makes
+        # all-zero embeddings (a dead network) count as identical (cosine 1) rather than 0.
+        unit = tf.cast(embeddings, tf.float32)
+        unit = unit / (tf.reduce_max(tf.abs(unit), axis=1, keepdims=True) + 1e-30)
+        unit = tf.math.l2_normalize(unit + 1e-6, axis=1)
+        different = tf.cast(tf.not_equal(labels[:, None], labels[None, :]), tf.float32)
+        stats["cosine_sum"] = tf.reduce_sum(tf.matmul(unit, unit, transpose_b=True) * different)
+        stats["cosine_pairs"] = tf.reduce_sum(different)
+        return grads, stats
 
     if config.xla:
         forward_backward = tf.function(forward_backward, jit_compile=True)
 
     def replica_step(images, labels):
-        grads, loss, correct = forward_backward(images, labels)
+        grads, stats = forward_backward(images, labels)
         optimizer.apply_gradients(zip(grads, variables))
-        return loss, correct
+        return stats
 
     @tf.function
     def train_step(iterator):
         images, labels = next(iterator)
-        loss, correct = strategy.run(replica_step, args=(images, labels))
-        return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
-                strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
+        stats = strategy.run(replica_step, args=(images, labels))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in stats.items()}
 
     return train_step
 
@@ -115,7 +123,8 @@ def run_training(config, run_dir, strategy=None, log=print):
     """Train per ``config`` into ``run_dir`` (resuming from its checkpoints when config.resume).
 
     Returns a summary dict (steps, losses, images/s, validation, export paths). Raises
-    TrainingDiverged on a NaN/Inf loss, leaving the last good checkpoint in place.
+    TrainingDiverged on a NaN/Inf loss or weights and TrainingCollapsed on collapsed embeddings or
+    a stuck loss (training/guard.py), leaving the last checkpoint, whose weights are finite, in place.
     """
     wall_start = time.perf_counter()
     run_dir = Path(run_dir)
@@ -140,19 +149,9 @@ def run_training(config, run_dir, strategy=None, log=print):
         f"{data.image_size[0]}x{data.image_size[1]}; {replicas} replica(s) x batch {config.batch_size} "
         f"= global batch {global_batch}; {steps} steps; run dir {run_dir}")
 
-    with strategy.scope(), _dtype_policy(config.mixed_precision):
-        backbone_options = {} if config.dropout is None else {"dropout": config.dropout}
-        backbone = models.build_backbone(config.backbone, image_size=data.image_size,
-                                         embedding_size=config.embedding_size, **backbone_options)
-        head = losses.build_head(config.loss, data.num_classes, s=config.s, m=config.m, m1=config.m1,
-                                 m2=config.m2, m3=config.m3, easy_margin=config.easy_margin,
-                                 sphereface_lambda=config.sphereface_lambda)
-        head.build((None, config.embedding_size))
-        schedule = build_lr_schedule(config.lr_schedule, config.lr, steps, config.warmup_steps)
-        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum)
-        if config.mixed_precision == "float16":
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        optimizer.build(backbone.trainable_variables + head.trainable_variables)
+    with strategy.scope():
+        state = build_training_state(config, data.num_classes, data.image_size, steps)
+    backbone, head, optimizer, schedule = state.backbone, state.head, state.optimizer, state.schedule
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     best_val = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
     checkpoint = tf.train.Checkpoint(backbone=backbone, head=head, optimizer=optimizer,
@@ -167,6 +166,7 @@ def run_training(config, run_dir, strategy=None, log=print):
         log(f"resumed from {manager.latest_checkpoint} at step {int(step_var)} "
             f"(lr {float(schedule(optimizer.iterations)):.6g})")
     start = int(step_var)
+    checkpoint_variables = backbone.variables + head.variables + optimizer.variables
 
     embedding_model = build_embedding_model(backbone, data.image_size)
     dist_data = strategy.distribute_datasets_from_function(lambda ctx: data.dataset_fn(ctx, start))
@@ -199,7 +199,10 @@ def run_training(config, run_dir, strategy=None, log=print):
         return metrics
 
     time_up = _time_limit_check(strategy, config, wall_start)
+    guard = TrainingGuard(lambda: manager.latest_checkpoint, enabled=config.collapse_guard,
+                          warmup_steps=config.warmup_steps)
     window_loss, window_correct, window_steps, timed_steps, window_time = 0.0, 0.0, 0, 0, 0.0
+    window_cosine, window_pairs = 0.0, 0.0
     total_timed_steps, total_timed_time = 0, 0.0
     last_step, time_limited = start, False
     last = {"loss": None, "accuracy": None}
@@ -209,14 +212,10 @@ def run_training(config, run_dir, strategy=None, log=print):
     try:
         for step in range(start + 1, steps + 1):
             t0 = time.perf_counter()
-            loss, correct = train_step(iterator)
-            loss, correct = float(loss), float(correct)
+            stats = {k: float(v) for k, v in train_step(iterator).items()}
             elapsed = time.perf_counter() - t0
-            if not math.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss became {loss} at step {step}; training stopped. The last good checkpoint "
-                    f"is {manager.latest_checkpoint or '(none yet)'}: lower --lr, check --data, or "
-                    f"resume from it with --resume.")
+            loss, correct = stats["loss"], stats["correct"]
+            guard.after_step(step, loss)
             if first_step_seconds is None:
                 first_step_seconds = elapsed   # includes tracing/compilation: kept out of img/s
             else:
@@ -226,13 +225,16 @@ def run_training(config, run_dir, strategy=None, log=print):
                 total_timed_steps += 1
             window_loss += loss
             window_correct += correct
+            window_cosine += stats["cosine_sum"]
+            window_pairs += stats["cosine_pairs"]
             window_steps += 1
             bar.update(1)
             if step % config.log_every == 0 or step == steps:
                 lr = float(schedule(optimizer.iterations))
                 ips = global_batch * timed_steps / window_time if timed_steps else float("nan")
                 last = {"loss": window_loss / window_steps,
-                        "accuracy": window_correct / (window_steps * global_batch)}
+                        "accuracy": window_correct / (window_steps * global_batch),
+                        "embedding_cosine": window_cosine / window_pairs if window_pairs else float("nan")}
                 bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['accuracy']:.3f}",
                                 lr=f"{lr:.3g}", img_s=f"{ips:.1f}")
                 with writer.as_default(step=step):
@@ -240,12 +242,17 @@ def run_training(config, run_dir, strategy=None, log=print):
                     tf.summary.scalar("train/accuracy", last["accuracy"])
                     tf.summary.scalar("train/lr", lr)
                     tf.summary.scalar("train/images_per_sec", ips)
+                    tf.summary.scalar("train/embedding_cosine", last["embedding_cosine"])
                 record({"step": step, "loss": last["loss"], "accuracy": last["accuracy"], "lr": lr,
-                        "images_per_sec": ips, "epoch": _epoch(data, step, global_batch)})
+                        "embedding_cosine": last["embedding_cosine"], "images_per_sec": ips,
+                        "epoch": _epoch(data, step, global_batch)})
                 window_loss, window_correct, window_steps, timed_steps, window_time = 0.0, 0.0, 0, 0, 0.0
+                window_cosine, window_pairs = 0.0, 0.0
+                guard.after_window(step, last["embedding_cosine"])
             last_step = step
             time_limited = step < steps and time_up(step)
             if step % config.checkpoint_every == 0 or step == steps or time_limited:
+                guard.check_finite(step, checkpoint_variables)
                 step_var.assign(step)
                 manager.save(checkpoint_number=step)
             if step % config.val_every == 0 or step == steps or time_limited:
@@ -287,19 +294,6 @@ def _time_limit_check(strategy, config, wall_start):
         raise ValueError("--time-limit is not supported with several workers; use --max-steps")
     limit_seconds = 60.0 * config.time_limit
     return lambda step: time.perf_counter() - wall_start >= limit_seconds
-
-
-@contextlib.contextmanager
-def _dtype_policy(mixed_precision):
-    """Build layers under mixed_float16/mixed_bfloat16 without leaking the global policy:
-    a layer keeps the policy it was built with."""
-    previous = keras.mixed_precision.global_policy()
-    if mixed_precision != "off":
-        keras.mixed_precision.set_global_policy(f"mixed_{mixed_precision}")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def _epoch(data, step, global_batch):

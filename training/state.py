@@ -1,0 +1,67 @@
+"""The training state built from a config: backbone, head, lr schedule and SGD optimizer.
+
+``train.py``, the benchmarks and the diagnostics build their models through ``build_training_state``,
+so what they time or probe is what ``train.py`` trains.
+"""
+
+import contextlib
+import dataclasses
+
+import keras
+
+import losses
+import models
+from training.schedules import build_lr_schedule
+
+
+@dataclasses.dataclass
+class TrainingState:
+    backbone: keras.Model          # scaled images [B, H, W, 3] -> embeddings [B, D]
+    head: keras.layers.Layer       # (embeddings [B, D], labels [B]) -> float32 logits [B, C]
+    optimizer: keras.optimizers.Optimizer
+    schedule: keras.optimizers.schedules.LearningRateSchedule
+
+
+def backbone_options(config):
+    """The keyword options ``models.build_backbone`` gets: ``config.backbone_options`` plus --dropout."""
+    options = dict(config.backbone_options or {})
+    if config.dropout is not None:
+        options["dropout"] = config.dropout
+    return options
+
+
+def build_training_state(config, num_classes, image_size, total_steps):
+    """Build (under the current tf.distribute scope, if any) everything the loop updates.
+
+    ``image_size`` is (H, W); ``total_steps`` sizes cosine/poly schedules. Mixed precision applies
+    to the backbone only: heads pin their own dtype to float32.
+    """
+    with dtype_policy(config.mixed_precision):
+        backbone = models.build_backbone(config.backbone, image_size=image_size,
+                                         embedding_size=config.embedding_size, **backbone_options(config))
+        head = losses.build_head(config.loss, num_classes, s=config.s, m=config.m, m1=config.m1,
+                                 m2=config.m2, m3=config.m3, easy_margin=config.easy_margin,
+                                 sphereface_lambda=config.sphereface_lambda)
+        head.build((None, config.embedding_size))
+        schedule = build_lr_schedule(config.lr_schedule, config.lr, total_steps, config.warmup_steps)
+        # clipnorm is per variable in Keras; global_clipnorm bounds the whole update direction,
+        # which is what guards against one exploding step (None = no clipping).
+        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum,
+                                         global_clipnorm=config.clip_grad_norm)
+        if config.mixed_precision == "float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(backbone.trainable_variables + head.trainable_variables)
+    return TrainingState(backbone, head, optimizer, schedule)
+
+
+@contextlib.contextmanager
+def dtype_policy(mixed_precision):
+    """Build layers under mixed_float16/mixed_bfloat16 without leaking the global policy:
+    a layer keeps the policy it was built with."""
+    previous = keras.mixed_precision.global_policy()
+    if mixed_precision != "off":
+        keras.mixed_precision.set_global_policy(f"mixed_{mixed_precision}")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
