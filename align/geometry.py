@@ -1,4 +1,4 @@
-"""5-point similarity alignment onto the reference template (DESIGN.md, "Alignment geometry")."""
+"""5-point similarity alignment onto the reference template (docs/DESIGN.md, "Alignment geometry")."""
 
 from __future__ import annotations
 

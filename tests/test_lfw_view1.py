@@ -86,3 +86,46 @@ def test_lfw_view1_pipeline_table_rerun_and_identity_check(lfw_dir, tmp_path):
     refused = _run(lfw, tmp_path / "work2", "--aligned-dir", str(work / "aligned"))
     assert refused.returncode != 0 and "appear in pairsDevTest.txt" in refused.stderr
     assert not (tmp_path / "work2" / "runs").exists()
+
+    # One run per backbone (--backbones): own calibration-free schedule, runs named by backbone,
+    # the backbone option passed to train.py, only the asked-for pairs evaluated, the CPU named.
+    multi = _run(lfw, tmp_path / "work3", "--aligned-dir", str(work / "aligned"), "--losses", "am_softmax",
+                 "--backbones", "mobilefacenet", "resface20:batch_norm=false", "--eval-pairs", "pairsDevTest")
+    assert multi.returncode == 0, multi.stdout[-3000:] + multi.stderr[-3000:]
+    runs = json.loads((tmp_path / "work3" / "results.json").read_text())["runs"]
+    assert set(runs) == {"mobilefacenet-am_softmax", "resface20-batch_norm-false-am_softmax"}
+    assert "--backbone-option batch_norm=false" in runs["resface20-batch_norm-false-am_softmax"]["command"]
+    assert all("pairs" not in r and r["pairsDevTest"]["num_pairs"] == 20 for r in runs.values())
+    table = (tmp_path / "work3" / "results.md").read_text()
+    assert "| resface20:batch_norm=false + am_softmax | off |" in table and "CPU: " in table
+
+
+def _script():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("lfw_view1", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_backbone_specs_and_a_guard_stopped_run_in_the_table(tmp_path):
+    script = _script()
+    assert script.parse_backbone_spec("resface20:batch_norm=false,x=1@bfloat16") == (
+        "resface20", ["batch_norm=false", "x=1"], "bfloat16")
+    assert script.parse_backbone_spec("mobilefacenet") == ("mobilefacenet", [], "off")
+    log = tmp_path / "train.log"
+    log.write_text("train: 100%\nerror: training collapsed at step 60: the embeddings ...\n")
+    assert script.guard_stop(log).startswith("training collapsed at step 60")
+    log.write_text("done: 10 steps\n")
+    assert script.guard_stop(log) is None
+    results = {"data": {"train_images": 9, "train_identities": 3, "view2_shared_identities": 5, "view2_identities": 8},
+               "align": {"aligned": 24, "fallback": 0, "failed": 0, "skipped_already_done": 0},
+               "stages": {"calibrate-x": 60.0}, "schedules": {"x": {"calibrated_images_per_sec": 10.0, "max_steps": 5}},
+               "cpu": "Some CPU, 2 cores",
+               "runs": {"x-am_softmax": {"backbone": "resface20:batch_norm=false@bfloat16", "loss": "am_softmax",
+                                         "precision": "bfloat16", "heads": "", "steps": 60, "train_wall_seconds": 90.0,
+                                         "guard_stopped": "training collapsed at step 60: the embeddings ..."}}}
+    table = script.format_table(results)
+    assert "stopped by the collapse guard: training collapsed at step 60 |" in table
+    assert "Some CPU, 2 cores" in table
+

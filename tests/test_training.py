@@ -55,7 +55,15 @@ def test_config_layers_defaults_file_then_flags(tmp_path):
     assert config.max_steps == SYNTHETIC_DEFAULTS["max_steps"]
     with_data = resolve_config({"data": "somewhere"})
     assert (with_data.backbone, with_data.max_steps) == ("resface20", 30000)
-    assert with_data.lr_schedule == training.REFERENCE_LR_SCHEDULE
+    assert with_data.lr_schedule == "reference"   # REFERENCE_LR_SCHEDULE at 30000 steps (schedules test)
+    # Training builds resface with batch norm unless told (models.TRAINING_OPTIONS); written out
+    # resolved, so config.json says which network trained. Other backbones get no options.
+    assert with_data.backbone_options == {"batch_norm": True}
+    assert resolve_config({"data": "x", "backbone": "lresnet50e_ir"}).backbone_options == {}
+    published = resolve_config({"data": "x", "backbone_options": {"batch_norm": False}})
+    assert published.backbone_options == {"batch_norm": False}
+    # A run saved before backbone options existed resumes with the network it trained (no BN).
+    assert resolve_config({}, base={"data": "x", "backbone": "resface20"}).backbone_options == {}
 
 
 def test_config_errors_name_the_problem(tmp_path):
@@ -66,7 +74,16 @@ def test_config_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="not both"):
         resolve_config({"data": "x", "max_steps": 5, "epochs": 1})
     with pytest.raises(ValueError, match="disagrees"):
-        resolve_config({"data": "x", "lr": 0.05})
+        resolve_config({"data": "x", "lr": 0.05, "lr_schedule": training.REFERENCE_LR_SCHEDULE})
+    assert resolve_config({"data": "x", "lr": 0.05}).lr == 0.05   # the default schedule scales from --lr
+    with pytest.raises(ValueError, match="backbone_options must be a mapping"):
+        resolve_config({"data": "x", "backbone_options": "batch_norm"})
+    with pytest.raises(ValueError, match="--clip-grad-norm must be > 0"):
+        resolve_config({"data": "x", "clip_grad_norm": 0})
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        training.parse_option_items(["batch_norm"], "--backbone-option")
+    assert training.parse_option_items(["batch_norm=false", "dropout=0.2"], "--backbone-option") == {
+        "batch_norm": False, "dropout": 0.2}
     with pytest.raises(ValueError, match="go together"):
         resolve_config({"val_pairs": "p.txt"})
 
@@ -77,6 +94,13 @@ def test_reference_step_schedule_and_warmup():
     sched = build_lr_schedule(training.REFERENCE_LR_SCHEDULE, 0.1, 30000)
     got = [float(sched(s)) for s in (0, 15999, 16000, 23999, 24000, 28000, 29999)]
     np.testing.assert_allclose(got, [0.1, 0.1, 0.01, 0.01, 0.001, 0.0001, 0.0001], rtol=1e-6)
+    # "reference" (the default) is that list at 30000 steps, stretched to shorter runs and scaled by --lr.
+    ref = build_lr_schedule("reference", 0.1, 30000)
+    assert (ref.boundaries, ref.values) == (sched.boundaries, sched.values)
+    short = build_lr_schedule("reference", 0.2, 300)
+    assert short.boundaries == [0, 160, 240, 280]
+    np.testing.assert_allclose([float(short(s)) for s in (0, 159, 160, 240, 299)], [0.2, 0.2, 0.02, 0.002, 0.0002],
+                               rtol=1e-6)
     warm = build_lr_schedule("constant", 0.2, 100, warmup_steps=10)
     np.testing.assert_allclose([float(warm(s)) for s in (0, 4, 9, 50)], [0.02, 0.1, 0.2, 0.2], rtol=1e-6)
     cos = build_lr_schedule("cosine", 0.1, 100)
@@ -290,7 +314,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 sys.path.insert(0, sys.argv[1])
 import training
 from training.config import resolve_config
-base = dict(backbone="resface20", image_size="32x32", embedding_size=16, num_classes=5,
+base = dict(backbone="resface20", backbone_options={"batch_norm": False}, image_size="32x32", embedding_size=16, num_classes=5,
             synthetic_images=32, log_every=1, max_steps=3, lr_schedule="constant", lr=0.01,
             checkpoint_every=3, val_every=3)
 out = {}

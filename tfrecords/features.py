@@ -17,7 +17,7 @@ SPLITS = ("train", "val")
 
 
 def shard_file_name(split, index, num_shards):
-    """``train-00003-of-00016.tfrecord`` (the layout fixed in DESIGN.md)."""
+    """``train-00003-of-00016.tfrecord`` (the layout fixed in docs/DESIGN.md)."""
     return f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
 
 

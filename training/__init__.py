@@ -1,17 +1,26 @@
 """Margin-softmax training: configuration, data sources, the loop, validation and export.
 
 ``train.py`` parses flags and calls ``resolve_config`` and ``run_training``; nothing else.
+Names are imported on first use (PEP 562), so ``import training.config`` (what ``train.py --help``
+needs) does not load TensorFlow.
 """
 
-from training.config import (REFERENCE_LR_SCHEDULE, SYNTHETIC_DEFAULTS, TrainConfig, parse_option_items,
-                             resolve_config)
-from training.run_dir import load_run_config, new_run_dir, run_to_resume, save_run_config
-from training.schedules import FaceLRSchedule, build_lr_schedule
-from training.guard import TrainingCollapsed, TrainingDiverged
-from training.trainer import run_training
+import importlib
 
-__all__ = [
-    "REFERENCE_LR_SCHEDULE", "SYNTHETIC_DEFAULTS", "TrainConfig", "parse_option_items", "resolve_config", "load_run_config",
-    "new_run_dir", "run_to_resume", "save_run_config", "FaceLRSchedule", "build_lr_schedule",
-    "TrainingCollapsed", "TrainingDiverged", "run_training",
-]
+_HOMES = {
+    "REFERENCE_LR_SCHEDULE": "training.config", "SYNTHETIC_DEFAULTS": "training.config",
+    "TrainConfig": "training.config", "parse_option_items": "training.config", "resolve_config": "training.config",
+    "load_run_config": "training.run_dir", "new_run_dir": "training.run_dir", "run_to_resume": "training.run_dir",
+    "save_run_config": "training.run_dir",
+    "FaceLRSchedule": "training.schedules", "build_lr_schedule": "training.schedules",
+    "TrainingCollapsed": "training.guard", "TrainingDiverged": "training.guard",
+    "run_training": "training.trainer",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'training' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

@@ -25,8 +25,8 @@ COLLAPSE_GRACE_STEPS = 50
 STUCK_STEPS = 50
 STUCK_SPREAD = 1e-5
 
-ADVICE = ("try --warmup-steps 500 (the default with --data), a lower --lr, or the batch-norm variant "
-          "(--backbone-option batch_norm=true for resface20/resface36); see README, 'When training collapses'")
+ADVICE = ("use a backbone with batch norm (resface20/resface36: --backbone-option batch_norm=true, the "
+          "training default), a lower --lr or --warmup-steps; see README, 'When training collapses'")
 
 
 class TrainingDiverged(RuntimeError):
@@ -50,14 +50,14 @@ class TrainingGuard:
         self.recent_losses = collections.deque(maxlen=STUCK_STEPS)
         self.high_windows = 0
 
-    def _where(self):
-        return f"The last checkpoint is {self.last_checkpoint() or '(none yet)'}"
+    def _where(self, good=False):
+        return f"The last {'good ' if good else ''}checkpoint is {self.last_checkpoint() or '(none yet)'}"
 
     def after_step(self, step, loss):
         """loss: this step's mean loss (float)."""
         if not math.isfinite(loss):
             raise TrainingDiverged(
-                f"loss became {loss} at step {step}; training stopped. {self._where()} (its weights are "
+                f"loss became {loss} at step {step}; training stopped. {self._where(good=True)} (its weights are "
                 f"finite): lower --lr or set --clip-grad-norm, check --data, then --resume from it.")
         if not self.enabled:
             return
@@ -88,5 +88,5 @@ class TrainingGuard:
         if bad:
             raise TrainingDiverged(
                 f"the update of step {step} made {len(bad)} weight tensors non-finite (e.g. {bad[0]}); "
-                f"training stopped without saving them. {self._where()} (its weights are finite): lower --lr "
+                f"training stopped without saving them. {self._where(good=True)} (its weights are finite): lower --lr "
                 f"or set --clip-grad-norm, then --resume from it.")
