@@ -13,9 +13,7 @@ the flags given here. The resolved configuration is saved as RUN/config.json.
 import argparse
 import os
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 

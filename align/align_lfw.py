@@ -20,13 +20,14 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from align.detector import DEFAULT_MIN_FACE_SIZE, DEFAULT_SCALE_FACTOR, DEFAULT_THRESHOLDS  # noqa: E402
 from align.folder import AlignError, align_folder, available_cores, format_summary  # noqa: E402
+from fileio import parse_image_size  # noqa: E402
 
 
 def _image_size(text: str):
     try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 112x96, got {text!r}") from None
+        height, width = parse_image_size(text, trainable=False)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     if (height, width) not in ((112, 96), (112, 112)):
         raise argparse.ArgumentTypeError(f"supported sizes are 112x96 and 112x112, got {text!r}")
     return height, width

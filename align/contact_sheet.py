@@ -8,6 +8,8 @@ import os
 import cv2
 import numpy as np
 
+from fileio import write_bytes_atomic
+
 
 def write_contact_sheet(records: list, output_dir, path, template, count: int = 50, columns: int = 10):
     """Tile `count` crops spread evenly over the aligned/fallback records into a PNG at `path`.
@@ -40,8 +42,5 @@ def write_contact_sheet(records: list, output_dir, path, template, count: int = 
         y, x = (i // columns) * (height + 2), (i % columns) * (width + 2)
         sheet[y:y + height, x:x + width] = tile
     ok, data = cv2.imencode(".png", sheet)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    with open(tmp, "wb") as handle:
-        handle.write(data.tobytes())
-    os.replace(tmp, path)
+    write_bytes_atomic(path, data.tobytes())
     return str(path)

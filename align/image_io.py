@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
-import os
 import warnings
 
 import cv2
 import numpy as np
+
+from fileio import write_bytes_atomic
 
 
 class ImageError(Exception):
@@ -82,13 +83,6 @@ def encode_image(image_rgb: np.ndarray, image_format: str = "jpg", jpeg_quality:
 
 
 def write_atomic(path, data: bytes, tmp_dir, fsync: bool = False) -> None:
-    """Write `data` to `path` so that `path` is never seen half-written: write a temporary file in
-    `tmp_dir` (same filesystem), then rename it over `path`."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp_path = os.path.join(tmp_dir, f"{os.getpid()}-{os.path.basename(path)}")
-    with open(tmp_path, "wb") as handle:
-        handle.write(data)
-        if fsync:
-            handle.flush()
-            os.fsync(handle.fileno())
-    os.replace(tmp_path, path)
+    """Write a crop so that `path` is never seen half-written; the temporary file lives in `tmp_dir`
+    (same filesystem), which a rerun clears of what a kill left behind."""
+    write_bytes_atomic(path, data, fsync=fsync, tmp_dir=tmp_dir)

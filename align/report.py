@@ -18,6 +18,8 @@ import json
 import os
 import time
 
+import fileio
+
 REPORT_NAME = "align_report.jsonl"
 SUMMARY_NAME = "align_summary.json"
 CONFIG_NAME = "align_config.json"
@@ -87,21 +89,10 @@ def _repair_tail(path) -> None:
 
 
 def write_json_atomic(path, obj) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(obj, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """The align outputs' JSON style (indent 2, sorted keys), written atomically."""
+    fileio.write_json_atomic(path, obj, indent=2, sort_keys=True)
 
 
 def compact_report(path, records: list) -> None:
     """Replace the log by exactly `records` (one per input, in the given order), atomically."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    fileio.write_text_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records), fsync=True)

@@ -29,8 +29,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-HEAD_SETTINGS = {"am_softmax": "s=30, m=0.35", "arcface": "s=64, m=0.5", "cosface": "s=64, m=0.35",
-                 "softmax": "plain", "sphereface": "s=30, m=4", "combined": "s=64, (1.0, 0.3, 0.2)"}
 
 
 def parse_args(argv=None):
@@ -96,6 +94,13 @@ class Stages:
             tail = log.read_text(errors="replace")[-1500:]
             raise SystemExit(f"{name} failed (exit {code}); the end of {log}:\n{tail}")
         return code
+
+
+def head_settings(loss):
+    """"s=30, m=0.35": the published options the head trains with (losses.HEADS)."""
+    from losses import HEADS
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in HEADS[loss].defaults.items()) or "plain"
 
 
 def parse_backbone_spec(spec):
@@ -222,7 +227,7 @@ def main(argv=None):
                           "--time-limit", args.train_minutes, "--val-every", val_every,
                           "--checkpoint-every", val_every, "--log-every", 10, "--output-dir", run,
                           *args.extra_train_args.split()]
-            entry = {"backbone": spec, "loss": loss, "precision": precision, "heads": HEAD_SETTINGS.get(loss, ""),
+            entry = {"backbone": spec, "loss": loss, "precision": precision, "heads": head_settings(loss),
                      "command": " ".join(str(a) for a in train_args[1:]).replace(str(REPO) + "/", "")}
             guard_log = stages.logs / f"train_{key}.log"
             if summaries and (summaries[-1]["last_step"] == summaries[-1]["steps"] or summaries[-1]["time_limited"]):

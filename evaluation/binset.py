@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import pickle
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 
 from evaluation.images import decode_rgb, resolve_image_files
 from evaluation.pairs import PairSet, contiguous_folds, read_pairs
+from fileio import atomic_output
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -160,12 +160,9 @@ def write_bin(aligned_dir, pairs_path, output, protocol=4) -> int:
     for a, b in zip(pairs.paths_a, pairs.paths_b):
         bins.append(files[a].read_bytes())
         bins.append(files[b].read_bytes())
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump((bins, [bool(x) for x in pairs.issame]), f, protocol=protocol)
-    os.replace(tmp, output)
+    with atomic_output(output) as tmp:
+        with open(tmp, "wb") as f:
+            pickle.dump((bins, [bool(x) for x in pairs.issame]), f, protocol=protocol)
     return len(pairs)
 
 

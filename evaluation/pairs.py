@@ -24,8 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-GENERIC_HEADER = "# generic pairs"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+from fileio import GENERIC_HEADER, IMAGE_EXTENSIONS
 NUM_FOLDS = 10
 
 

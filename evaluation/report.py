@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from evaluation.metrics import roc_points, squared_distances
+from fileio import write_text_atomic
 
 
 def write_json(result: dict, path) -> Path:
     """Write result as indented JSON (temp file + rename, so no half-written file is left)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(result, indent=2) + "\n")
 
 
 def plot_paths(json_path):

@@ -10,6 +10,7 @@ import numpy as np
 
 from evaluation.binset import bin_image_loader, bin_pairset, load_bin
 from evaluation.embed import combine_flips, embed_paths, embed_paths_raw, gather_pairs
+from fileio import atomic_output
 from evaluation.images import read_rgb, resolve_image_files
 from evaluation.metrics import verification_metrics
 from evaluation.model_io import load_embedding_model, make_embed_fn
@@ -73,13 +74,11 @@ def evaluate_embeddings(pairs_path, npz_path, flip=None, far_target=1e-3):
 def save_embeddings_npz(path, paths, emb, emb_flip=None):
     """Write E.npz (paths, embeddings, optional embeddings_flip): the input of evaluate.py --embeddings."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"paths": np.array([str(p) for p in paths]), "embeddings": emb}
     if emb_flip is not None:
         arrays["embeddings_flip"] = emb_flip
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        np.savez(tmp, **arrays)
     return path
 
 

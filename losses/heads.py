@@ -6,22 +6,14 @@ margins subtract small numbers from values scaled by s = 30..64, which float16 c
 The class-centre weight is named ``kernel`` so training's weight-decay rule finds it.
 """
 
+import dataclasses
+import inspect
+from typing import Callable
+
 import keras
 from keras import ops
 
 from losses import margins
-
-# Published defaults: AM-Softmax paper (s=30, m=0.35); CosFace/ArcFace as in insightface
-# (s=64); SphereFace m=4; insightface's combined-margin example (1.0, 0.3, 0.2).
-HEAD_DEFAULTS = {
-    "softmax": {},
-    "am_softmax": {"s": 30.0, "m": 0.35},
-    "cosface": {"s": 64.0, "m": 0.35},
-    "arcface": {"s": 64.0, "m": 0.5},
-    "sphereface": {"s": 30.0, "m": 4},
-    "combined": {"s": 64.0, "m1": 1.0, "m2": 0.3, "m3": 0.2},
-}
-
 
 @keras.saving.register_keras_serializable(package="faceid")
 class SoftmaxHead(keras.layers.Layer):
@@ -54,22 +46,16 @@ class SoftmaxHead(keras.layers.Layer):
 class NormalizedMarginHead(keras.layers.Layer):
     """cos θ between L2-normalised embeddings and class centres, then a margin on the true class.
 
-    ``margin`` names one of the functions in ``losses.margins`` (am_softmax, arcface,
-    sphereface, combined); ``margin_args`` are its keyword arguments (s, m, ...).
+    ``margin`` names a head of the registry (am_softmax, cosface, arcface, sphereface, combined);
+    ``margin_args`` are its margin function's keyword arguments (s, m, ...).
     """
-
-    _MARGIN_FNS = {
-        "am_softmax": margins.am_softmax_logits,
-        "arcface": margins.arcface_logits,
-        "sphereface": margins.sphereface_logits,
-        "combined": margins.combined_margin_logits,
-    }
 
     def __init__(self, num_classes, margin, margin_args=None, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
-        if margin not in self._MARGIN_FNS:
-            raise ValueError(f"unknown margin {margin!r}; valid: {sorted(self._MARGIN_FNS)}")
+        if HEADS.get(margin, HeadEntry(None, {})).margin is None:
+            valid = sorted(n for n, e in HEADS.items() if e.margin is not None)
+            raise ValueError(f"unknown margin {margin!r}; valid: {valid}")
         self.num_classes = int(num_classes)
         self.margin = margin
         self.margin_args = dict(margin_args or {})
@@ -98,38 +84,60 @@ class NormalizedMarginHead(keras.layers.Layer):
         cos = self.cosine(embeddings)
         one_hot = ops.one_hot(ops.reshape(ops.cast(labels, "int32"), (-1,)), self.num_classes,
                               dtype="float32")
-        return self._MARGIN_FNS[self.margin](cos, one_hot, **self.margin_args)
+        return HEADS[self.margin].margin(cos, one_hot, **self.margin_args)
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes,
                 "margin": self.margin, "margin_args": self.margin_args}
 
 
+@dataclasses.dataclass(frozen=True)
+class HeadEntry:
+    margin: Callable | None   # losses.margins function (cos, one_hot, **options) -> logits; None: plain softmax
+    defaults: dict            # the published values of its options
+
+
+# One entry per head: its margin function and the published defaults of that function's options.
+# AM-Softmax paper (s=30, m=0.35); CosFace/ArcFace as in insightface (s=64); SphereFace m=4;
+# insightface's combined-margin example (1.0, 0.3, 0.2).
+HEADS = {
+    "softmax": HeadEntry(None, {}),
+    "am_softmax": HeadEntry(margins.am_softmax_logits, {"s": 30.0, "m": 0.35}),
+    "cosface": HeadEntry(margins.am_softmax_logits, {"s": 64.0, "m": 0.35}),
+    "arcface": HeadEntry(margins.arcface_logits, {"s": 64.0, "m": 0.5, "easy_margin": False}),
+    "sphereface": HeadEntry(margins.sphereface_logits, {"s": 30.0, "m": 4, "sphereface_lambda": 0.0}),
+    "combined": HeadEntry(margins.combined_margin_logits, {"s": 64.0, "m1": 1.0, "m2": 0.3, "m3": 0.2}),
+}
+
+
 def list_heads():
     """Names accepted by ``build_head``."""
-    return sorted(HEAD_DEFAULTS)
+    return sorted(HEADS)
 
 
-def build_head(name, num_classes, s=None, m=None, m1=None, m2=None, m3=None,
-               easy_margin=False, sphereface_lambda=0.0):
-    """Build a head by name; arguments left as None take the published default for that head.
+def head_options(name):
+    """The option names head ``name`` takes (its margin function's keyword arguments)."""
+    entry = HEADS[name]
+    if entry.margin is None:
+        return []
+    return [p for p in inspect.signature(entry.margin).parameters if p not in ("cos", "one_hot")]
 
-    Names: softmax, am_softmax, cosface (the same formula as am_softmax, insightface's s=64),
-    arcface, sphereface, combined. ``m`` is the margin of am_softmax/cosface/arcface/sphereface;
-    ``m1, m2, m3`` are the combined margin's.
+
+def build_head(name, num_classes, **options):
+    """Build head ``name``: (embeddings [B, D], labels [B]) -> float32 logits [B, C].
+
+    ``options`` are its margin function's keyword arguments (s, m, ...; see ``head_options``);
+    an option given as None, or not given, takes the published default (``HEADS``). Names: softmax,
+    am_softmax, cosface (the am_softmax formula at insightface's s=64), arcface, sphereface, combined.
+    Raises ValueError for an unknown name or an option the head does not take.
     """
-    if name not in HEAD_DEFAULTS:
+    if name not in HEADS:
         raise ValueError(f"unknown head {name!r}; valid: {', '.join(list_heads())}")
-    if name == "softmax":
+    given = {k: v for k, v in options.items() if v is not None}
+    accepted = head_options(name)
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        raise ValueError(f"head {name!r} takes {accepted or 'no options'}, not {unknown}")
+    if HEADS[name].margin is None:
         return SoftmaxHead(num_classes, name="softmax_head")
-    given = {"s": s, "m": m, "m1": m1, "m2": m2, "m3": m3}
-    unused = [k for k, v in given.items() if v is not None and k not in HEAD_DEFAULTS[name]]
-    if unused:
-        raise ValueError(f"head {name!r} takes {sorted(HEAD_DEFAULTS[name])}, not {unused}")
-    args = {k: (given[k] if given[k] is not None else v) for k, v in HEAD_DEFAULTS[name].items()}
-    if name == "arcface":
-        args["easy_margin"] = bool(easy_margin)
-    if name == "sphereface":
-        args["lambda_"] = float(sphereface_lambda)
-    margin = "am_softmax" if name == "cosface" else name
-    return NormalizedMarginHead(num_classes, margin, args, name=f"{name}_head")
+    return NormalizedMarginHead(num_classes, name, {**HEADS[name].defaults, **given}, name=f"{name}_head")

@@ -65,14 +65,14 @@ def sphereface_psi(cos, m=4):
     return sign * t_cur - 2.0 * k
 
 
-def sphereface_logits(cos, one_hot, s=30.0, m=4, lambda_=0.0):
+def sphereface_logits(cos, one_hot, s=30.0, m=4, sphereface_lambda=0.0):
     """SphereFace (A-Softmax, normalised form): ``s·ψ(θ)`` for the true class, ``s·cos θ`` otherwise.
 
-    ``lambda_`` blends in the plain cosine as the reference training did to converge,
-    target = ``s·(λ·cos θ + ψ(θ)) / (1 + λ)``; ``lambda_ = 0`` is the pure margin.
+    ``sphereface_lambda`` (λ) blends in the plain cosine as the reference training did to converge,
+    target = ``s·(λ·cos θ + ψ(θ)) / (1 + λ)``; λ = 0 is the pure margin.
     """
     psi = sphereface_psi(cos, m)
-    target = (lambda_ * cos + psi) / (1.0 + lambda_)
+    target = (sphereface_lambda * cos + psi) / (1.0 + sphereface_lambda)
     return s * _select(one_hot, target, cos)
 
 

@@ -11,6 +11,7 @@ backbone halves the map four times with stride-2 convs (112x96 -> 7x6, 112x112 -
 
 import inspect
 
+from fileio import DOWNSAMPLING, parse_image_size, validate_image_size  # noqa: F401  (the one image-size rule)
 from models.flops import count_forward_flops
 from models.iresnet import lresnet50e_ir
 from models.mobilefacenet import mobilefacenet
@@ -36,38 +37,11 @@ TRAINING_OPTIONS = {
     "resface36": {"batch_norm": True},
 }
 STANDARD_IMAGE_SIZES = ((112, 96), (112, 112))
-DOWNSAMPLING = 16  # total stride of every backbone
 
 
 def list_backbones():
     """Names accepted by build_backbone, sorted."""
     return sorted(BACKBONES)
-
-
-def parse_image_size(text):
-    """"112x96" -> (112, 96) (height x width). Raises ValueError naming the expected form."""
-    try:
-        height, width = (int(part) for part in str(text).lower().split("x"))
-    except ValueError:
-        raise ValueError(f"image size {text!r}: expected HEIGHTxWIDTH, e.g. 112x96 or 112x112") from None
-    return validate_image_size((height, width))
-
-
-def validate_image_size(image_size):
-    """Return (H, W) as ints; raise ValueError unless both are positive multiples of 16."""
-    if isinstance(image_size, str):
-        return parse_image_size(image_size)
-    try:
-        height, width = (int(v) for v in image_size)
-        if (height, width) != tuple(image_size):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ValueError(f"image_size must be (height, width) integers, got {image_size!r}") from None
-    if height <= 0 or width <= 0 or height % DOWNSAMPLING or width % DOWNSAMPLING:
-        raise ValueError(
-            f"image_size {height}x{width} is not supported: use 112x96 or 112x112, or a size whose height "
-            f"and width are positive multiples of {DOWNSAMPLING} (the backbones' total stride)")
-    return height, width
 
 
 def build_backbone(name, image_size=(112, 96), embedding_size=512, **options):

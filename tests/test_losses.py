@@ -118,7 +118,7 @@ def test_sphereface_psi_matches_closed_form(m):
 def test_sphereface_lambda_blends_with_cosine():
     cos, one_hot = _cos_grid()
     pure, _ = _logits_and_grad(margins.sphereface_logits, cos, one_hot, s=1.0, m=4)
-    blended, _ = _logits_and_grad(margins.sphereface_logits, cos, one_hot, s=1.0, m=4, lambda_=5.0)
+    blended, _ = _logits_and_grad(margins.sphereface_logits, cos, one_hot, s=1.0, m=4, sphereface_lambda=5.0)
     np.testing.assert_allclose(blended[:, 0], (5.0 * cos[:, 0] + pure[:, 0]) / 6.0, atol=1e-5)
 
 
@@ -258,3 +258,30 @@ def test_every_head_is_minimizable_on_a_toy_problem(name, kw):
     assert np.isfinite(float(loss))
     acc = np.mean(np.argmax(head.class_scores(embed(xt)).numpy(), axis=1) == y)
     assert acc > 0.95, f"{name}: train accuracy {acc:.3f}"
+
+
+def test_head_registry_one_entry_per_head():
+    """Each head is one registry entry (margin function + published defaults); its options are the
+    margin function's keyword arguments, so every default is an argument the function takes."""
+    assert losses.list_heads() == ["am_softmax", "arcface", "combined", "cosface", "softmax", "sphereface"]
+    for name, entry in losses.HEADS.items():
+        assert set(entry.defaults) == set(losses.head_options(name)), name
+    assert losses.head_options("sphereface") == ["s", "m", "sphereface_lambda"]
+    cosface = losses.build_head("cosface", 3)
+    assert cosface.margin == "cosface" and cosface.margin_args == {"s": 64.0, "m": 0.35}
+    assert losses.HEADS["cosface"].margin is losses.HEADS["am_softmax"].margin
+    assert losses.build_head("sphereface", 3, sphereface_lambda=5.0).margin_args["sphereface_lambda"] == 5.0
+    assert losses.build_head("am_softmax", 3, s=None, m=0.2).margin_args == {"s": 30.0, "m": 0.2}
+    with pytest.raises(ValueError, match="takes no options"):
+        losses.build_head("softmax", 3, m=0.35)
+
+
+@pytest.mark.slow
+def test_plot_margins_draws_every_head(tmp_path):
+    """python -m losses.plot_margins: one panel per head, a PNG (one epoch here; the README's figure
+    is the default 60)."""
+    from losses import plot_margins
+    out = tmp_path / "margins.png"
+    assert plot_margins.main(["--output", str(out), "--epochs", "1"]) == 0
+    assert out.stat().st_size > 20_000
+    assert set(plot_margins.PLOT_HEADS) == {"softmax", "am_softmax", "arcface", "sphereface", "combined"}

@@ -49,7 +49,7 @@ def test_config_layers_defaults_file_then_flags(tmp_path):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("loss: arcface\nm: 0.4\nbatch-size: 16\n")
     config = resolve_config({"m": 0.45, "batch_size": None}, cfg_file)
-    assert (config.loss, config.m, config.batch_size) == ("arcface", 0.45, 16)
+    assert (config.loss, config.head_options["m"], config.batch_size) == ("arcface", 0.45, 16)
     # No --data: the synthetic preset applies to everything not given.
     assert config.backbone == SYNTHETIC_DEFAULTS["backbone"]
     assert config.max_steps == SYNTHETIC_DEFAULTS["max_steps"]
@@ -86,6 +86,25 @@ def test_config_errors_name_the_problem(tmp_path):
         "batch_norm": False, "dropout": 0.2}
     with pytest.raises(ValueError, match="go together"):
         resolve_config({"val_pairs": "p.txt"})
+    # Head options are checked against the head before any work: the registry knows what each takes.
+    with pytest.raises(ValueError, match=r"--loss am_softmax takes \['s', 'm'\], not \['m1'\]"):
+        resolve_config({"data": "x", "m1": 0.9})
+    with pytest.raises(ValueError, match="unknown --loss 'cosine'"):
+        resolve_config({"data": "x", "loss": "cosine"})
+
+
+def test_head_options_from_flags_files_and_old_run_configs(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("loss: combined\nm2: 0.4\nhead_options: {m3: 0.1}\n")
+    config = resolve_config({"m1": 0.9, "s": None}, cfg_file)
+    assert config.head_options == {"m2": 0.4, "m3": 0.1, "m1": 0.9}   # merged key by key
+    old_run = {"data": "x", "loss": "arcface", "s": None, "m": 0.45, "m1": None, "m2": None, "m3": None,
+               "easy_margin": False, "sphereface_lambda": 0.0}
+    resumed = resolve_config({}, base=old_run)
+    assert resumed.head_options == {"m": 0.45} and resumed.backbone_options == {}
+    import losses
+    assert losses.build_head(resumed.loss, 3, **resumed.head_options).margin_args == {
+        "s": 64.0, "m": 0.45, "easy_margin": False}
 
 
 # -- schedules ---------------------------------------------------------------------------------

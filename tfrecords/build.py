@@ -34,10 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
+from fileio import (format_generic_pairs, parse_image_size, sha256_of_file, untrainable_reason, write_json_atomic,
+                    write_text_atomic)
+
 from .features import shard_file_name
 from .image_check import WrongImageSize, image_size_of, load_checked
-from .manifest import FORMAT_VERSION, MANIFEST_NAME, write_json_atomic
-from .pairs import format_pairs, make_pairs
+from .manifest import FORMAT_VERSION, MANIFEST_NAME
+from .pairs import make_pairs
 from .sources import FolderSource, ListSource, SourceError, read_people_file, sort_identities
 
 WORK_DIR = ".build"
@@ -189,14 +192,6 @@ def _fingerprint(options, plan_dir):
 
 # ----------------------------------------------------------------------------- writing
 
-def sha256_file(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class _KillHook:
     """Test hook (env TFRECORDS_BUILD_KILL_AFTER_IMAGES=N): SIGKILL this process after N images."""
 
@@ -267,7 +262,7 @@ def _write_shard(plan_file, out_path, image_size, resize, executor, progress, ki
         tmp.unlink(missing_ok=True)
         raise
     record["bytes"] = tmp.stat().st_size
-    record["sha256"] = sha256_file(tmp)
+    record["sha256"] = sha256_of_file(tmp)
     return record, tmp
 
 
@@ -275,11 +270,9 @@ def _write_shard(plan_file, out_path, image_size, resize, executor, progress, ki
 
 def _parse_size(text):
     try:
-        h, w = (int(v) for v in text.lower().replace(",", "x").split("x"))
-        assert h > 0 and w > 0
-    except (ValueError, AssertionError):
-        raise argparse.ArgumentTypeError(f"image size must be HxW like 112x96, got {text!r}") from None
-    return h, w
+        return parse_image_size(text.replace(",", "x"), trainable=False)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _parse_val(text):
@@ -357,6 +350,8 @@ def _build_locked(source, out, work, t0, people, people_set, image_size, resize,
     if image_size is None:
         image_size = _infer_image_size(plan_dir / "train-00000.tsv", log)
     image_size = tuple(int(v) for v in image_size)
+    if untrainable_reason(image_size):
+        log(f"warning: these shards will not train: {untrainable_reason(image_size)}")
     options = {"format_version": FORMAT_VERSION, "source": source.description, "image_size": list(image_size),
                "filters": {"min_images": min_images, "max_images_per_class": max_images_per_class,
                            "max_classes": max_classes, "people": str(Path(people).resolve()) if people else None},
@@ -528,9 +523,7 @@ def _assemble(out, options, fingerprint, splits, records, skipped_path, seed, va
                 by_identity[identity].append(rel)
         pairs = make_pairs(by_identity, val_pairs, seed)
         if pairs:
-            tmp = out / ".val_pairs.txt.tmp"
-            tmp.write_text(format_pairs(pairs), encoding="utf-8")
-            os.replace(tmp, out / "val_pairs.txt")
+            write_text_atomic(out / "val_pairs.txt", format_generic_pairs(pairs))
             manifest["val_pairs"] = "val_pairs.txt"
             same = sum(p[2] for p in pairs)
             manifest["val_pairs_count"] = {"same": same, "different": len(pairs) - same}

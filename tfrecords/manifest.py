@@ -24,7 +24,6 @@ Standard library only, so tools that just inspect a shard directory need no Tens
 """
 
 import json
-import os
 from pathlib import Path
 
 from .features import SPLITS
@@ -35,18 +34,6 @@ FORMAT_VERSION = 1
 
 class ManifestError(ValueError):
     """A shard directory or its manifest is missing, malformed, or does not match the request."""
-
-
-def write_json_atomic(path, obj):
-    """Write JSON to ``path`` through a temporary file + rename, so readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, ensure_ascii=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _require(cond, path, message):

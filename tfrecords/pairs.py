@@ -10,7 +10,6 @@ Paths are the ``image/path`` values of the val split (``identity/filename``).
 
 import numpy as np
 
-GENERIC_HEADER = "# generic pairs"
 
 
 def make_pairs(paths_by_identity, num_pairs, seed):
@@ -60,7 +59,3 @@ def make_pairs(paths_by_identity, num_pairs, seed):
     return [pairs[i] for i in order]
 
 
-def format_pairs(pairs):
-    """Text of a generic pair list."""
-    lines = [GENERIC_HEADER] + [f"{a}\t{b}\t{int(same)}" for a, b, same in pairs]
-    return "\n".join(lines) + "\n"

@@ -10,12 +10,12 @@ Records are batched *before* parsing: one ``parse_example`` per batch instead of
 limits a path-list loader on 2 cores. benchmarks/input_pipeline.py measures it.
 """
 
-import hashlib
 import secrets
 from pathlib import Path
 
 import tensorflow as tf
 
+from fileio import sha256_of_file
 from models.scaling import scale_images
 
 from . import features as F
@@ -42,11 +42,7 @@ def check_shards(data_dir, manifest, split="train", verify_checksums=False):
             raise ShardError(f"{path}: shard is {size} bytes, {MANIFEST_NAME} says {shard['bytes']} "
                              f"({'truncated' if size < shard['bytes'] else 'changed'}). {fix}")
         if verify_checksums:
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-            if digest.hexdigest() != shard["sha256"]:
+            if sha256_of_file(path) != shard["sha256"]:
                 raise ShardError(f"{path}: sha256 differs from {MANIFEST_NAME} (corrupt shard). {fix}")
 
 

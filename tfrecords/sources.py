@@ -8,7 +8,7 @@ files while the builder assigns them to shards. Neither pass holds all paths in 
 import os
 from pathlib import Path
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+from fileio import IMAGE_EXTENSIONS, is_image_file
 
 
 class SourceError(ValueError):
@@ -40,17 +40,17 @@ class FolderSource:
         """(number of image files, their total bytes); calls skipped(path, reason) for other files."""
         n = size = 0
         for e in self._entries(identity):
-            if e.name.lower().endswith(IMAGE_EXTENSIONS):
+            if is_image_file(e.name):
                 n += 1
                 size += e.stat().st_size
             elif not e.name.startswith("."):
-                skipped(f"{identity}/{e.name}", "not an image file (.jpg/.jpeg/.png), skipped")
+                skipped(f"{identity}/{e.name}", f"not an image file ({'/'.join(IMAGE_EXTENSIONS)}), skipped")
         return n, size
 
     def files(self, identity):
         """[(absolute path, 'identity/filename')] of one identity's images, sorted by name."""
         return [(e.path, f"{identity}/{e.name}") for e in self._entries(identity)
-                if e.name.lower().endswith(IMAGE_EXTENSIONS)]
+                if is_image_file(e.name)]
 
 
 class ListSource:

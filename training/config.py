@@ -19,15 +19,9 @@ class TrainConfig:
 
     data: str | None = None              # TFRecord folder from tfrecords.build; None -> synthetic
     backbone: str = "resface20"
-    backbone_options: dict | None = None  # None -> models.TRAINING_OPTIONS[backbone] (resface: BN)
+    backbone_options: dict = dataclasses.field(default_factory=dict)  # new runs: models.TRAINING_OPTIONS
     loss: str = "am_softmax"
-    s: float | None = None               # None -> the head's published default
-    m: float | None = None
-    m1: float | None = None
-    m2: float | None = None
-    m3: float | None = None
-    easy_margin: bool = False
-    sphereface_lambda: float = 0.0
+    head_options: dict = dataclasses.field(default_factory=dict)  # e.g. {"m": 0.35}; missing -> published
     focal: float = 0.0                   # focal-loss gamma; 0 = plain cross-entropy
     embedding_size: int = 512
     image_size: str | None = None        # "HxW"; None -> the manifest's (or 112x96 synthetic)
@@ -80,6 +74,9 @@ SYNTHETIC_DEFAULTS = {
 DEFAULT_MAX_STEPS = 30000
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# Head options keep their own flags (--s, --m, ...) and config-file keys; the config carries them in
+# ``head_options``, checked against the head's margin function (losses.build_head).
+HEAD_OPTION_KEYS = ("s", "m", "m1", "m2", "m3", "easy_margin", "sphereface_lambda")
 
 
 def load_config_file(path):
@@ -96,10 +93,28 @@ def load_config_file(path):
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of option names to values")
     values = {k.replace("-", "_"): v for k, v in values.items()}
-    unknown = sorted(set(values) - set(_FIELDS))
+    unknown = sorted(set(values) - set(_FIELDS) - set(HEAD_OPTION_KEYS))
     if unknown:
-        raise ValueError(f"{path}: unknown option(s) {unknown}; valid: {sorted(_FIELDS)}")
+        raise ValueError(f"{path}: unknown option(s) {unknown}; valid: {sorted(set(_FIELDS) | set(HEAD_OPTION_KEYS))}")
     return values
+
+
+def _gather_head_options(layer, legacy=False):
+    """Move the head option keys of one layer (flags, file, saved run) into its ``head_options``.
+
+    ``legacy``: a run config saved before head_options existed stored every key, with False / 0.0
+    meaning "off"; only the values that were set carry over.
+    """
+    layer = dict(layer)
+    options = dict(layer.get("head_options") or {})
+    for key in HEAD_OPTION_KEYS:
+        value = layer.pop(key, None)
+        if value is None or (legacy and key in ("easy_margin", "sphereface_lambda") and not value):
+            continue
+        options[key] = value
+    if options or "head_options" in layer:
+        layer["head_options"] = options
+    return layer
 
 
 def parse_option_items(items, flag):
@@ -120,23 +135,38 @@ def resolve_config(cli_values, config_file=None, base=None):
     data), ``base`` (a saved run's config, on resume), the config file, then explicit flags.
 
     ``cli_values`` maps field names to values; None means "not given on the command line".
+    Option dicts (``head_options``, ``backbone_options``) merge key by key across the layers; a new
+    run's backbone options start from ``models.TRAINING_OPTIONS`` for its backbone (resface: BN).
     """
-    values = dataclasses.asdict(TrainConfig())
+    layers = []
     if base:
-        values.update(base)
-        # A run saved before backbone options existed trained the builders' defaults.
-        values.setdefault("backbone_options", None)
-        if "backbone_options" not in base:
-            values["backbone_options"] = {}
-    file_values = load_config_file(config_file) if config_file else {}
-    given = {k: v for k, v in cli_values.items() if v is not None}
-    data = given.get("data", file_values.get("data", values.get("data")))
-    if data is None and not base:
+        layers.append(_gather_head_options(base, legacy="head_options" not in base))
+    if config_file:
+        layers.append(_gather_head_options(load_config_file(config_file)))
+    layers.append(_gather_head_options({k: v for k, v in cli_values.items() if v is not None}))
+    for layer in layers:
+        for key in ("head_options", "backbone_options"):
+            if key in layer and not isinstance(layer[key], dict):
+                raise ValueError(f"{key} must be a mapping of option names to values, got {layer[key]!r}")
+
+    values = dataclasses.asdict(TrainConfig())
+    if not any("data" in layer and layer["data"] is not None for layer in layers) and not base:
         values.update(SYNTHETIC_DEFAULTS)
-    values.update(file_values)
-    values.update(given)
-    config = TrainConfig(**values)
-    lr_given = "lr" in given or "lr" in file_values
+    for layer in layers:
+        values.update({k: v for k, v in layer.items() if k not in ("head_options", "backbone_options")})
+    if base:
+        # A run saved before backbone options existed trained the builders' defaults ({}).
+        backbone_options = {}
+    else:
+        from models import TRAINING_OPTIONS
+        backbone_options = dict(TRAINING_OPTIONS.get(values["backbone"], {}))
+    head_options = {}
+    for layer in layers:
+        backbone_options.update(layer.get("backbone_options") or {})
+        head_options.update(layer.get("head_options") or {})
+    config = TrainConfig(**{**values, "backbone_options": backbone_options, "head_options": head_options})
+
+    lr_given = any("lr" in layer for layer in layers[1 if base else 0:])
     if lr_given and config.lr_schedule.split(",")[0].startswith("0:"):
         first = float(config.lr_schedule.split(",")[0].split(":")[1])
         if first != config.lr:
@@ -145,24 +175,25 @@ def resolve_config(cli_values, config_file=None, base=None):
                 "values are absolute: give --lr-schedule with your values, or 'constant'/'cosine'/'poly'")
     if config.data and config.max_steps is None and config.epochs is None:
         config.max_steps = DEFAULT_MAX_STEPS
-    if config.backbone_options is None:
-        # Written into RUN/config.json as resolved, so a resumed run builds the same network.
-        from models import TRAINING_OPTIONS
-        config.backbone_options = dict(TRAINING_OPTIONS.get(config.backbone, {}))
     _check(config)
     return config
 
 
 def _check(config):
+    import losses   # Keras only, no TensorFlow graph work: the head registry checks the options early
+
+    if config.loss not in losses.HEADS:
+        raise ValueError(f"unknown --loss {config.loss!r}; valid: {', '.join(losses.list_heads())}")
+    unknown = sorted(set(config.head_options) - set(losses.head_options(config.loss)))
+    if unknown:
+        raise ValueError(f"--loss {config.loss} takes {losses.head_options(config.loss) or 'no options'}, "
+                         f"not {unknown}")
     if config.max_steps is not None and config.epochs is not None:
         raise ValueError("give --max-steps or --epochs, not both")
     if config.time_limit is not None and config.time_limit <= 0:
         raise ValueError(f"--time-limit must be > 0 minutes, got {config.time_limit}")
     if config.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {config.batch_size}")
-    if not isinstance(config.backbone_options, dict):
-        raise ValueError(f"backbone_options must be a mapping of option names to values, "
-                         f"got {config.backbone_options!r}")
     if config.clip_grad_norm is not None and not config.clip_grad_norm > 0:
         raise ValueError(f"--clip-grad-norm must be > 0, got {config.clip_grad_norm}")
     if config.mixed_precision not in ("off", "float16", "bfloat16"):

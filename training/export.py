@@ -4,11 +4,11 @@ Written as Keras (``.keras``, loads with ``safe_mode=True``: only built-in layer
 TensorFlow SavedModel (serving signature) for TF Serving / TFLite users.
 """
 
-import os
-import shutil
 from pathlib import Path
 
 import keras
+
+from fileio import atomic_output
 
 from models.scaling import input_scaling_layer
 
@@ -25,12 +25,9 @@ def build_embedding_model(backbone, image_size):
 
 def save_keras_atomic(model, path):
     """model.save to ``path`` via a temporary name, so a kill never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
-    return path
+    with atomic_output(path) as tmp:
+        model.save(tmp)
+    return Path(path)
 
 
 def export_embedding_model(model, export_dir):
@@ -38,9 +35,6 @@ def export_embedding_model(model, export_dir):
     export_dir = Path(export_dir)
     keras_path = save_keras_atomic(model, export_dir / "embedding.keras")
     saved = export_dir / "saved_model"
-    tmp = export_dir / "saved_model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.export(str(tmp), format="tf_saved_model", verbose=False)
-    shutil.rmtree(saved, ignore_errors=True)
-    os.replace(tmp, saved)
+    with atomic_output(saved) as tmp:
+        model.export(str(tmp), format="tf_saved_model", verbose=False)
     return {"keras": str(keras_path), "saved_model": str(saved)}

@@ -4,6 +4,8 @@ import json
 import time
 from pathlib import Path
 
+from fileio import write_text_atomic
+
 RUNS_ROOT = Path("runs")
 CHECKPOINT_SUBDIR = "checkpoints"
 
@@ -43,7 +45,4 @@ def load_run_config(run_dir):
 
 
 def save_run_config(run_dir, config):
-    path = Path(run_dir) / "config.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(config.to_json() + "\n")
-    tmp.replace(path)
+    write_text_atomic(Path(run_dir) / "config.json", config.to_json() + "\n")

@@ -39,9 +39,7 @@ def build_training_state(config, num_classes, image_size, total_steps):
     with dtype_policy(config.mixed_precision):
         backbone = models.build_backbone(config.backbone, image_size=image_size,
                                          embedding_size=config.embedding_size, **backbone_options(config))
-        head = losses.build_head(config.loss, num_classes, s=config.s, m=config.m, m1=config.m1,
-                                 m2=config.m2, m3=config.m3, easy_margin=config.easy_margin,
-                                 sphereface_lambda=config.sphereface_lambda)
+        head = losses.build_head(config.loss, num_classes, **config.head_options)
         head.build((None, config.embedding_size))
         schedule = build_lr_schedule(config.lr_schedule, config.lr, total_steps, config.warmup_steps)
         # clipnorm is per variable in Keras; global_clipnorm bounds the whole update direction,

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import keras
 import tensorflow as tf
-from tqdm import tqdm
 
 import losses
 import models
+from training.checkpoints import RunCheckpoints
 from training.data import synthetic_data, tfrecord_data, total_steps
+from training.export import build_embedding_model, export_embedding_model
 from training.guard import TrainingGuard
-from training.export import build_embedding_model, export_embedding_model, save_keras_atomic
-from training.run_dir import CHECKPOINT_SUBDIR
+from training.logger import RunLogger
 from training.state import build_training_state
-from training.validation import make_validator
+from training.validation import Validation, make_validator
 
 
 def make_strategy(name):
@@ -133,128 +133,48 @@ def run_training(config, run_dir, strategy=None, log=print):
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-
-    replicas = strategy.num_replicas_in_sync
-    global_batch = config.batch_size * replicas
+    global_batch = config.batch_size * strategy.num_replicas_in_sync
     data = open_data(config, config.batch_size)
     steps = total_steps(config, data, global_batch)
-    if config.xla and config.backbone == "mobilefacenet" and not tf.config.list_physical_devices("GPU"):
-        # benchmarks/train_speed.py: XLA's CPU depthwise convolution made MobileFaceNet 0.24x
-        # as fast as without XLA (ResFace20 gained 1.42x) on a 2-core CPU.
-        log("warning: --xla makes mobilefacenet about 4x SLOWER on CPU (depthwise convolutions); "
-            "drop --xla for it (it helps resface20 about 1.4x)")
+    _warn_about_settings(config, log)
     validator = make_validator(config, data)
     log(f"data: {data.description}")
     log(f"model: {config.backbone} + {config.loss} head, {data.num_classes} classes, "
-        f"{data.image_size[0]}x{data.image_size[1]}; {replicas} replica(s) x batch {config.batch_size} "
-        f"= global batch {global_batch}; {steps} steps; run dir {run_dir}")
+        f"{data.image_size[0]}x{data.image_size[1]}; {strategy.num_replicas_in_sync} replica(s) x batch "
+        f"{config.batch_size} = global batch {global_batch}; {steps} steps; run dir {run_dir}")
 
     with strategy.scope():
         state = build_training_state(config, data.num_classes, data.image_size, steps)
-    backbone, head, optimizer, schedule = state.backbone, state.head, state.optimizer, state.schedule
-    step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-    best_val = tf.Variable(-1.0, dtype=tf.float64, trainable=False)
-    checkpoint = tf.train.Checkpoint(backbone=backbone, head=head, optimizer=optimizer,
-                                     step=step_var, best_val=best_val)
-    # Non-chief workers must take part in saving (it is collective) but write to a scratch dir.
-    ckpt_dir = run_dir / CHECKPOINT_SUBDIR if chief else run_dir / "workers" / f"tmp-{strategy.cluster_resolver.task_id}"
-    manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), max_to_keep=3)
-    if config.resume:
-        if not manager.latest_checkpoint:
-            raise FileNotFoundError(f"--resume: no checkpoint in {ckpt_dir}")
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        log(f"resumed from {manager.latest_checkpoint} at step {int(step_var)} "
-            f"(lr {float(schedule(optimizer.iterations)):.6g})")
-    start = int(step_var)
-    checkpoint_variables = backbone.variables + head.variables + optimizer.variables
-
-    embedding_model = build_embedding_model(backbone, data.image_size)
-    dist_data = strategy.distribute_datasets_from_function(lambda ctx: data.dataset_fn(ctx, start))
-    iterator = iter(dist_data)
-    train_step = make_train_step(strategy, backbone, head, optimizer, config, global_batch)
-    writer = tf.summary.create_file_writer(str(run_dir / "logs")) if chief else tf.summary.create_noop_writer()
-    log_file = open(run_dir / "train_log.jsonl", "a") if chief else None
-
-    def record(entry):
-        if log_file:
-            log_file.write(json.dumps(entry) + "\n")
-            log_file.flush()
-
-    def validate(step):
-        if validator is None:
-            return None
-        started = time.perf_counter()
-        metrics = validator(embedding_model)
-        log(f"step {step}: validation on {validator.name}: accuracy {metrics['accuracy_mean']:.4f} "
-            f"± {metrics['accuracy_std']:.4f}, VAL {metrics['val']:.4f} at FAR {metrics['far']:.2g} "
-            f"(target 1e-3), AUC {metrics['auc']:.4f} ({time.perf_counter() - started:.1f} s)")
-        with writer.as_default(step=step):
-            for key in ("accuracy_mean", "val", "auc", "eer"):
-                tf.summary.scalar(f"val/{validator.name}/{key}", metrics[key])
-        record({"step": step, "validation": validator.name,
-                **{k: metrics[k] for k in ("accuracy_mean", "accuracy_std", "val", "auc", "eer")}})
-        if metrics["accuracy_mean"] > float(best_val) and chief:
-            best_val.assign(metrics["accuracy_mean"])
-            save_keras_atomic(embedding_model, run_dir / "export" / "best.keras")
-        return metrics
-
-    time_up = _time_limit_check(strategy, config, wall_start)
-    guard = TrainingGuard(lambda: manager.latest_checkpoint, enabled=config.collapse_guard,
+    guard = TrainingGuard(lambda: checkpoints.latest, enabled=config.collapse_guard,
                           warmup_steps=config.warmup_steps)
-    window_loss, window_correct, window_steps, timed_steps, window_time = 0.0, 0.0, 0, 0, 0.0
-    window_cosine, window_pairs = 0.0, 0.0
-    total_timed_steps, total_timed_time = 0, 0.0
-    last_step, time_limited = start, False
-    last = {"loss": None, "accuracy": None}
-    val_metrics = None
-    first_step_seconds = None
-    bar = tqdm(total=steps, initial=start, unit="step", desc="train", dynamic_ncols=True, disable=not chief)
+    checkpoints = RunCheckpoints(run_dir, strategy, chief, guard, state.backbone, state.head, state.optimizer)
+    start = checkpoints.restore() if config.resume else 0
+    if config.resume:
+        log(f"resumed from {checkpoints.latest} at step {start} "
+            f"(lr {float(state.schedule(state.optimizer.iterations)):.6g})")
+    embedding_model = build_embedding_model(state.backbone, data.image_size)
+    iterator = iter(strategy.distribute_datasets_from_function(lambda ctx: data.dataset_fn(ctx, start)))
+    train_step = make_train_step(strategy, state.backbone, state.head, state.optimizer, config, global_batch)
+    logger = RunLogger(run_dir, chief, steps, start, global_batch)
+    validate = Validation(validator, embedding_model, logger, checkpoints.best_val,
+                          run_dir / "export" / "best.keras", chief, log)
+    time_up = _time_limit_check(strategy, config, wall_start)
+
+    last_step, time_limited, val_metrics = start, False, None
     try:
         for step in range(start + 1, steps + 1):
             t0 = time.perf_counter()
             stats = {k: float(v) for k, v in train_step(iterator).items()}
-            elapsed = time.perf_counter() - t0
-            loss, correct = stats["loss"], stats["correct"]
-            guard.after_step(step, loss)
-            if first_step_seconds is None:
-                first_step_seconds = elapsed   # includes tracing/compilation: kept out of img/s
-            else:
-                window_time += elapsed
-                timed_steps += 1
-                total_timed_time += elapsed
-                total_timed_steps += 1
-            window_loss += loss
-            window_correct += correct
-            window_cosine += stats["cosine_sum"]
-            window_pairs += stats["cosine_pairs"]
-            window_steps += 1
-            bar.update(1)
+            guard.after_step(step, stats["loss"])
+            logger.step_done(stats, time.perf_counter() - t0)
             if step % config.log_every == 0 or step == steps:
-                lr = float(schedule(optimizer.iterations))
-                ips = global_batch * timed_steps / window_time if timed_steps else float("nan")
-                last = {"loss": window_loss / window_steps,
-                        "accuracy": window_correct / (window_steps * global_batch),
-                        "embedding_cosine": window_cosine / window_pairs if window_pairs else float("nan")}
-                bar.set_postfix(loss=f"{last['loss']:.4f}", acc=f"{last['accuracy']:.3f}",
-                                lr=f"{lr:.3g}", img_s=f"{ips:.1f}")
-                with writer.as_default(step=step):
-                    tf.summary.scalar("train/loss", last["loss"])
-                    tf.summary.scalar("train/accuracy", last["accuracy"])
-                    tf.summary.scalar("train/lr", lr)
-                    tf.summary.scalar("train/images_per_sec", ips)
-                    tf.summary.scalar("train/embedding_cosine", last["embedding_cosine"])
-                record({"step": step, "loss": last["loss"], "accuracy": last["accuracy"], "lr": lr,
-                        "embedding_cosine": last["embedding_cosine"], "images_per_sec": ips,
-                        "epoch": _epoch(data, step, global_batch)})
-                window_loss, window_correct, window_steps, timed_steps, window_time = 0.0, 0.0, 0, 0, 0.0
-                window_cosine, window_pairs = 0.0, 0.0
-                guard.after_window(step, last["embedding_cosine"])
+                window = logger.end_window(step, float(state.schedule(state.optimizer.iterations)),
+                                           _epoch(data, step, global_batch))
+                guard.after_window(step, window["embedding_cosine"])
             last_step = step
             time_limited = step < steps and time_up(step)
             if step % config.checkpoint_every == 0 or step == steps or time_limited:
-                guard.check_finite(step, checkpoint_variables)
-                step_var.assign(step)
-                manager.save(checkpoint_number=step)
+                checkpoints.save(step)
             if step % config.val_every == 0 or step == steps or time_limited:
                 val_metrics = validate(step)
             if time_limited:
@@ -262,27 +182,30 @@ def run_training(config, run_dir, strategy=None, log=print):
                     f"checkpoint saved; --resume continues the run")
                 break
     finally:
-        bar.close()
-        writer.flush()
-        if log_file:
-            log_file.close()
+        logger.close()
 
     exports = export_embedding_model(embedding_model, run_dir / "export") if chief else {}
     summary = {"run_dir": str(run_dir), "steps": steps, "start_step": start, "last_step": last_step,
                "time_limited": time_limited, "global_batch": global_batch,
-               "final_loss": last["loss"], "final_accuracy": last["accuracy"],
-               "first_step_seconds": first_step_seconds,
+               "final_loss": logger.last["loss"], "final_accuracy": logger.last["accuracy"],
+               "first_step_seconds": logger.first_step_seconds,
                # Steady-state rate: the first step (tracing, compilation) is left out.
-               "images_per_sec": (global_batch * total_timed_steps / total_timed_time
-                                  if total_timed_steps else float("nan")),
+               "images_per_sec": logger.images_per_sec,
                "wall_seconds": time.perf_counter() - wall_start, "validation": val_metrics,
-               "best_validation_accuracy": float(best_val) if float(best_val) >= 0 else None,
-               "exports": exports, "synthetic": data.synthetic}
+               "best_validation_accuracy": validate.best, "exports": exports, "synthetic": data.synthetic}
     if chief:
         # One line per invocation: a resumed or time-limited run appends its own.
         with open(run_dir / "train_summary.jsonl", "a") as f:
             f.write(json.dumps(summary) + "\n")
     return summary
+
+
+def _warn_about_settings(config, log):
+    if config.xla and config.backbone == "mobilefacenet" and not tf.config.list_physical_devices("GPU"):
+        # benchmarks/train_speed.py: XLA's CPU depthwise convolution made MobileFaceNet 0.24x
+        # as fast as without XLA (ResFace20 gained 1.42x) on a 2-core CPU.
+        log("warning: --xla makes mobilefacenet about 4x SLOWER on CPU (depthwise convolutions); "
+            "drop --xla for it (it helps resface20 about 1.4x)")
 
 
 def _time_limit_check(strategy, config, wall_start):

@@ -1,0 +1,54 @@
+"""Image files: which extensions every stage reads, and the one rule for image sizes.
+
+Sizes are (height, width). A size is trainable when both are positive multiples of 16, because
+every backbone halves the map four times with stride-2 convolutions (112x96 -> 7x6, 112x112 -> 7x7).
+The aligner's template exists for 112x96 and 112x112 only (it says so itself); the models refuse any
+other untrainable size; the shard builder stores any size but says at build time when the shards it
+wrote cannot train (``untrainable_reason``), rather than leaving it to the first training step.
+"""
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+DOWNSAMPLING = 16  # total stride of every backbone
+
+
+def is_image_file(name):
+    """True for a file name with one of IMAGE_EXTENSIONS (any case)."""
+    return str(name).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def parse_image_size(text, trainable=True):
+    """"112x96" -> (112, 96) (height x width); ``trainable`` also applies ``validate_image_size``."""
+    try:
+        height, width = (int(part) for part in str(text).lower().split("x"))
+        if height <= 0 or width <= 0:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"image size {text!r}: expected HEIGHTxWIDTH with positive integers, e.g. 112x96 "
+                         "or 112x112") from None
+    return validate_image_size((height, width)) if trainable else (height, width)
+
+
+def untrainable_reason(image_size):
+    """None if (H, W) can train, else the sentence saying why not."""
+    try:
+        validate_image_size(image_size)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def validate_image_size(image_size):
+    """Return (H, W) as ints; ValueError unless both are positive multiples of 16 (or a bad form)."""
+    if isinstance(image_size, str):
+        return parse_image_size(image_size)
+    try:
+        height, width = (int(v) for v in image_size)
+        if (height, width) != tuple(image_size):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be (height, width) integers, got {image_size!r}") from None
+    if height <= 0 or width <= 0 or height % DOWNSAMPLING or width % DOWNSAMPLING:
+        raise ValueError(
+            f"image_size {height}x{width} is not supported: use 112x96 or 112x112, or a size whose height "
+            f"and width are positive multiples of {DOWNSAMPLING} (the backbones' total stride)")
+    return height, width

@@ -1,0 +1,83 @@
+"""fileio/: the one home of atomic writes, image-size rules, image extensions, file hashes and the
+generic pairs format."""
+
+import hashlib
+import json
+import os
+
+import pytest
+
+import fileio
+
+
+def test_atomic_output_replaces_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "sub" / "model.keras"
+    fileio.write_bytes_atomic(target, b"old")
+    with pytest.raises(RuntimeError):
+        with fileio.atomic_output(target) as tmp:
+            assert tmp.parent == target.parent and tmp.suffix == ".keras" and tmp.name.startswith(".")
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed mid-write")
+    assert target.read_bytes() == b"old"
+    assert sorted(os.listdir(target.parent)) == ["model.keras"]   # no temporary file left
+    with fileio.atomic_output(target) as tmp:
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+
+
+def test_atomic_output_of_a_folder_replaces_the_old_folder(tmp_path):
+    target = tmp_path / "saved_model"
+    (target / "variables").mkdir(parents=True)
+    (target / "stale.pb").write_text("old")
+    with fileio.atomic_output(target) as tmp:
+        tmp.mkdir()
+        (tmp / "saved_model.pb").write_text("new")
+    assert sorted(os.listdir(target)) == ["saved_model.pb"]
+    assert sorted(os.listdir(tmp_path)) == ["saved_model"]
+
+
+def test_json_text_and_tmp_dir(tmp_path):
+    fileio.write_json_atomic(tmp_path / "m.json", {"name": "Zoë", "n": 1})
+    assert json.loads((tmp_path / "m.json").read_text(encoding="utf-8")) == {"name": "Zoë", "n": 1}
+    assert "Zoë" in (tmp_path / "m.json").read_text(encoding="utf-8")   # non-ASCII kept as is
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    fileio.write_bytes_atomic(tmp_path / "out" / "a.jpg", b"\xff\xd8", tmp_dir=scratch)
+    assert (tmp_path / "out" / "a.jpg").read_bytes() == b"\xff\xd8" and not os.listdir(scratch)
+
+
+def test_sha256_of_file(tmp_path):
+    data = os.urandom(3 * (1 << 20) + 5)   # several read blocks
+    (tmp_path / "f").write_bytes(data)
+    assert fileio.sha256_of_file(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+
+
+def test_one_image_size_rule():
+    assert fileio.parse_image_size("112x96") == (112, 96)
+    assert fileio.parse_image_size("112X112") == (112, 112)
+    assert fileio.parse_image_size("100x100", trainable=False) == (100, 100)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        fileio.parse_image_size("100x100")
+    with pytest.raises(ValueError, match="HEIGHTxWIDTH"):
+        fileio.parse_image_size("0x96", trainable=False)
+    assert fileio.untrainable_reason((112, 96)) is None
+    assert "multiples of 16" in fileio.untrainable_reason((100, 100))
+    import models
+    assert models.parse_image_size is fileio.parse_image_size   # the models use the same rule
+
+
+def test_image_extensions_are_shared():
+    from evaluation import pairs
+    from tfrecords import sources
+    assert pairs.IMAGE_EXTENSIONS is fileio.IMAGE_EXTENSIONS and sources.IMAGE_EXTENSIONS is fileio.IMAGE_EXTENSIONS
+    assert fileio.is_image_file("A/B.JPG") and fileio.is_image_file("x.bmp") and not fileio.is_image_file("x.txt")
+
+
+def test_generic_pairs_written_by_the_builder_are_read_by_evaluation(tmp_path):
+    from evaluation import read_pairs
+    pairs = [(f"p{i}/a.jpg", f"p{i}/b.jpg", 1) for i in range(3)] + [(f"p{i}/a.jpg", f"p{i + 1}/a.jpg", 0)
+                                                                     for i in range(3)]
+    (tmp_path / "val_pairs.txt").write_text(fileio.format_generic_pairs(pairs))
+    read = read_pairs(tmp_path / "val_pairs.txt")
+    assert list(read.issame) == [True] * 3 + [False] * 3 or sorted(read.issame) == [False] * 3 + [True] * 3
+    assert set(zip(read.paths_a, read.paths_b)) == {(a, b) for a, b, _ in pairs}
