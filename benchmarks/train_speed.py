@@ -152,14 +152,14 @@ def tf_worker():
         # The same builder as train.py: what is timed is what trains.
         training_state = build_training_state(config, num_classes, tuple(image_size), 30000)
         model, head, optimizer = training_state.backbone, training_state.head, training_state.optimizer
+        trained = training_state.model   # input scaling + backbone: what make_train_step trains
         rng = np.random.default_rng(0)
-        images = models.scaling.scale_images(
-            rng.uniform(0, 255, (batch_size, *image_size, 3)).astype("float32"))
+        images = rng.uniform(0, 255, (batch_size, *image_size, 3)).astype("float32")   # the model scales
         labels = rng.integers(0, num_classes, batch_size).astype("int32")
         data = strategy.distribute_datasets_from_function(
             lambda ctx: tf.data.Dataset.from_tensors((images, labels)).repeat())
         state["iterator"] = iter(data)
-        state["steps"] = {mode: make_train_step(strategy, model, head, optimizer,
+        state["steps"] = {mode: make_train_step(strategy, trained, head, optimizer,
                                                 dataclasses.replace(config, xla=mode == "xla"), batch_size)
                           for mode in modes}
         params = lambda vs: int(sum(np.prod(v.shape) for v in vs))  # noqa: E731

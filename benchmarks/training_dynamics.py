@@ -67,6 +67,7 @@ def main(argv=None):
     from training.trainer import make_train_step
     from training.validation import make_validator
     import losses
+    from models.scaling import scale_images
 
     cli = {"data": args.data, "backbone": args.backbone, "lr": args.lr, "lr_schedule": "constant",
            "batch_size": args.batch_size, "max_steps": args.steps}
@@ -79,7 +80,7 @@ def main(argv=None):
     strategy = tf.distribute.get_strategy()
     state = build_training_state(config, data.num_classes, data.image_size, config.max_steps)
     backbone, head = state.backbone, state.head
-    step_fn = make_train_step(strategy, backbone, head, state.optimizer, config, config.batch_size)
+    step_fn = make_train_step(strategy, state.model, head, state.optimizer, config, config.batch_size)
 
     # The last layer of each stage: its output is that stage's activation.
     stage_ends = {}
@@ -101,7 +102,7 @@ def main(argv=None):
     @tf.function
     def probe(images, labels):
         with tf.GradientTape() as tape:
-            outs = probe_model(images, training=True)
+            outs = probe_model(scale_images(images), training=True)   # the reader gives raw pixels
             embeddings = outs[-1]
             loss = losses.margin_softmax_loss(labels, head(embeddings, labels))
         grads = tape.gradient(loss, variables)

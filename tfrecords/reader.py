@@ -16,7 +16,6 @@ from pathlib import Path
 import tensorflow as tf
 
 from fileio import sha256_of_file
-from models.scaling import scale_images
 
 from . import features as F
 from .manifest import MANIFEST_NAME, ManifestError, read_manifest, shard_paths
@@ -69,7 +68,10 @@ def resolve_image_size(data_dir, manifest, image_size=None):
 def make_train_dataset(data_dir, batch_size, *, image_size=None, num_classes=None, shuffle_buffer=16384,
                        seed=None, deterministic=False, verify_checksums=False, repeat=True, input_context=None,
                        drop_remainder=True, flip=True, split="train", cycle_length=None):
-    """tf.data.Dataset of (images float32 [B,H,W,3] scaled by models.scaling, labels int32 [B]).
+    """tf.data.Dataset of (images float32 [B,H,W,3] RGB pixel values in [0, 255], labels int32 [B]).
+
+    The pixels are not scaled here: the trained model scales its own input (models/scaling.py,
+    the first layer of training.state's model), so what trains is what is exported.
 
     data_dir: shard directory (manifest.json). batch_size: per replica when input_context is
     given (``strategy.distribute_datasets_from_function``), else global. image_size / num_classes:
@@ -133,7 +135,7 @@ def make_train_dataset(data_dir, batch_size, *, image_size=None, num_classes=Non
         images = tf.map_fn(decode_one, (parsed[F.ENCODED], flips),
                            fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
         images = tf.ensure_shape(images, [None, height, width, 3])
-        return scale_images(tf.cast(images, tf.float32)), tf.cast(parsed[F.LABEL], tf.int32)
+        return tf.cast(images, tf.float32), tf.cast(parsed[F.LABEL], tf.int32)
 
     ds = ds.map(parse_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     ds = ds.prefetch(tf.data.AUTOTUNE)

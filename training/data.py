@@ -1,7 +1,7 @@
 """Where training batches come from: TFRecord shards (``--data``) or the built-in synthetic set.
 
 Both give ``dataset_fn(input_context, start_step) -> tf.data.Dataset`` of per-replica batches
-(images float32 [b, H, W, 3] already scaled, labels int32 [b]) for
+(images float32 [b, H, W, 3] RGB in [0, 255], labels int32 [b]; the model scales them) for
 ``strategy.distribute_datasets_from_function``.
 """
 
@@ -11,7 +11,6 @@ from typing import Callable
 
 import tensorflow as tf
 
-from models.scaling import scale_images
 
 
 @dataclasses.dataclass
@@ -44,7 +43,7 @@ def synthetic_data(num_classes, image_size, per_replica_batch, num_images=1024, 
         pattern = tf.random.stateless_uniform((h, w, 3), seed=tf.stack([seed, -1 - tf.cast(label, tf.int64)]),
                                               maxval=255.0)
         noise = tf.random.stateless_uniform((h, w, 3), seed=tf.stack([seed, j]), maxval=255.0)
-        return scale_images(0.6 * pattern + 0.4 * noise), label
+        return 0.6 * pattern + 0.4 * noise, label
 
     def dataset_fn(input_context=None, start_step=0):
         replicas = input_context.num_replicas_in_sync if input_context else 1

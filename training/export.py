@@ -1,4 +1,4 @@
-"""The exported embedding model: uint8-range RGB images -> embedding, scaling inside.
+"""The embedding model, trained and exported as one: uint8-range RGB images -> embedding, scaling inside.
 
 Written as Keras (``.keras``, loads with ``safe_mode=True``: only built-in layers) and as a
 TensorFlow SavedModel (serving signature) for TF Serving / TFLite users.

@@ -1,4 +1,4 @@
-"""The training state built from a config: backbone, head, lr schedule and SGD optimizer.
+"""The training state built from a config: the model (input scaling + backbone), head, lr schedule, SGD.
 
 ``train.py``, the benchmarks and the diagnostics build their models through ``build_training_state``,
 so what they time or probe is what ``train.py`` trains.
@@ -11,12 +11,14 @@ import keras
 
 import losses
 import models
+from training.export import build_embedding_model
 from training.schedules import build_lr_schedule
 
 
 @dataclasses.dataclass
 class TrainingState:
-    backbone: keras.Model          # scaled images [B, H, W, 3] -> embeddings [B, D]
+    model: keras.Model             # RGB [B, H, W, 3] in [0, 255] -> float32 embeddings [B, D]: trained and exported
+    backbone: keras.Model          # scaled images [B, H, W, 3] -> embeddings [B, D] (inside ``model``)
     head: keras.layers.Layer       # (embeddings [B, D], labels [B]) -> float32 logits [B, C]
     optimizer: keras.optimizers.Optimizer
     schedule: keras.optimizers.schedules.LearningRateSchedule
@@ -49,7 +51,8 @@ def build_training_state(config, num_classes, image_size, total_steps):
         if config.mixed_precision == "float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(backbone.trainable_variables + head.trainable_variables)
-    return TrainingState(backbone, head, optimizer, schedule)
+        model = build_embedding_model(backbone, image_size)
+    return TrainingState(model, backbone, head, optimizer, schedule)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ import losses
 import models
 from training.checkpoints import RunCheckpoints
 from training.data import synthetic_data, tfrecord_data, total_steps
-from training.export import build_embedding_model, export_embedding_model
+from training.export import export_embedding_model
 from training.guard import TrainingGuard
 from training.logger import RunLogger
 from training.state import build_training_state
@@ -47,7 +47,7 @@ def decayed_variables(backbone, head, head_wd_mult):
     return pairs
 
 
-def make_train_step(strategy, backbone, head, optimizer, config, global_batch):
+def make_train_step(strategy, model, head, optimizer, config, global_batch):
     """A tf.function running one global step from a distributed iterator.
 
     Returns a dict of global sums: ``loss`` (Σ loss / global_batch, i.e. the mean), ``correct``
@@ -57,14 +57,14 @@ def make_train_step(strategy, backbone, head, optimizer, config, global_batch):
     The forward/backward pass is the XLA-compiled part (--xla); applying gradients stays
     outside XLA because its cross-replica all-reduce cannot run inside a compiled cluster.
     """
-    variables = backbone.trainable_variables + head.trainable_variables
-    decayed = decayed_variables(backbone, head, config.head_wd_mult)
+    variables = model.trainable_variables + head.trainable_variables
+    decayed = decayed_variables(model, head, config.head_wd_mult)
     num_replicas = strategy.num_replicas_in_sync
     scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
     def forward_backward(images, labels):
         with tf.GradientTape() as tape:
-            embeddings = backbone(images, training=True)
+            embeddings = model(images, training=True)   # images in [0, 255]: the model scales them
             logits = head(embeddings, labels)
             loss = losses.margin_softmax_loss(labels, logits, focal_gamma=config.focal)
             # Gradients are summed over replicas: weight each replica's mean by its share.
@@ -152,11 +152,10 @@ def run_training(config, run_dir, strategy=None, log=print):
     if config.resume:
         log(f"resumed from {checkpoints.latest} at step {start} "
             f"(lr {float(state.schedule(state.optimizer.iterations)):.6g})")
-    embedding_model = build_embedding_model(state.backbone, data.image_size)
     iterator = iter(strategy.distribute_datasets_from_function(lambda ctx: data.dataset_fn(ctx, start)))
-    train_step = make_train_step(strategy, state.backbone, state.head, state.optimizer, config, global_batch)
+    train_step = make_train_step(strategy, state.model, state.head, state.optimizer, config, global_batch)
     logger = RunLogger(run_dir, chief, steps, start, global_batch)
-    validate = Validation(validator, embedding_model, logger, checkpoints.best_val,
+    validate = Validation(validator, state.model, logger, checkpoints.best_val,
                           run_dir / "export" / "best.keras", chief, log)
     time_up = _time_limit_check(strategy, config, wall_start)
 
@@ -184,7 +183,7 @@ def run_training(config, run_dir, strategy=None, log=print):
     finally:
         logger.close()
 
-    exports = export_embedding_model(embedding_model, run_dir / "export") if chief else {}
+    exports = export_embedding_model(state.model, run_dir / "export") if chief else {}
     summary = {"run_dir": str(run_dir), "steps": steps, "start_step": start, "last_step": last_step,
                "time_limited": time_limited, "global_batch": global_batch,
                "final_loss": logger.last["loss"], "final_accuracy": logger.last["accuracy"],
