@@ -4,374 +4,198 @@
 
 Writes ``SHARDS/train-00000-of-000NN.tfrecord`` (and ``val-*`` for held-out identities),
 ``manifest.json`` (last), ``val_pairs.txt`` and, when some inputs could not be read,
-``unreadable.txt``. Design points:
+``unreadable.txt``. The steps live beside this driver: the sources (``sources.py``: folder or list,
+one interface), the plan (``plan.py``: filters, shard assignment, fingerprint), the shard writer
+(``shard_writer.py``), and here the resume logic, the manifest and the command line.
 
-- Streaming: identities are counted one folder at a time, then each identity's files are
-  assigned to shards and spilled to per-shard plan files under ``SHARDS/.build/``; memory holds
-  C names and counts plus one shard's path list, never the whole dataset.
-- Mixing: identities are visited in a seeded random order and each shard's records are
-  shuffled, so every shard mixes many identities (the reader shuffles further).
 - Bytes stored as they are; labels 0..C-1 in sorted identity order (after filters).
-- A shard is written under a temporary name, hashed, recorded in ``.build/done/``, then renamed:
-  it is visible only when complete. A rerun with the same inputs and options (even after
-  kill -9) keeps complete shards and redoes the rest; different inputs/options need --overwrite.
+- A rerun with the same inputs and options (even after kill -9) keeps complete shards and redoes
+  the rest; different inputs/options need --overwrite.
 """
 
 import argparse
-import bisect
 import collections
+import dataclasses
 import fcntl
-import hashlib
 import json
-import math
 import os
 import shutil
-import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
-from fileio import (format_generic_pairs, parse_image_size, sha256_of_file, untrainable_reason, write_json_atomic,
+from fileio import (atomic_output, format_generic_pairs, parse_image_size, untrainable_reason, write_json_atomic,
                     write_text_atomic)
 
 from .features import shard_file_name
-from .image_check import WrongImageSize, image_size_of, load_checked
+from .image_check import image_size_of
 from .manifest import FORMAT_VERSION, MANIFEST_NAME
 from .pairs import make_pairs
-from .sources import FolderSource, ListSource, SourceError, read_people_file, sort_identities
+from .plan import (BuildError, count_identities, plan_fingerprint, read_plan, select_identities, shard_counts,
+                   write_plan)
+from .shard_writer import KILL_HOOK_ENV, KillHook, load_done, write_shard
+from .sources import FolderSource, ListSource, SourceError, read_people_file
+
+__all__ = ["BuildError", "BuildOptions", "KILL_HOOK_ENV", "build", "main"]
 
 WORK_DIR = ".build"
-KILL_HOOK_ENV = "TFRECORDS_BUILD_KILL_AFTER_IMAGES"  # test hook: SIGKILL self after N images written
 
 
-class BuildError(RuntimeError):
-    """The build cannot go on (message names the file and the fix)."""
+@dataclasses.dataclass
+class BuildOptions:
+    """What to pack and how; the command line's options (see ``--help``)."""
+
+    image_size: tuple | None = None     # (H, W); None: the first readable image's size
+    resize: bool = False
+    num_shards: int | None = None
+    shard_size_mb: float = 100.0
+    workers: int | None = None          # None: CPU count
+    min_images: int = 1
+    max_images_per_class: int | None = None
+    max_classes: int | None = None
+    people: str | None = None           # file of identity names to keep
+    val_identities: float = 0.0         # fraction (< 1) or count of held-out identities
+    val_pairs: int = 6000
+    seed: int = 0
+    overwrite: bool = False
 
 
-# ----------------------------------------------------------------------------- planning
-
-def _count_identities(source, people, skipped):
-    """{name: (count, bytes)} for every identity (restricted to `people` when given)."""
-    if isinstance(source, ListSource):
-        counts = source.counts_and_sizes(skipped)
-        return {k: tuple(v) for k, v in counts.items() if people is None or k in people}
-    counts = {}
-    for name in source.identity_names():
-        if people is not None and name not in people:
-            continue
-        counts[name] = source.count(name, skipped)
-    return counts
-
-
-def select_identities(counts, *, min_images=1, max_images_per_class=None, max_classes=None,
-                      val_identities=0.0, seed=0):
-    """Apply the identity filters; returns (train names, val names, {name: capped count}).
-
-    Order: keep identities with >= min_images images; keep the first max_classes of them
-    (sorted order; train + val together); cap each at max_images_per_class (first files);
-    then hold out val identities, drawn (seeded) among those with >= 2 images so that
-    same-person pairs exist. val_identities < 1 is a fraction of the kept identities, >= 1 a count.
-    Both lists come back sorted.
-    """
-    kept = [n for n in sort_identities(counts) if counts[n][0] >= max(1, min_images)]
-    if max_classes:
-        kept = kept[:max_classes]
-    cap = max_images_per_class or None
-    capped = {n: min(counts[n][0], cap) if cap else counts[n][0] for n in kept}
-    if val_identities < 0:
-        raise BuildError(f"--val-identities must be >= 0, got {val_identities}")
-    num_val = round(val_identities * len(kept)) if val_identities < 1 else int(val_identities)
-    if val_identities > 0 and num_val == 0:
-        num_val = 1
-    candidates = [n for n in kept if capped[n] >= 2]
-    if num_val > len(candidates):
-        raise BuildError(f"--val-identities asks for {num_val} held-out identities but only "
-                         f"{len(candidates)} identities have >= 2 images; lower it")
-    rng = np.random.default_rng([seed, 1])
-    val = set(rng.choice(candidates, num_val, replace=False).tolist()) if num_val else set()
-    train = [n for n in kept if n not in val]
-    if not train:
-        raise BuildError("no training identity left after the filters "
-                         f"(min_images={min_images}, max_classes={max_classes}, val={num_val})")
-    return train, sort_identities(val), capped
-
-
-class _PlanWriter:
-    """Per-shard plan files ``.build/plan/<split>-<i>.tsv`` (label, identity, rel, abs), spilled in batches."""
-
-    def __init__(self, plan_dir, flush_every=50_000):
-        self.plan_dir = Path(plan_dir)
-        self.buffers = collections.defaultdict(list)
-        self.buffered = 0
-        self.flush_every = flush_every
-
-    def add(self, key, label, identity, rel, absolute):
-        for field in (identity, rel, absolute):
-            if "\t" in field or "\n" in field:
-                raise BuildError(f"{absolute}: tab or newline in a path or identity name is not supported; rename it")
-        self.buffers[key].append(f"{label}\t{identity}\t{rel}\t{absolute}\n")
-        self.buffered += 1
-        if self.buffered >= self.flush_every:
-            self.flush()
-
-    def flush(self):
-        for key, lines in self.buffers.items():
-            with open(self.plan_dir / f"{key}.tsv", "a", encoding="utf-8") as f:
-                f.writelines(lines)
-        self.buffers.clear()
-        self.buffered = 0
-
-
-def _shard_bounds(total, num_shards):
-    """First global position of each shard (even split of `total` positions)."""
-    return [(j * total) // num_shards for j in range(num_shards)]
-
-
-def write_plan(source, splits, capped, num_shards, plan_dir, seed):
-    """Assign every selected image to (split, shard) and spill the assignment to plan files.
-
-    splits: {split: sorted names}. Identities are laid out in a seeded random order and cut
-    into num_shards[split] equal runs of positions. Returns nothing; files are the result.
-    """
-    if plan_dir.exists():
-        shutil.rmtree(plan_dir)
-    plan_dir.mkdir(parents=True)
-    where = {}  # name -> (split, label, first position)
-    bounds = {}
-    for split, names in splits.items():
-        rng = np.random.default_rng([seed, 2, len(split)])
-        position = 0
-        for i in rng.permutation(len(names)):
-            where[names[i]] = (split, int(i), position)
-            position += capped[names[i]]
-        bounds[split] = _shard_bounds(position, num_shards[split])
-    writer = _PlanWriter(plan_dir)
-    for split in splits:  # touch every plan file, so empty shards still exist
-        for j in range(num_shards[split]):
-            (plan_dir / f"{split}-{j:05d}.tsv").touch()
-
-    def add(name, k, rel, absolute):
-        split, label, first = where[name]
-        shard = bisect.bisect_right(bounds[split], first + k) - 1
-        writer.add(f"{split}-{shard:05d}", label, name, rel, absolute)
-
-    if isinstance(source, ListSource):
-        seen = collections.Counter()
-        for absolute, rel, name in source.stream():
-            if name in where and seen[name] < capped[name]:
-                add(name, seen[name], rel, absolute)
-                seen[name] += 1
-    else:
-        for split, names in splits.items():
-            for name in names:
-                files = source.files(name)
-                if len(files) < capped[name]:
-                    raise BuildError(f"{source.root / name}: {len(files)} images now, {capped[name]} when "
-                                     "counted a moment ago; is another program writing to it? Rerun when it is done.")
-                for k, (absolute, rel) in enumerate(files[:capped[name]]):
-                    add(name, k, rel, absolute)
-    writer.flush()
-
-
-def _read_plan(path):
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n").split("\t") for line in f]
-
-
-def _fingerprint(options, plan_dir):
-    digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
-    for path in sorted(plan_dir.iterdir()):
-        digest.update(path.name.encode())
-        with open(path, "rb") as f:
-            digest.update(f.read())
-    return digest.hexdigest()
-
-
-# ----------------------------------------------------------------------------- writing
-
-class _KillHook:
-    """Test hook (env TFRECORDS_BUILD_KILL_AFTER_IMAGES=N): SIGKILL this process after N images."""
-
-    def __init__(self):
-        value = os.environ.get(KILL_HOOK_ENV)
-        self.remaining = int(value) if value else None
-
-    def tick(self):
-        if self.remaining is not None:
-            self.remaining -= 1
-            if self.remaining <= 0:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _write_shard(plan_file, out_path, image_size, resize, executor, progress, kill_hook, seed,
-                 keep_paths, window):
-    """Write one shard (temp name -> rename); returns its done record (dict)."""
-    import tensorflow as tf
-
-    from .features import make_example
-
-    entries = _read_plan(plan_file)
-    rng = np.random.default_rng([seed, 3, int.from_bytes(hashlib.sha256(out_path.name.encode()).digest()[:4], "little")])
-    entries = [entries[i] for i in rng.permutation(len(entries))]  # mix identities inside the shard
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
-    record = {"file": out_path.name, "num_images": 0, "formats": {}, "resized": 0,
-              "unreadable": [], "class_counts": {}, "paths": [] if keep_paths else None}
-    pending = collections.deque()
-    it = iter(entries)
-
-    def submit():
-        entry = next(it, None)
-        if entry is not None:
-            pending.append((entry, executor.submit(load_checked, entry[3], image_size, resize)))
-
-    for _ in range(window):
-        submit()
-    try:
-        with tf.io.TFRecordWriter(str(tmp)) as writer:
-            while pending:
-                (label, identity, rel, absolute), future = pending.popleft()
-                submit()
-                try:
-                    data, fmt, was_resized = future.result()
-                except WrongImageSize as e:
-                    raise BuildError(str(e)) from None
-                except Exception as e:  # unreadable input: listed in unreadable.txt, never dropped silently
-                    record["unreadable"].append([rel, f"{type(e).__name__}: {e}"])
-                    progress.update(1)
-                    continue
-                writer.write(make_example(data, fmt, int(label), identity, rel))
-                record["num_images"] += 1
-                record["formats"][fmt] = record["formats"].get(fmt, 0) + 1
-                record["resized"] += int(was_resized)
-                record["class_counts"][label] = record["class_counts"].get(label, 0) + 1
-                if keep_paths:
-                    record["paths"].append([identity, rel])
-                progress.update(1)
-                kill_hook.tick()
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except BaseException:
-        for _, future in pending:
-            future.cancel()
-        tmp.unlink(missing_ok=True)
-        raise
-    record["bytes"] = tmp.stat().st_size
-    record["sha256"] = sha256_of_file(tmp)
-    return record, tmp
-
-
-# ----------------------------------------------------------------------------- driver
-
-def _parse_size(text):
-    try:
-        return parse_image_size(text.replace(",", "x"), trainable=False)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _parse_val(text):
-    value = float(text)
-    if value < 0 or (value >= 1 and value != int(value)):
-        raise argparse.ArgumentTypeError("--val-identities is a fraction in [0, 1) or a whole count")
-    return value
-
-
-def build(input_dir=None, output_dir=None, *, list_file=None, image_size=None, resize=False,
-          num_shards=None, shard_size_mb=100.0, workers=None, min_images=1, max_images_per_class=None,
-          max_classes=None, people=None, val_identities=0.0, val_pairs=6000, seed=0, overwrite=False,
-          progress=True, log=print):
+def build(input_dir=None, output_dir=None, *, list_file=None, progress=True, log=print, **options):
     """Build (or resume, or confirm) a shard directory; returns the manifest dict.
 
-    Arguments mirror the command line (see ``--help``). Raises BuildError / SourceError with
-    a message naming the offending file.
+    ``options`` are the fields of BuildOptions (the command line's options). Raises BuildError /
+    SourceError with a message naming the offending file.
     """
+    opts = BuildOptions(**options)
     if output_dir is None or (input_dir is None and list_file is None):
         raise BuildError("give --output-dir and either --input-dir or --list")
     out = Path(output_dir)
     source = ListSource(list_file, input_dir) if list_file else FolderSource(input_dir)
-    if out.resolve() == Path(getattr(source, "root", out / "-")).resolve():
+    if out.resolve() == Path(source.root).resolve():
         raise BuildError(f"{out}: the output directory must differ from the input directory")
-    people_set = read_people_file(people) if people else None
-    workers = workers or os.cpu_count() or 1
     out.mkdir(parents=True, exist_ok=True)
     work = out / WORK_DIR
-
-    # 1) count identities (one folder / one line at a time) and apply filters
-    t0 = time.time()
     work.mkdir(exist_ok=True)
     with open(work / "lock", "w") as lock:  # released on return, error or kill -9
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise BuildError(f"{out}: another build is writing to this directory; wait for it to finish") from None
-        return _build_locked(source, out, work, t0, people, people_set, image_size, resize, num_shards,
-                             shard_size_mb, workers, min_images, max_images_per_class, max_classes,
-                             val_identities, val_pairs, seed, overwrite, progress, log)
+        return _build_locked(source, out, work, opts, progress, log)
 
 
-def _build_locked(source, out, work, t0, people, people_set, image_size, resize, num_shards, shard_size_mb,
-                  workers, min_images, max_images_per_class, max_classes, val_identities, val_pairs, seed,
-                  overwrite, progress, log):
+def _build_locked(source, out, work, opts, progress, log):
     from tqdm import tqdm
 
+    # 1) count identities (one folder / one line at a time) and apply the filters
+    t0 = time.time()
+    people = read_people_file(opts.people) if opts.people else None
     skipped_path = work / f"skipped-{os.getpid()}.tsv"  # streamed to disk: there may be one per image
     with open(skipped_path, "w", encoding="utf-8") as skipped_file:
-        counts = _count_identities(source, people_set, lambda path, why: skipped_file.write(f"{path}\t{why}\n"))
-    if people_set is not None:
-        missing = sorted(people_set - set(counts))
+        counts = count_identities(source, people, lambda path, why: skipped_file.write(f"{path}\t{why}\n"))
+    if people is not None:
+        missing = sorted(people - set(counts))
         if missing:
-            log(f"warning: {len(missing)} names from {people} have no images in the input "
+            log(f"warning: {len(missing)} names from {opts.people} have no images in the input "
                 f"(e.g. {', '.join(missing[:3])})")
-    train, val, capped = select_identities(counts, min_images=min_images, max_images_per_class=max_images_per_class,
-                                           max_classes=max_classes, val_identities=val_identities, seed=seed)
-    splits = {"train": train}
-    if val:
-        splits["val"] = val
+    train, val, capped = select_identities(counts, min_images=opts.min_images,
+                                           max_images_per_class=opts.max_images_per_class,
+                                           max_classes=opts.max_classes, val_identities=opts.val_identities,
+                                           seed=opts.seed)
+    splits = {"train": train, **({"val": val} if val else {})}
     totals = {s: sum(capped[n] for n in names) for s, names in splits.items()}
     est_bytes = {s: sum(counts[n][1] * capped[n] / counts[n][0] for n in names) for s, names in splits.items()}
-    if num_shards:
-        per_shard = max(1.0, est_bytes["train"] / num_shards)
-        shards = {"train": min(num_shards, max(1, totals["train"]))}
-    else:
-        per_shard = shard_size_mb * 1e6
-        shards = {"train": min(max(1, math.ceil(est_bytes["train"] / per_shard)), max(1, totals["train"]))}
-    if val:
-        shards["val"] = min(max(1, math.ceil(est_bytes["val"] / per_shard)), totals["val"])
+    shards = shard_counts(totals, est_bytes, opts.num_shards, opts.shard_size_mb)
 
     # 2) assign images to shards (plan files), fingerprint the plan
     plan_dir = work / f"plan-{os.getpid()}"
-    write_plan(source, splits, capped, shards, plan_dir, seed)
-    if image_size is None:
-        image_size = _infer_image_size(plan_dir / "train-00000.tsv", log)
+    write_plan(source, splits, capped, shards, plan_dir, opts.seed)
+    image_size = opts.image_size or _infer_image_size(plan_dir / "train-00000.tsv", log)
     image_size = tuple(int(v) for v in image_size)
     if untrainable_reason(image_size):
         log(f"warning: these shards will not train: {untrainable_reason(image_size)}")
     options = {"format_version": FORMAT_VERSION, "source": source.description, "image_size": list(image_size),
-               "filters": {"min_images": min_images, "max_images_per_class": max_images_per_class,
-                           "max_classes": max_classes, "people": str(Path(people).resolve()) if people else None},
-               "val_identities": val_identities, "val_pairs": val_pairs, "seed": seed, "shards": shards}
-    fingerprint = _fingerprint(options, plan_dir)
+               "filters": {"min_images": opts.min_images, "max_images_per_class": opts.max_images_per_class,
+                           "max_classes": opts.max_classes,
+                           "people": str(Path(opts.people).resolve()) if opts.people else None},
+               "val_identities": opts.val_identities, "val_pairs": opts.val_pairs, "seed": opts.seed,
+               "shards": shards}
+    fingerprint = plan_fingerprint(options, plan_dir)
     log(f"planned {totals['train']} train images / {len(train)} classes in {shards['train']} shards"
         + (f", {totals['val']} val images / {len(val)} held-out identities in {shards['val']} shards" if val else "")
         + f" ({time.time() - t0:.1f}s)")
+    if _already_built(out, fingerprint):
+        shutil.rmtree(plan_dir)
+        skipped_path.unlink()
+        log(f"{out}: already built with these inputs and options; nothing to do")
+        from .manifest import read_manifest
+        return read_manifest(out)
+    plan_dir, skipped_path = _take_over_work_dir(out, work, fingerprint, options, plan_dir, skipped_path,
+                                                 opts.overwrite, log)
 
+    # 3) write shards; complete ones from an earlier run are kept
+    import tensorflow as tf  # noqa: F401  (imported here so its start-up time is not counted as writing)
+
+    workers = opts.workers or os.cpu_count() or 1
+    kill_hook = KillHook()
+    records, resumed, written_images, t1 = {}, 0, 0, time.time()
+    with ThreadPoolExecutor(workers) as executor, \
+            tqdm(total=sum(totals.values()), unit="img", disable=not progress, desc="tfrecords", smoothing=0.05) as bar:
+        for split in splits:
+            records[split] = []
+            for j in range(shards[split]):
+                name = shard_file_name(split, j, shards[split])
+                done_path, final = work / "done" / f"{name}.json", out / name
+                record = load_done(done_path, final, fingerprint)
+                if record is None:
+                    record, tmp = write_shard(plan_dir / f"{split}-{j:05d}.tsv", final, image_size, opts.resize,
+                                              executor, bar, kill_hook, opts.seed, keep_paths=(split == "val"),
+                                              window=8 * workers + 64)
+                    record["fingerprint"] = fingerprint
+                    write_json_atomic(done_path, record)
+                    os.replace(tmp, final)  # visible only now, complete
+                    written_images += record["num_images"] + len(record["unreadable"])
+                else:
+                    resumed += 1
+                    bar.update(record["num_images"] + len(record["unreadable"]))
+                records[split].append(record)
+    elapsed = time.time() - t1
+    if resumed:
+        log(f"resumed: kept {resumed} complete shard(s) from an earlier run")
+
+    # 4) manifest, pair list, unreadable list (manifest last: it marks the build complete)
+    manifest = assemble_manifest(out, opts, options, fingerprint, splits, records, skipped_path, image_size)
+    write_json_atomic(out / MANIFEST_NAME, manifest)
+    rate = written_images / elapsed if elapsed > 0 else float("nan")
+    log(f"wrote {out}: {manifest['num_images']} train images, {manifest['num_classes']} classes, "
+        f"{len(records['train'])} train shards" + (f", {manifest['splits']['val']['num_images']} val images, "
+                                                    f"{manifest['val_pairs_count']} val pairs" if val else "")
+        + f"; {written_images} images read in {elapsed:.1f}s ({rate:.0f} img/s)")
+    bad = manifest["unreadable"]["count"]
+    if bad:
+        log(f"WARNING: {bad} input file(s) could not be used; they are listed with the reason in "
+            f"{out / 'unreadable.txt'}")
+    return manifest
+
+
+def _already_built(out, fingerprint):
+    """True when out/manifest.json records a finished build of exactly this plan."""
+    if not (out / MANIFEST_NAME).is_file():
+        return False
+    with open(out / MANIFEST_NAME, encoding="utf-8") as f:
+        return json.load(f).get("build_fingerprint") == fingerprint
+
+
+def _take_over_work_dir(out, work, fingerprint, options, plan_dir, skipped_path, overwrite, log):
+    """Make ``out`` hold only this build's outputs and ``work`` only its plan: refuse (or, with
+    --overwrite, remove) shards of another build, drop temp files of a killed run and earlier plans.
+    Returns the plan folder and skip list under their final names."""
     state_path = work / "state.json"
     previous = None
     if (out / MANIFEST_NAME).is_file():
         with open(out / MANIFEST_NAME, encoding="utf-8") as f:
             previous = json.load(f).get("build_fingerprint")
-        if previous == fingerprint:
-            shutil.rmtree(plan_dir)
-            skipped_path.unlink()
-            log(f"{out}: already built with these inputs and options; nothing to do")
-            from .manifest import read_manifest
-            return read_manifest(out)
     elif state_path.is_file():
         with open(state_path, encoding="utf-8") as f:
             previous = json.load(f).get("fingerprint")
@@ -389,7 +213,7 @@ def _build_locked(source, out, work, t0, people, people_set, image_size, resize,
         if (work / "done").exists():
             shutil.rmtree(work / "done")
     for path in out.iterdir():  # temp files of a killed run are never valid
-        if ".tfrecord.tmp-" in path.name or path.name.endswith(".txt.tmp"):
+        if ".tfrecord.tmp-" in path.name or path.name.endswith(".txt.tmp") or ".txt.tmp-" in path.name:
             path.unlink()
     for path in work.iterdir():  # plans and skip lists of earlier runs
         if path.name == "lock":
@@ -401,56 +225,8 @@ def _build_locked(source, out, work, t0, people, people_set, image_size, resize,
     plan_dir = plan_dir.rename(work / "plan")
     skipped_path = skipped_path.rename(work / "skipped.tsv")
     write_json_atomic(state_path, {"fingerprint": fingerprint, "options": options})
-    done_dir = work / "done"
-    done_dir.mkdir(exist_ok=True)
-
-    # 3) write shards; complete ones from an earlier run are kept
-    import tensorflow as tf  # noqa: F401  (imported here so its start-up time is not counted as writing)
-
-    kill_hook = _KillHook()
-    total = sum(totals.values())
-    records = {}
-    resumed = 0
-    t1 = time.time()
-    written_images = 0
-    with ThreadPoolExecutor(workers) as executor, \
-            tqdm(total=total, unit="img", disable=not progress, desc="tfrecords", smoothing=0.05) as bar:
-        for split in splits:
-            records[split] = []
-            for j in range(shards[split]):
-                name = shard_file_name(split, j, shards[split])
-                done_path = done_dir / f"{name}.json"
-                final = out / name
-                record = _load_done(done_path, final, fingerprint)
-                if record is None:
-                    record, tmp = _write_shard(plan_dir / f"{split}-{j:05d}.tsv", final, image_size, resize,
-                                               executor, bar, kill_hook, seed, keep_paths=(split == "val"),
-                                               window=8 * workers + 64)
-                    record["fingerprint"] = fingerprint
-                    write_json_atomic(done_path, record)
-                    os.replace(tmp, final)  # visible only now, complete
-                    written_images += record["num_images"] + len(record["unreadable"])
-                else:
-                    resumed += 1
-                    bar.update(record["num_images"] + len(record["unreadable"]))
-                records[split].append(record)
-    elapsed = time.time() - t1
-    if resumed:
-        log(f"resumed: kept {resumed} complete shard(s) from an earlier run")
-
-    # 4) manifest, pair list, unreadable list (manifest last: it marks the build complete)
-    manifest = _assemble(out, options, fingerprint, splits, records, skipped_path, seed, val_pairs, image_size)
-    write_json_atomic(out / MANIFEST_NAME, manifest)
-    rate = written_images / elapsed if elapsed > 0 else float("nan")
-    log(f"wrote {out}: {manifest['num_images']} train images, {manifest['num_classes']} classes, "
-        f"{len(records['train'])} train shards" + (f", {manifest['splits']['val']['num_images']} val images, "
-                                                    f"{manifest['val_pairs_count']} val pairs" if val else "")
-        + f"; {written_images} images read in {elapsed:.1f}s ({rate:.0f} img/s)")
-    bad = manifest["unreadable"]["count"]
-    if bad:
-        log(f"WARNING: {bad} input file(s) could not be used; they are listed with the reason in "
-            f"{out / 'unreadable.txt'}")
-    return manifest
+    (work / "done").mkdir(exist_ok=True)
+    return plan_dir, skipped_path
 
 
 def _is_output_file(name):
@@ -460,7 +236,7 @@ def _is_output_file(name):
 
 
 def _infer_image_size(plan_file, log):
-    for label, identity, rel, absolute in _read_plan(plan_file):
+    for label, identity, rel, absolute in read_plan(plan_file):
         try:
             size = image_size_of(absolute)
         except (OSError, ValueError):
@@ -471,21 +247,8 @@ def _infer_image_size(plan_file, log):
                      "pass --image-size HxW")
 
 
-def _load_done(done_path, final, fingerprint):
-    """The done record of a complete shard from an earlier run, or None (then it is rewritten)."""
-    if not done_path.is_file() or not final.is_file():
-        return None
-    try:
-        with open(done_path, encoding="utf-8") as f:
-            record = json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return None
-    if record.get("fingerprint") != fingerprint or final.stat().st_size != record.get("bytes"):
-        return None
-    return record
-
-
-def _assemble(out, options, fingerprint, splits, records, skipped_path, seed, val_pairs, image_size):
+def assemble_manifest(out, opts, options, fingerprint, splits, records, skipped_path, image_size):
+    """The manifest dict of a finished build; writes val_pairs.txt and unreadable.txt beside it."""
     unreadable = []  # per-shard failures (bounded by shard size); planning-time skips stream from skipped_path
     manifest = {"format_version": FORMAT_VERSION, "image_size": list(image_size),
                 "num_classes": len(splits["train"]), "labels": list(splits["train"]),
@@ -521,33 +284,43 @@ def _assemble(out, options, fingerprint, splits, records, skipped_path, seed, va
         for r in records["val"]:
             for identity, rel in r["paths"]:
                 by_identity[identity].append(rel)
-        pairs = make_pairs(by_identity, val_pairs, seed)
+        pairs = make_pairs(by_identity, opts.val_pairs, opts.seed)
         if pairs:
             write_text_atomic(out / "val_pairs.txt", format_generic_pairs(pairs))
             manifest["val_pairs"] = "val_pairs.txt"
             same = sum(p[2] for p in pairs)
             manifest["val_pairs_count"] = {"same": same, "different": len(pairs) - same}
     count = 0
-    tmp = out / ".unreadable.txt.tmp"
-    with open(tmp, "w", encoding="utf-8") as f, open(skipped_path, encoding="utf-8") as skipped:
-        f.write("# path<TAB>reason  (inputs left out of the shards)\n")
-        for line in skipped:
-            f.write(line)
-            count += 1
-        for path, why in unreadable:
-            f.write(f"{path}\t{why}\n")
-            count += 1
-    if count:
-        os.replace(tmp, out / "unreadable.txt")
-    else:
-        tmp.unlink()
-        if (out / "unreadable.txt").exists():
-            (out / "unreadable.txt").unlink()
+    with atomic_output(out / "unreadable.txt") as tmp:
+        with open(tmp, "w", encoding="utf-8") as f, open(skipped_path, encoding="utf-8") as skipped:
+            f.write("# path<TAB>reason  (inputs left out of the shards)\n")
+            for line in skipped:
+                f.write(line)
+                count += 1
+            for path, why in unreadable:
+                f.write(f"{path}\t{why}\n")
+                count += 1
+    if not count:   # nothing left out: no file
+        (out / "unreadable.txt").unlink()
     manifest["unreadable"] = {"count": count, "file": "unreadable.txt" if count else None}
-    manifest.update({"source": options["source"], "filters": options["filters"], "seed": seed,
+    manifest.update({"source": options["source"], "filters": options["filters"], "seed": opts.seed,
                      "val_identities": options["val_identities"], "build_fingerprint": fingerprint,
                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return manifest
+
+
+def _parse_size(text):
+    try:
+        return parse_image_size(text.replace(",", "x"), trainable=False)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _parse_val(text):
+    value = float(text)
+    if value < 0 or (value >= 1 and value != int(value)):
+        raise argparse.ArgumentTypeError("--val-identities is a fraction in [0, 1) or a whole count")
+    return value
 
 
 def parse_args(argv=None):
@@ -601,12 +374,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        manifest = build(args.input_dir, args.output_dir, list_file=args.list_file, image_size=args.image_size,
-                         resize=args.resize, num_shards=args.num_shards, shard_size_mb=args.shard_size_mb,
-                         workers=args.workers, min_images=args.min_images,
-                         max_images_per_class=args.max_images_per_class, max_classes=args.max_classes,
-                         people=args.people, val_identities=args.val_identities, val_pairs=args.val_pairs,
-                         seed=args.seed, overwrite=args.overwrite, progress=not args.no_progress)
+        options = {f.name: getattr(args, f.name) for f in dataclasses.fields(BuildOptions) if hasattr(args, f.name)}
+        manifest = build(args.input_dir, args.output_dir, list_file=args.list_file,
+                         progress=not args.no_progress, **options)
     except (BuildError, SourceError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

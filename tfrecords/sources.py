@@ -1,10 +1,15 @@
 """Where the images come from: an aligned folder or a ``path label`` list file, streamed.
 
-Both sources are walked twice, one identity (or one line) at a time: a first pass counts the
-images of each identity (C integers, C names, C byte totals), a second lists each identity's
-files while the builder assigns them to shards. Neither pass holds all paths in memory.
+Every source offers the same two passes to the builder (tfrecords/plan.py), one identity (or one
+line) at a time, never holding all paths in memory:
+- ``count_identities(skipped, wanted=None) -> {name: (count, bytes)}``, reporting every input file
+  that is not an image through ``skipped(path, reason)``;
+- ``assigned_files(caps) -> iterator of (name, k, absolute path, relative path)``: the first
+  ``caps[name]`` images of each identity, k = 0, 1, ...
+and ``description`` (a dict for the manifest) and ``root`` (the folder paths are relative to).
 """
 
+import collections
 import os
 from pathlib import Path
 
@@ -51,6 +56,21 @@ class FolderSource:
         """[(absolute path, 'identity/filename')] of one identity's images, sorted by name."""
         return [(e.path, f"{identity}/{e.name}") for e in self._entries(identity)
                 if is_image_file(e.name)]
+
+    def count_identities(self, skipped, wanted=None):
+        """{name: (count, bytes)} per identity folder (only names in ``wanted`` when given)."""
+        return {name: self.count(name, skipped) for name in self.identity_names()
+                if wanted is None or name in wanted}
+
+    def assigned_files(self, caps):
+        """(name, k, absolute, rel) of the first caps[name] images of each identity, in caps' order."""
+        for name, cap in caps.items():
+            files = self.files(name)
+            if len(files) < cap:
+                raise SourceError(f"{self.root / name}: {len(files)} images now, {cap} when counted a moment "
+                                  "ago; is another program writing to it? Rerun when it is done.")
+            for k, (absolute, rel) in enumerate(files[:cap]):
+                yield name, k, absolute, rel
 
 
 class ListSource:
@@ -103,6 +123,18 @@ class ListSource:
     def stream(self):
         """Yield (absolute path, relative path, label) in file order."""
         return self._lines()
+
+    def count_identities(self, skipped, wanted=None):
+        """{label: (count, bytes)} over the list (only labels in ``wanted`` when given)."""
+        return {k: tuple(v) for k, v in self.counts_and_sizes(skipped).items() if wanted is None or k in wanted}
+
+    def assigned_files(self, caps):
+        """(label, k, absolute, rel) of the first caps[label] lines of each label, in file order."""
+        seen = collections.Counter()
+        for absolute, rel, name in self.stream():
+            if name in caps and seen[name] < caps[name]:
+                yield name, seen[name], absolute, rel
+                seen[name] += 1
 
 
 def sort_identities(names):

@@ -1,0 +1,156 @@
+"""Planning a build: which identities, which images, which shard each image goes to.
+
+Streaming: identities are counted one folder (or one list line) at a time, then each identity's files
+are assigned to shards and spilled to per-shard plan files ``.build/plan/<split>-<i>.tsv``; memory holds
+C names and counts, never the whole dataset. Identities are laid out in a seeded random order, so
+every shard mixes many identities (the writer shuffles each shard, the reader shuffles further).
+"""
+
+import bisect
+import collections
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .sources import sort_identities
+
+
+class BuildError(RuntimeError):
+    """The build cannot go on (message names the file and the fix)."""
+
+
+def count_identities(source, people, skipped):
+    """{name: (count, bytes)} of every identity of ``source`` (only those in ``people`` when given)."""
+    return source.count_identities(skipped, wanted=people)
+
+
+def shard_counts(totals, est_bytes, num_shards=None, shard_size_mb=100.0):
+    """{split: number of shards}: --num-shards train shards, else shards of about --shard-size-mb;
+    val shards are sized like train's. Never more shards than images, never fewer than one."""
+    if num_shards:
+        per_shard = max(1.0, est_bytes["train"] / num_shards)
+        shards = {"train": min(num_shards, max(1, totals["train"]))}
+    else:
+        per_shard = shard_size_mb * 1e6
+        shards = {"train": min(max(1, math.ceil(est_bytes["train"] / per_shard)), max(1, totals["train"]))}
+    if "val" in totals:
+        shards["val"] = min(max(1, math.ceil(est_bytes["val"] / per_shard)), totals["val"])
+    return shards
+
+
+def select_identities(counts, *, min_images=1, max_images_per_class=None, max_classes=None,
+                      val_identities=0.0, seed=0):
+    """Apply the identity filters; returns (train names, val names, {name: capped count}).
+
+    Order: keep identities with >= min_images images; keep the first max_classes of them
+    (sorted order; train + val together); cap each at max_images_per_class (first files);
+    then hold out val identities, drawn (seeded) among those with >= 2 images so that
+    same-person pairs exist. val_identities < 1 is a fraction of the kept identities, >= 1 a count.
+    Both lists come back sorted.
+    """
+    kept = [n for n in sort_identities(counts) if counts[n][0] >= max(1, min_images)]
+    if max_classes:
+        kept = kept[:max_classes]
+    cap = max_images_per_class or None
+    capped = {n: min(counts[n][0], cap) if cap else counts[n][0] for n in kept}
+    if val_identities < 0:
+        raise BuildError(f"--val-identities must be >= 0, got {val_identities}")
+    num_val = round(val_identities * len(kept)) if val_identities < 1 else int(val_identities)
+    if val_identities > 0 and num_val == 0:
+        num_val = 1
+    candidates = [n for n in kept if capped[n] >= 2]
+    if num_val > len(candidates):
+        raise BuildError(f"--val-identities asks for {num_val} held-out identities but only "
+                         f"{len(candidates)} identities have >= 2 images; lower it")
+    rng = np.random.default_rng([seed, 1])
+    val = set(rng.choice(candidates, num_val, replace=False).tolist()) if num_val else set()
+    train = [n for n in kept if n not in val]
+    if not train:
+        raise BuildError("no training identity left after the filters "
+                         f"(min_images={min_images}, max_classes={max_classes}, val={num_val})")
+    return train, sort_identities(val), capped
+
+
+class _PlanWriter:
+    """Per-shard plan files ``.build/plan/<split>-<i>.tsv`` (label, identity, rel, abs), spilled in batches."""
+
+    def __init__(self, plan_dir, flush_every=50_000):
+        self.plan_dir = Path(plan_dir)
+        self.buffers = collections.defaultdict(list)
+        self.buffered = 0
+        self.flush_every = flush_every
+
+    def add(self, key, label, identity, rel, absolute):
+        for field in (identity, rel, absolute):
+            if "\t" in field or "\n" in field:
+                raise BuildError(f"{absolute}: tab or newline in a path or identity name is not supported; rename it")
+        self.buffers[key].append(f"{label}\t{identity}\t{rel}\t{absolute}\n")
+        self.buffered += 1
+        if self.buffered >= self.flush_every:
+            self.flush()
+
+    def flush(self):
+        for key, lines in self.buffers.items():
+            with open(self.plan_dir / f"{key}.tsv", "a", encoding="utf-8") as f:
+                f.writelines(lines)
+        self.buffers.clear()
+        self.buffered = 0
+
+
+def _shard_bounds(total, num_shards):
+    """First global position of each shard (even split of `total` positions)."""
+    return [(j * total) // num_shards for j in range(num_shards)]
+
+
+def write_plan(source, splits, capped, num_shards, plan_dir, seed):
+    """Assign every selected image to (split, shard) and spill the assignment to plan files.
+
+    splits: {split: sorted names}. Identities are laid out in a seeded random order and cut
+    into num_shards[split] equal runs of positions. Returns nothing; files are the result.
+    """
+    if plan_dir.exists():
+        shutil.rmtree(plan_dir)
+    plan_dir.mkdir(parents=True)
+    where = {}  # name -> (split, label, first position)
+    bounds = {}
+    for split, names in splits.items():
+        rng = np.random.default_rng([seed, 2, len(split)])
+        position = 0
+        for i in rng.permutation(len(names)):
+            where[names[i]] = (split, int(i), position)
+            position += capped[names[i]]
+        bounds[split] = _shard_bounds(position, num_shards[split])
+    writer = _PlanWriter(plan_dir)
+    for split in splits:  # touch every plan file, so empty shards still exist
+        for j in range(num_shards[split]):
+            (plan_dir / f"{split}-{j:05d}.tsv").touch()
+
+    def add(name, k, rel, absolute):
+        split, label, first = where[name]
+        shard = bisect.bisect_right(bounds[split], first + k) - 1
+        writer.add(f"{split}-{shard:05d}", label, name, rel, absolute)
+
+    caps = {name: capped[name] for names in splits.values() for name in names}
+    for name, k, absolute, rel in source.assigned_files(caps):
+        add(name, k, rel, absolute)
+    writer.flush()
+
+
+def read_plan(path):
+    """[[label, identity, rel, absolute], ...] of one plan file."""
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n").split("\t") for line in f]
+
+
+def plan_fingerprint(options, plan_dir):
+    """sha256 over the options and every plan file: equal fingerprints mean the same shards."""
+    digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
+    for path in sorted(plan_dir.iterdir()):
+        digest.update(path.name.encode())
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
