@@ -55,7 +55,9 @@ def build_parser():
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--batch-size", type=int, help="per replica (default 64; 32 synthetic); global = this x replicas")
-    g.add_argument("--lr", type=float, help="peak lr for constant/cosine/poly schedules (default 0.1)")
+    g.add_argument("--lr", type=float,
+                   help="peak lr of reference/constant/cosine/poly schedules (default: 0.1 x global batch / 256, "
+                        "i.e. 0.025 at batch 64; 0.1 synthetic)")
     g.add_argument("--lr-schedule",
                    help=f"'reference' (default: the AM-Softmax steps {REFERENCE_LR_SCHEDULE} stretched to "
                         "--max-steps, from --lr), 'constant', 'cosine', 'poly' (power 2), or a 'STEP:LR,...' list")

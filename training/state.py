@@ -11,6 +11,7 @@ import keras
 
 import losses
 import models
+from training.config import reference_lr
 from training.export import build_embedding_model
 from training.schedules import build_lr_schedule
 
@@ -32,18 +33,20 @@ def backbone_options(config):
     return options
 
 
-def build_training_state(config, num_classes, image_size, total_steps):
+def build_training_state(config, num_classes, image_size, total_steps, global_batch=None):
     """Build (under the current tf.distribute scope, if any) everything the loop updates.
 
-    ``image_size`` is (H, W); ``total_steps`` sizes cosine/poly schedules. Mixed precision applies
-    to the backbone only: heads pin their own dtype to float32.
+    ``image_size`` is (H, W); ``total_steps`` sizes the schedule; ``global_batch`` (default: the
+    config's batch size) sets the peak lr when ``config.lr`` is None (``peak_lr``). Mixed precision
+    applies to the backbone only: heads pin their own dtype to float32.
     """
     with dtype_policy(config.mixed_precision):
         backbone = models.build_backbone(config.backbone, image_size=image_size,
                                          embedding_size=config.embedding_size, **backbone_options(config))
         head = losses.build_head(config.loss, num_classes, **config.head_options)
         head.build((None, config.embedding_size))
-        schedule = build_lr_schedule(config.lr_schedule, config.lr, total_steps, config.warmup_steps)
+        schedule = build_lr_schedule(config.lr_schedule, peak_lr(config, global_batch or config.batch_size),
+                                     total_steps, config.warmup_steps)
         # clipnorm is per variable in Keras; global_clipnorm bounds the whole update direction,
         # which is what guards against one exploding step (None = no clipping).
         optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum,
@@ -53,6 +56,11 @@ def build_training_state(config, num_classes, image_size, total_steps):
         optimizer.build(backbone.trainable_variables + head.trainable_variables)
         model = build_embedding_model(backbone, image_size)
     return TrainingState(model, backbone, head, optimizer, schedule)
+
+
+def peak_lr(config, global_batch):
+    """--lr, or the reference lr scaled to the global batch (training.config.reference_lr)."""
+    return config.lr if config.lr is not None else reference_lr(global_batch)
 
 
 @contextlib.contextmanager

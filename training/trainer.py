@@ -14,7 +14,7 @@ from training.data import synthetic_data, tfrecord_data, total_steps
 from training.export import export_embedding_model
 from training.guard import TrainingGuard
 from training.logger import RunLogger
-from training.state import build_training_state
+from training.state import build_training_state, peak_lr
 from training.validation import Validation, make_validator
 
 
@@ -141,10 +141,11 @@ def run_training(config, run_dir, strategy=None, log=print):
     log(f"data: {data.description}")
     log(f"model: {config.backbone} + {config.loss} head, {data.num_classes} classes, "
         f"{data.image_size[0]}x{data.image_size[1]}; {strategy.num_replicas_in_sync} replica(s) x batch "
-        f"{config.batch_size} = global batch {global_batch}; {steps} steps; run dir {run_dir}")
+        f"{config.batch_size} = global batch {global_batch}; {steps} steps, peak lr {peak_lr(config, global_batch):g}"
+        f"{'' if config.lr is not None else ' (0.1 x global batch / 256; --lr sets it)'}; run dir {run_dir}")
 
     with strategy.scope():
-        state = build_training_state(config, data.num_classes, data.image_size, steps)
+        state = build_training_state(config, data.num_classes, data.image_size, steps, global_batch)
     guard = TrainingGuard(lambda: checkpoints.latest, enabled=config.collapse_guard,
                           warmup_steps=config.warmup_steps)
     checkpoints = RunCheckpoints(run_dir, strategy, chief, guard, state.backbone, state.head, state.optimizer)
@@ -191,7 +192,8 @@ def run_training(config, run_dir, strategy=None, log=print):
                # Steady-state rate: the first step (tracing, compilation) is left out.
                "images_per_sec": logger.images_per_sec,
                "wall_seconds": time.perf_counter() - wall_start, "validation": val_metrics,
-               "best_validation_accuracy": validate.best, "exports": exports, "synthetic": data.synthetic}
+               "best_validation_accuracy": validate.best, "exports": exports, "synthetic": data.synthetic,
+               "peak_lr": peak_lr(config, global_batch)}
     if chief:
         # One line per invocation: a resumed or time-limited run appends its own.
         with open(run_dir / "train_summary.jsonl", "a") as f:
