@@ -4,6 +4,7 @@ NaN stop, validation + best export, MirroredStrategy on two logical CPUs.
 Everything trains a tiny model (32x32 inputs, 32-d embedding, batch 4) on the synthetic stream.
 """
 
+import dataclasses
 import json
 import os
 import signal
@@ -91,6 +92,29 @@ def test_config_errors_name_the_problem(tmp_path):
         resolve_config({"data": "x", "m1": 0.9})
     with pytest.raises(ValueError, match="unknown --loss 'cosine'"):
         resolve_config({"data": "x", "loss": "cosine"})
+
+
+def test_nonsense_settings_are_refused_before_any_work():
+    """Values no formula or loop can use are errors naming the flag (fault report, issue 14 item 6)."""
+    for given, message in [({"m": -0.5}, "--m of --loss am_softmax must be a number >= 0"),
+                           ({"s": 0}, "--s of --loss am_softmax must be a number > 0"),
+                           ({"lr": -0.1}, "--lr must be > 0"), ({"max_steps": 0}, "--max-steps must be >= 1"),
+                           ({"epochs": 0, "max_steps": None}, "--epochs must be > 0"),
+                           ({"loss": "arcface", "m": 2.0}, "below pi/2"),
+                           ({"loss": "sphereface", "m": 1.5}, "positive integer"),
+                           ({"momentum": 1.0}, "--momentum must be in"), ({"warmup_steps": -1}, "--warmup-steps")]:
+        with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+            resolve_config({"data": "x", **given})
+
+
+def test_resume_refuses_settings_that_would_orphan_the_checkpoint():
+    saved = dataclasses.asdict(resolve_config({"data": "x", "backbone": "resface20"}))
+    with pytest.raises(ValueError, match=r"--resume cannot change backbone \(backbone: 'resface20' -> 'mobilefacenet'\)"):
+        resolve_config({"backbone": "mobilefacenet"}, base=saved)
+    with pytest.raises(ValueError, match="backbone_options"):
+        resolve_config({"backbone_options": {"batch_norm": False}}, base=saved)
+    resumed = resolve_config({"max_steps": 50000, "lr": 0.01}, base=saved)   # the schedule may change
+    assert (resumed.max_steps, resumed.lr, resumed.backbone_options) == (50000, 0.01, {"batch_norm": True})
 
 
 def test_head_options_from_flags_files_and_old_run_configs(tmp_path):
@@ -273,6 +297,12 @@ def test_learning_curves_png_of_two_runs(tmp_path):
 def test_train_cli_help_and_errors(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "train.py"), "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--lr-schedule" in out.stdout and "SYNTHETIC" in out.stdout
+    # --help is instant: it loads neither TensorFlow nor Keras (training/ imports lazily).
+    probe = ("import runpy, sys; sys.argv = ['train.py', '--help']\n"
+             "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\nexcept SystemExit:\n    pass\n"
+             "print('LOADED', sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)
+    assert "LOADED []" in out.stdout, out.stdout[-500:] + out.stderr[-2000:]
     out = subprocess.run([sys.executable, str(REPO / "train.py"), "--resume", "--output-dir", str(tmp_path)],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "no checkpoint" in out.stderr

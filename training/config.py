@@ -167,6 +167,8 @@ def resolve_config(cli_values, config_file=None, base=None):
         backbone_options.update(layer.get("backbone_options") or {})
         head_options.update(layer.get("head_options") or {})
     config = TrainConfig(**{**values, "backbone_options": backbone_options, "head_options": head_options})
+    if base:
+        check_resume(config, base)
 
     lr_given = any("lr" in layer for layer in layers[1 if base else 0:])
     if lr_given and config.lr is not None and config.lr_schedule.split(",")[0].startswith("0:"):
@@ -188,6 +190,46 @@ def reference_lr(global_batch):
     return REFERENCE_LR * global_batch / REFERENCE_BATCH
 
 
+# (head, option) -> (check, what it must be): the margins' formulas are only meaningful in these ranges.
+_HEAD_OPTION_RANGES = {
+    "s": (lambda v: v > 0, "> 0"),
+    "m": (lambda v: v >= 0, ">= 0"),
+    "m1": (lambda v: v > 0, "> 0"),
+    "m2": (lambda v: v >= 0, ">= 0"),
+    "m3": (lambda v: v >= 0, ">= 0"),
+    "sphereface_lambda": (lambda v: v >= 0, ">= 0"),
+}
+
+
+def _check_head_options(loss, options):
+    for key, value in options.items():
+        if key == "easy_margin":
+            if not isinstance(value, bool):
+                raise ValueError(f"easy_margin must be true or false, got {value!r}")
+            continue
+        ok, what = _HEAD_OPTION_RANGES[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+            raise ValueError(f"--{key.replace('_', '-')} of --loss {loss} must be a number {what}, got {value!r}")
+    if loss == "arcface" and options.get("m", 0) >= 1.5707963:
+        raise ValueError(f"--m of --loss arcface must be below pi/2 (an angle in radians), got {options['m']}")
+    if loss == "sphereface" and "m" in options and (int(options["m"]) != options["m"] or options["m"] < 1):
+        raise ValueError(f"--m of --loss sphereface must be a positive integer, got {options['m']}")
+
+
+# Settings that shape the network or its checkpoint: a resumed run must keep them, or it could not
+# restore its checkpoint (and its config.json would no longer describe it).
+_RUN_SHAPING = ("backbone", "backbone_options", "embedding_size", "loss", "image_size", "data", "dropout")
+
+
+def check_resume(config, base):
+    """ValueError naming the settings a --resume tries to change that the saved run cannot take."""
+    changed = [k for k in _RUN_SHAPING if k in base and base[k] != getattr(config, k)]
+    if changed:
+        raise ValueError(f"--resume cannot change {', '.join(changed)} "
+                         f"({'; '.join(f'{k}: {base[k]!r} -> {getattr(config, k)!r}' for k in changed)}); "
+                         "start a new run with another --output-dir instead")
+
+
 def _check(config):
     if config.lr is not None and not config.lr > 0:
         raise ValueError(f"--lr must be > 0, got {config.lr}")
@@ -199,8 +241,21 @@ def _check(config):
     if unknown:
         raise ValueError(f"--loss {config.loss} takes {losses.head_options(config.loss) or 'no options'}, "
                          f"not {unknown}")
+    _check_head_options(config.loss, config.head_options)
     if config.max_steps is not None and config.epochs is not None:
         raise ValueError("give --max-steps or --epochs, not both")
+    if config.max_steps is not None and config.max_steps < 1:
+        raise ValueError(f"--max-steps must be >= 1, got {config.max_steps}")
+    if config.epochs is not None and not config.epochs > 0:
+        raise ValueError(f"--epochs must be > 0, got {config.epochs}")
+    if config.warmup_steps < 0:
+        raise ValueError(f"--warmup-steps must be >= 0, got {config.warmup_steps}")
+    if not 0 <= config.momentum < 1:
+        raise ValueError(f"--momentum must be in [0, 1), got {config.momentum}")
+    if config.weight_decay < 0 or config.head_wd_mult < 0:
+        raise ValueError("--weight-decay and --head-wd-mult must be >= 0")
+    if config.embedding_size < 1:
+        raise ValueError(f"--embedding-size must be >= 1, got {config.embedding_size}")
     if config.time_limit is not None and config.time_limit <= 0:
         raise ValueError(f"--time-limit must be > 0 minutes, got {config.time_limit}")
     if config.batch_size < 1:
