@@ -168,6 +168,11 @@ def test_manifest_mismatch_and_damaged_shards_give_clear_errors(tmp_path):
 
     with pytest.raises(ShardError, match=r"train-00001-of-00002\.tfrecord"):
         verify(out, log=quiet)
+    # --overwrite rebuilds even when inputs and options are unchanged: how a corrupt shard is fixed.
+    messages = []
+    build(tmp_path / "in", out, num_shards=2, overwrite=True, progress=False, log=messages.append)
+    assert not any("nothing to do" in m for m in messages) and verify(out, log=quiet) == {"train": 12}
+    assert shard.read_bytes() == data and not (out / ".build").exists()   # same bytes; no work folder left
     shard.write_bytes(data[:-100])  # truncated: caught at start, always
     with pytest.raises(ShardError, match=r"train-00001-of-00002\.tfrecord.*truncated"):
         tfrecords.make_train_dataset(out, 4)

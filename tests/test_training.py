@@ -336,6 +336,10 @@ def test_kill_9_then_resume_continues_the_loss_curve(tmp_path):
     curve = read_scalars(killed / "logs")["train/loss"]
     assert [s for s, _ in curve] == list(range(1, 17))
     np.testing.assert_allclose([v for _, v in curve], [b[s] for s in range(1, 17)], rtol=1e-6)
+    # train_log.jsonl too: the steps the kill lost are logged once, by the resumed run.
+    steps = [e["step"] for e in _log(killed) if "loss" in e]
+    assert steps == list(range(1, 17))
+    assert not list((killed / "checkpoints").glob("*_temp*"))
 
 
 @pytest.mark.slow
@@ -419,6 +423,16 @@ def test_train_cli_on_tfrecords_validates_on_heldout_identities(tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["data"] == str(shards) and config["max_steps"] == 4
     assert (run / "export" / "best.keras").is_file()
+    # A flipped byte in a shard: training stops with the shard's name and the fix, not a raw DataLossError.
+    shard = sorted(shards.glob("train-*.tfrecord"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    corrupt = subprocess.run(args[:-2] + ["--output-dir", str(tmp_path / "corrupt"), "--max-steps", "30"],
+                             capture_output=True, text=True, timeout=600)
+    assert corrupt.returncode == 2 and shard.name in corrupt.stderr and "--overwrite" in corrupt.stderr, \
+        corrupt.stderr[-2000:]
+    assert "DataLossError" not in corrupt.stderr
     # A wrong --image-size is refused before training, naming the manifest.
     bad = subprocess.run(args[:-2] + ["--image-size", "112x96", "--output-dir", str(tmp_path / "bad")],
                          capture_output=True, text=True, timeout=600)

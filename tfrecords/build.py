@@ -82,7 +82,9 @@ def build(input_dir=None, output_dir=None, *, list_file=None, progress=True, log
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise BuildError(f"{out}: another build is writing to this directory; wait for it to finish") from None
-        return _build_locked(source, out, work, opts, progress, log)
+        manifest = _build_locked(source, out, work, opts, progress, log)
+    shutil.rmtree(work, ignore_errors=True)   # complete: nothing to resume (see _build_locked)
+    return manifest
 
 
 def _build_locked(source, out, work, opts, progress, log):
@@ -125,7 +127,7 @@ def _build_locked(source, out, work, opts, progress, log):
     log(f"planned {totals['train']} train images / {len(train)} classes in {shards['train']} shards"
         + (f", {totals['val']} val images / {len(val)} held-out identities in {shards['val']} shards" if val else "")
         + f" ({time.time() - t0:.1f}s)")
-    if _already_built(out, fingerprint):
+    if _already_built(out, fingerprint) and not opts.overwrite:
         shutil.rmtree(plan_dir)
         skipped_path.unlink()
         log(f"{out}: already built with these inputs and options; nothing to do")
@@ -167,6 +169,8 @@ def _build_locked(source, out, work, opts, progress, log):
     # 4) manifest, pair list, unreadable list (manifest last: it marks the build complete)
     manifest = assemble_manifest(out, opts, options, fingerprint, splits, records, skipped_path, image_size)
     write_json_atomic(out / MANIFEST_NAME, manifest)
+    # The work folder (plans with absolute paths, done records) only served resuming: the manifest
+    # now says everything, so build() removes it once the lock is released.
     rate = written_images / elapsed if elapsed > 0 else float("nan")
     log(f"wrote {out}: {manifest['num_images']} train images, {manifest['num_classes']} classes, "
         f"{len(records['train'])} train shards" + (f", {manifest['splits']['val']['num_images']} val images, "
@@ -200,7 +204,13 @@ def _take_over_work_dir(out, work, fingerprint, options, plan_dir, skipped_path,
         with open(state_path, encoding="utf-8") as f:
             previous = json.load(f).get("fingerprint")
     leftovers = [p.name for p in out.iterdir() if _is_output_file(p.name)]
-    if previous != fingerprint and (previous is not None or leftovers):
+    if overwrite and leftovers:   # even the same plan: --overwrite is how a corrupt shard is rebuilt
+        log(f"{out}: removing the previous build (--overwrite)")
+        for name in leftovers:
+            (out / name).unlink()
+        if (work / "done").exists():
+            shutil.rmtree(work / "done")
+    elif previous != fingerprint and (previous is not None or leftovers):
         if not overwrite:
             shutil.rmtree(plan_dir)
             skipped_path.unlink()

@@ -5,6 +5,8 @@ so the other workers save too, into a scratch folder nobody reads. A checkpoint 
 from non-finite weights (the guard checks every variable first).
 """
 
+import shutil
+
 import tensorflow as tf
 
 from training.run_dir import CHECKPOINT_SUBDIR
@@ -22,6 +24,9 @@ class RunCheckpoints:
                                               step=self.step, best_val=self.best_val)
         self.directory = (run_dir / CHECKPOINT_SUBDIR if chief
                           else run_dir / "workers" / f"tmp-{strategy.cluster_resolver.task_id}")
+        # A kill during a save leaves a ckpt-N_temp folder that no checkpoint index points to.
+        for leftover in self.directory.glob("ckpt-*_temp*"):
+            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink()
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.directory), max_to_keep=keep)
         self.variables = backbone.variables + head.variables + optimizer.variables
 

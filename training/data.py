@@ -22,9 +22,25 @@ class TrainData:
     description: str
     synthetic: bool
     manifest: dict | None = None
+    data_dir: str | None = None  # the shard folder (None: synthetic)
 
     def steps_per_epoch(self, global_batch):
         return None if self.num_images is None else max(self.num_images // global_batch, 1)
+
+    def read_error(self, error):
+        """A one-line error for a record the input pipeline could not read (tf.errors.DataLossError,
+        which names no file): the shard whose sha256 no longer matches the manifest, and the fix."""
+        if self.manifest is None:
+            return RuntimeError(f"the synthetic input pipeline failed: {error}")
+        import tfrecords
+
+        data_dir = self.data_dir
+        try:
+            tfrecords.check_shards(data_dir, self.manifest, verify_checksums=True)
+        except tfrecords.ShardError as named:
+            return named
+        return ValueError(f"{data_dir}: a shard could not be read ({str(error).splitlines()[0]}), although every "
+                          f"sha256 matches manifest.json; run `python -m tfrecords.verify {data_dir}`")
 
 
 def synthetic_data(num_classes, image_size, per_replica_batch, num_images=1024, seed=0):
@@ -85,7 +101,7 @@ def tfrecord_data(data_dir, per_replica_batch, image_size=None, shuffle_buffer=2
             input_context=input_context)
 
     return TrainData(num_classes=manifest["num_classes"], image_size=size, num_images=num_images,
-                     dataset_fn=dataset_fn, synthetic=False, manifest=manifest,
+                     dataset_fn=dataset_fn, synthetic=False, manifest=manifest, data_dir=str(data_dir),
                      description=f"{data_dir}: {num_images} images of {manifest['num_classes']} "
                                  f"identities, {size[0]}x{size[1]}")
 

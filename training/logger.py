@@ -9,6 +9,8 @@ import math
 import tensorflow as tf
 from tqdm import tqdm
 
+from fileio import write_text_atomic
+
 
 class RunLogger:
     """Accumulates each step's statistics and writes their means every log window.
@@ -24,6 +26,8 @@ class RunLogger:
         self.global_batch = global_batch
         self.writer = (tf.summary.create_file_writer(str(run_dir / "logs")) if chief
                        else tf.summary.create_noop_writer())
+        if chief:
+            _drop_lines_after(run_dir / "train_log.jsonl", start_step)
         self.file = open(run_dir / "train_log.jsonl", "a") if chief else None
         self.bar = tqdm(total=total_steps, initial=start_step, unit="step", desc="train", dynamic_ncols=True,
                         disable=not chief)
@@ -95,3 +99,21 @@ class RunLogger:
         self.writer.flush()
         if self.file:
             self.file.close()
+
+
+def _drop_lines_after(path, step):
+    """Remove the JSON lines of steps after ``step`` (a resumed run redoes them; kill -9 left them)."""
+    if not path.is_file():
+        return
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            late = json.loads(line).get("step", 0) > step
+        except json.JSONDecodeError:   # a line cut short by a kill
+            late = True
+        if late:
+            dropped += 1
+        else:
+            kept.append(line + "\n")
+    if dropped:
+        write_text_atomic(path, "".join(kept))

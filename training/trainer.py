@@ -181,6 +181,8 @@ def run_training(config, run_dir, strategy=None, log=print):
                 log(f"--time-limit {config.time_limit:g} min reached after step {step} of {steps}: "
                     f"checkpoint saved; --resume continues the run")
                 break
+    except tf.errors.DataLossError as e:   # names no file: find the corrupt shard and say so
+        raise data.read_error(e) from None
     finally:
         logger.close()
 
