@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fileio import GENERIC_HEADER, IMAGE_EXTENSIONS
+from fileio import GENERIC_HEADER, IMAGE_EXTENSIONS, text_lines
 NUM_FOLDS = 10
 
 
@@ -185,7 +185,7 @@ def read_pairs(path) -> PairSet:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pairs file not found: {path}")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = [line for _, line in text_lines(path)]
     first = next((i for i, line in enumerate(lines) if line.strip()), None)
     if first is None:
         raise PairsFormatError(f"{path}: file is empty")

@@ -6,6 +6,7 @@
 - ``pairs_format``: the generic verification pair list (written by the shard builder, read by
   evaluation).
 - ``sha256_of_file``: the checksum the manifest stores and verification recomputes.
+- ``text_lines``: UTF-8 text inputs read line by line, with errors that name the line.
 
 A leaf: it imports nothing from the project, so any package may use it.
 """
@@ -15,7 +16,8 @@ from fileio.hashing import sha256_of_file
 from fileio.images import (DOWNSAMPLING, IMAGE_EXTENSIONS, is_image_file, parse_image_size, untrainable_reason,
                            validate_image_size)
 from fileio.pairs_format import GENERIC_HEADER, format_generic_pairs
+from fileio.text import TextEncodingError, text_lines
 
-__all__ = ["DOWNSAMPLING", "GENERIC_HEADER", "IMAGE_EXTENSIONS", "atomic_output", "format_generic_pairs",
+__all__ = ["DOWNSAMPLING", "GENERIC_HEADER", "IMAGE_EXTENSIONS", "TextEncodingError", "text_lines", "atomic_output", "format_generic_pairs",
            "is_image_file", "parse_image_size", "sha256_of_file", "untrainable_reason", "validate_image_size", "write_bytes_atomic",
            "write_json_atomic", "write_text_atomic"]

@@ -81,3 +81,22 @@ def test_generic_pairs_written_by_the_builder_are_read_by_evaluation(tmp_path):
     read = read_pairs(tmp_path / "val_pairs.txt")
     assert list(read.issame) == [True] * 3 + [False] * 3 or sorted(read.issame) == [False] * 3 + [True] * 3
     assert set(zip(read.paths_a, read.paths_b)) == {(a, b) for a, b, _ in pairs}
+
+
+def test_text_inputs_that_are_not_utf8_name_file_and_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from evaluation import read_pairs
+    bad = tmp_path / "pairs.txt"
+    bad.write_bytes(b"10\t1\nAaron\t1\t2\nZo\xeb\t1\t2\n")   # Latin-1, not UTF-8, on line 3
+    assert [n for n, _ in zip(range(2), fileio.text_lines(bad))] == [0, 1]
+    with pytest.raises(fileio.TextEncodingError, match=r"pairs\.txt:3: not UTF-8 text \(byte 0xeb at column 3\)"):
+        read_pairs(bad)
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"a.jpg 0\nb\xff.jpg 1\n")
+    out = subprocess.run([sys.executable, "-m", "tfrecords.build", "--list", str(listing), "--output-dir",
+                          str(tmp_path / "out"), "--no-progress"], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 1 and "list.txt:2: not UTF-8" in out.stderr and "Traceback" not in out.stderr

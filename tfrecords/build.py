@@ -25,8 +25,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fileio import (atomic_output, format_generic_pairs, parse_image_size, untrainable_reason, write_json_atomic,
-                    write_text_atomic)
+from fileio import (TextEncodingError, atomic_output, format_generic_pairs, parse_image_size, untrainable_reason,
+                    write_json_atomic, write_text_atomic)
 
 from .features import shard_file_name
 from .image_check import image_size_of
@@ -387,7 +387,7 @@ def main(argv=None):
         options = {f.name: getattr(args, f.name) for f in dataclasses.fields(BuildOptions) if hasattr(args, f.name)}
         manifest = build(args.input_dir, args.output_dir, list_file=args.list_file,
                          progress=not args.no_progress, **options)
-    except (BuildError, SourceError, OSError) as e:
+    except (BuildError, SourceError, TextEncodingError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if args.strict and manifest["unreadable"]["count"]:

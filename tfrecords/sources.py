@@ -13,7 +13,7 @@ import collections
 import os
 from pathlib import Path
 
-from fileio import IMAGE_EXTENSIONS, is_image_file
+from fileio import IMAGE_EXTENSIONS, is_image_file, text_lines
 
 
 class SourceError(ValueError):
@@ -89,23 +89,22 @@ class ListSource:
         self.description = {"list": str(self.list_file.resolve()), "list_root": str(self.root.resolve())}
 
     def _lines(self):
-        with open(self.list_file, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                line = line.strip()
-                if not line or line.startswith("#"):
-                    continue
-                parts = line.rsplit(None, 1)
-                if len(parts) != 2:
-                    raise SourceError(f"{self.list_file}:{lineno}: expected 'path label', got {line!r}")
-                path, label = parts
-                absolute = path if os.path.isabs(path) else str(self.root / path)
-                try:
-                    rel = os.path.relpath(absolute, self.root)
-                except ValueError:
-                    rel = path
-                if rel.startswith(".."):
-                    rel = path
-                yield absolute, rel.replace(os.sep, "/"), label
+        for lineno, line in text_lines(self.list_file):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.rsplit(None, 1)
+            if len(parts) != 2:
+                raise SourceError(f"{self.list_file}:{lineno}: expected 'path label', got {line!r}")
+            path, label = parts
+            absolute = path if os.path.isabs(path) else str(self.root / path)
+            try:
+                rel = os.path.relpath(absolute, self.root)
+            except ValueError:
+                rel = path
+            if rel.startswith(".."):
+                rel = path
+            yield absolute, rel.replace(os.sep, "/"), label
 
     def counts_and_sizes(self, skipped):
         """{label: [count, bytes]} over the list (one entry per identity, not per image)."""
@@ -148,14 +147,13 @@ def sort_identities(names):
 def read_people_file(path):
     """Identity names from an LFW people file (``name<TAB>count``; lone fold-size numbers skipped) or one name per line."""
     names = set()
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            fields = line.split()
-            if not fields or fields[0].startswith("#"):
-                continue
-            if len(fields) == 1 and fields[0].isdigit():
-                continue  # LFW fold header / count line
-            names.add(fields[0])
+    for _, line in text_lines(path):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) == 1 and fields[0].isdigit():
+            continue  # LFW fold header / count line
+        names.add(fields[0])
     if not names:
         raise SourceError(f"{path}: no identity names found (expected 'name' or 'name<TAB>count' lines)")
     return names

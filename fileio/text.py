@@ -1,0 +1,20 @@
+"""Reading the project's text inputs (pairs, lists, people files): UTF-8, errors that name the line."""
+
+
+class TextEncodingError(ValueError):
+    """A text input that is not UTF-8; the message names the file, the line and the fix."""
+
+
+def text_lines(path):
+    """Yield (line number from 1, line without its newline) of a UTF-8 text file, one line at a time.
+
+    A byte sequence that is not UTF-8 raises TextEncodingError naming the file and line (Python's own
+    UnicodeDecodeError names neither).
+    """
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                yield lineno, raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise TextEncodingError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
+                                        f"{e.start + 1}); save the file as UTF-8") from None
