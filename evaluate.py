@@ -10,6 +10,7 @@ The work is done by the evaluation package (shared with training's validation); 
 
 import argparse
 import os
+import pickle
 import sys
 from pathlib import Path
 
@@ -101,7 +102,8 @@ def main(argv=None):
                     args.save_embeddings)
                 default_out = run_dir_of(model_path) / "eval" / f"lfw_{Path(args.lfw_pairs).stem}.json"
                 title = f"{model_path} on {Path(args.lfw_pairs).name}"
-    except (FileNotFoundError, ValueError, KeyError) as e:
+    except (FileNotFoundError, ValueError, KeyError, pickle.UnpicklingError) as e:
+        # UnpicklingError: a .bin the restricted unpickler refused (its message names the file and why).
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {message}", file=sys.stderr)
         return 1

@@ -161,6 +161,14 @@ def test_errors_name_the_problem(tiny_model, lfw_like, tmp_path, capsys):
     assert "P3/P3_0002" in err and "16x12x3" in err
     assert not (tmp_path / "r.json").exists()
 
+    # A .bin whose pickle would run code: refused with one line naming it, no traceback.
+    import pickle
+    evil = tmp_path / "evil.bin"
+    evil.write_bytes(pickle.dumps(([b"jpeg", print], [True]), protocol=2))
+    assert evaluate.main(["--bin", str(evil), "--model", str(run), "--no-progress", "--output",
+                          str(tmp_path / "r.json")]) == 1
+    assert "evil.bin" in capsys.readouterr().err
+
 
 def test_default_model_is_newest_run(tmp_path, monkeypatch, capsys):
     for name, files, mtime in (("a", ["best.keras", "embedding.keras"], 100), ("b", ["embedding.keras"], 200)):

@@ -28,18 +28,28 @@ class TrainData:
         return None if self.num_images is None else max(self.num_images // global_batch, 1)
 
     def read_error(self, error):
-        """A one-line error for a record the input pipeline could not read (tf.errors.DataLossError,
-        which names no file): the shard whose sha256 no longer matches the manifest, and the fix."""
+        """A one-line error for what the input pipeline could not read, or None if ``error`` is not a
+        data problem. A corrupt record (tf.errors.DataLossError, which names no file): the shard whose
+        sha256 no longer matches the manifest, and the fix. An image of another size than the manifest
+        says (a failed ensure_shape): the manifest and the fix."""
         if self.manifest is None:
-            return RuntimeError(f"the synthetic input pipeline failed: {error}")
+            return None
         import tfrecords
+
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "DataLoss" not in type(error).__name__:
+            if "expected shape" not in str(error) and "EnsureShape" not in str(error):
+                return None
+            return ValueError(f"{self.data_dir}/manifest.json says the images are {self.image_size[0]}x"
+                              f"{self.image_size[1]}, but a shard holds another size ({first_line}); rebuild the "
+                              "shards with `python -m tfrecords.build ... --overwrite`")
 
         data_dir = self.data_dir
         try:
             tfrecords.check_shards(data_dir, self.manifest, verify_checksums=True)
         except tfrecords.ShardError as named:
             return named
-        return ValueError(f"{data_dir}: a shard could not be read ({str(error).splitlines()[0]}), although every "
+        return ValueError(f"{data_dir}: a shard could not be read ({first_line}), although every "
                           f"sha256 matches manifest.json; run `python -m tfrecords.verify {data_dir}`")
 
 

@@ -181,8 +181,12 @@ def run_training(config, run_dir, strategy=None, log=print):
                 log(f"--time-limit {config.time_limit:g} min reached after step {step} of {steps}: "
                     f"checkpoint saved; --resume continues the run")
                 break
-    except tf.errors.DataLossError as e:   # names no file: find the corrupt shard and say so
-        raise data.read_error(e) from None
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+        # These name no file: find the corrupt shard (or the wrong manifest) and say so.
+        explained = data.read_error(e)
+        if explained is None:
+            raise
+        raise explained from None
     finally:
         logger.close()
 
