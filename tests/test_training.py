@@ -433,6 +433,19 @@ def test_train_cli_on_tfrecords_validates_on_heldout_identities(tmp_path):
     assert corrupt.returncode == 2 and shard.name in corrupt.stderr and "--overwrite" in corrupt.stderr, \
         corrupt.stderr[-2000:]
     assert "DataLossError" not in corrupt.stderr
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))   # repaired
+    # A manifest whose image size was edited: named, with the fix, instead of an EnsureShape error.
+    manifest_path = shards / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["image_size"] = [48, 32]
+    manifest_path.write_text(json.dumps(manifest))
+    edited = subprocess.run(args[:-2] + ["--output-dir", str(tmp_path / "edited"), "--max-steps", "3"],
+                            capture_output=True, text=True, timeout=600)
+    assert edited.returncode == 2 and "manifest.json" in edited.stderr and "Traceback" not in edited.stderr, \
+        edited.stderr[-2000:]
+    manifest["image_size"] = [32, 32]
+    manifest_path.write_text(json.dumps(manifest))
     # A wrong --image-size is refused before training, naming the manifest.
     bad = subprocess.run(args[:-2] + ["--image-size", "112x96", "--output-dir", str(tmp_path / "bad")],
                          capture_output=True, text=True, timeout=600)
