@@ -9,15 +9,13 @@ The work is done by the evaluation package (shared with training's validation); 
 """
 
 import argparse
-import os
 import pickle
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from evaluation.embed import FLIP_MODES  # noqa: E402
-from evaluation.images import DEFAULT_LFW_DIR  # noqa: E402
+from evaluation.embed import FLIP_MODES
+from evaluation.images import DEFAULT_LFW_DIR
+from fileio.quiet_tensorflow import quiet_tensorflow
 
 
 def build_parser():
@@ -65,6 +63,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    quiet_tensorflow()
     # Imported here so --help stays instant.
     from evaluation import report, run
     from evaluation.model_io import resolve_model_path, run_dir_of

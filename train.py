@@ -11,10 +11,7 @@ the flags given here. The resolved configuration is saved as RUN/config.json.
 """
 
 import argparse
-import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def build_parser():
@@ -103,6 +100,8 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     cli = {k: v for k, v in vars(args).items() if k != "config"}
+    from fileio.quiet_tensorflow import quiet_tensorflow
+    quiet_tensorflow()   # before TensorFlow loads: its C++ start-up lines stay out of the progress bar
 
     import training  # after parsing, so --help is instant
 

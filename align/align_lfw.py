@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from fileio.quiet_tensorflow import quiet_tensorflow
+    quiet_tensorflow()
     try:
         summary = align_folder(
             args.input_dir, args.output_dir, image_size=args.image_size, image_format=args.image_format,

@@ -177,6 +177,8 @@ def main(argv=None):
     parser.add_argument("--pairs", required=True, help="pairs file (e.g. LFW pairs.txt)")
     parser.add_argument("--output", required=True, help="the .bin to write (e.g. lfw.bin)")
     args = parser.parse_args(argv)
+    from fileio.quiet_tensorflow import quiet_tensorflow
+    quiet_tensorflow()
     try:
         n = write_bin(args.aligned_dir, args.pairs, args.output)
     except (FileNotFoundError, ValueError) as e:

@@ -7,6 +7,8 @@
   evaluation).
 - ``sha256_of_file``: the checksum the manifest stores and verification recomputes.
 - ``text_lines``: UTF-8 text inputs read line by line, with errors that name the line.
+- ``quiet_tensorflow`` (imported from its module by each command): TensorFlow's C++ start-up lines
+  filtered out of stderr, the one part here about a stream rather than a file.
 
 A leaf: it imports nothing from the project, so any package may use it.
 """

@@ -58,6 +58,8 @@ def train_embedding(head_name, options, x, y, epochs, seed):
 
 def main(argv=None):
     args = parse_args(argv)
+    from fileio.quiet_tensorflow import quiet_tensorflow
+    quiet_tensorflow()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import matplotlib
     matplotlib.use("Agg")

@@ -101,3 +101,32 @@ def test_text_inputs_that_are_not_utf8_name_file_and_line(tmp_path):
                           str(tmp_path / "out"), "--no-progress"], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 1 and "list.txt:2: not UTF-8" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_tensorflow_startup_lines_are_filtered_and_the_rest_passes(tmp_path):
+    """A process that quiets TensorFlow: absl's info lines and the known start-up errors written to
+    fd 2 are dropped; its own messages, unknown errors and Python's stderr pass."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = r'''
+import os, sys
+from fileio.quiet_tensorflow import quiet_tensorflow
+quiet_tensorflow()
+os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+os.write(2, b"I0000 00:00:1795604669.943038    8788 port.cc:153] oneDNN custom operations are on.\n")
+os.write(2, b"E0000 00:00:1795604672.200862    8788 cuda_platform.cc:52] failed call to cuInit: INTERNAL\n")
+os.write(2, b"E0000 00:00:1795604672.200862    8788 other.cc:1] a real C++ error\n")
+os.write(2, b"plain C-level line\n")
+print("progress\r", file=sys.stderr, end="")
+print("python line", file=sys.stderr)
+'''
+    repo = Path(__file__).resolve().parents[1]
+    quiet = subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=repo)
+    err = quiet.stderr.decode()
+    assert quiet.returncode == 0 and "oneDNN" not in err and "cuInit" not in err and "absl" not in err
+    assert "a real C++ error" in err and "plain C-level line" in err
+    assert "progress\r" in err and "python line" in err   # Python's stderr, untouched (its own channel)
+    loud = subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=repo,
+                          env={**os.environ, "FACEID_TF_LOGS": "1"})
+    assert "oneDNN" in loud.stderr.decode()

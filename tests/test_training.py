@@ -420,6 +420,8 @@ def test_train_cli_on_tfrecords_validates_on_heldout_identities(tmp_path):
     out = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "8 classes" in out.stdout and "validation on heldout" in out.stdout
+    # TensorFlow's C++ start-up lines stay out of the progress bars (fileio/quiet_tensorflow.py).
+    assert "train:" in out.stderr and not any(noise in out.stderr for noise in ("oneDNN", "cuInit", "I0000"))
     config = json.loads((run / "config.json").read_text())
     assert config["data"] == str(shards) and config["max_steps"] == 4
     assert (run / "export" / "best.keras").is_file()

@@ -58,6 +58,8 @@ def main(argv=None):
     p.add_argument("data_dir", help="shard directory (with manifest.json)")
     p.add_argument("--no-decode", action="store_true", help="check records and labels only, skip image decoding")
     args = p.parse_args(argv)
+    from fileio.quiet_tensorflow import quiet_tensorflow
+    quiet_tensorflow()
     from .manifest import ManifestError
 
     try:

@@ -88,6 +88,8 @@ def main(argv=None):
     p.add_argument("--label", action="append", help="legend name per run, in order (default: the folder name)")
     p.add_argument("--output", required=True, help="PNG to write")
     args = p.parse_args(argv)
+    from fileio.quiet_tensorflow import quiet_tensorflow
+    quiet_tensorflow()
     labels = args.label or [Path(r).name for r in args.runs]
     if len(labels) != len(args.runs):
         p.error(f"{len(labels)} --label for {len(args.runs)} runs")
