@@ -39,6 +39,8 @@ def quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if _installed or os.environ.get("FACEID_TF_LOGS") == "1":
         return
+    if sys.stderr is not sys.__stderr__:
+        return   # someone else owns stderr (pytest's capture, an embedding application): leave it be
     _installed = True
     sys.stderr.flush()
     terminal = os.dup(2)
