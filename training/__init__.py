@@ -10,6 +10,7 @@ import importlib
 _HOMES = {
     "REFERENCE_LR_SCHEDULE": "training.config", "SYNTHETIC_DEFAULTS": "training.config",
     "TrainConfig": "training.config", "parse_option_items": "training.config", "resolve_config": "training.config",
+    "reference_lr": "training.config",
     "load_run_config": "training.run_dir", "new_run_dir": "training.run_dir", "run_to_resume": "training.run_dir",
     "save_run_config": "training.run_dir",
     "FaceLRSchedule": "training.schedules", "build_lr_schedule": "training.schedules",

@@ -1,5 +1,6 @@
 """The training loop: strategy, model, SGD, exact checkpoints, logs, validation and export."""
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -137,7 +138,8 @@ def run_training(config, run_dir, strategy=None, log=print):
     data = open_data(config, config.batch_size)
     steps = total_steps(config, data, global_batch)
     _warn_about_settings(config, log)
-    validator = make_validator(config, data)
+    with _data_errors_explained(data):
+        validator = make_validator(config, data)
     log(f"data: {data.description}")
     log(f"model: {config.backbone} + {config.loss} head, {data.num_classes} classes, "
         f"{data.image_size[0]}x{data.image_size[1]}; {strategy.num_replicas_in_sync} replica(s) x batch "
@@ -162,31 +164,26 @@ def run_training(config, run_dir, strategy=None, log=print):
 
     last_step, time_limited, val_metrics = start, False, None
     try:
-        for step in range(start + 1, steps + 1):
-            t0 = time.perf_counter()
-            stats = {k: float(v) for k, v in train_step(iterator).items()}
-            guard.after_step(step, stats["loss"])
-            logger.step_done(stats, time.perf_counter() - t0)
-            if step % config.log_every == 0 or step == steps:
-                window = logger.end_window(step, float(state.schedule(state.optimizer.iterations)),
-                                           _epoch(data, step, global_batch))
-                guard.after_window(step, window["embedding_cosine"])
-            last_step = step
-            time_limited = step < steps and time_up(step)
-            if step % config.checkpoint_every == 0 or step == steps or time_limited:
-                checkpoints.save(step)
-            if step % config.val_every == 0 or step == steps or time_limited:
-                val_metrics = validate(step)
-            if time_limited:
-                log(f"--time-limit {config.time_limit:g} min reached after step {step} of {steps}: "
-                    f"checkpoint saved; --resume continues the run")
-                break
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-        # These name no file: find the corrupt shard (or the wrong manifest) and say so.
-        explained = data.read_error(e)
-        if explained is None:
-            raise
-        raise explained from None
+        with _data_errors_explained(data):
+            for step in range(start + 1, steps + 1):
+                t0 = time.perf_counter()
+                stats = {k: float(v) for k, v in train_step(iterator).items()}
+                guard.after_step(step, stats["loss"])
+                logger.step_done(stats, time.perf_counter() - t0)
+                if step % config.log_every == 0 or step == steps:
+                    window = logger.end_window(step, float(state.schedule(state.optimizer.iterations)),
+                                               _epoch(data, step, global_batch))
+                    guard.after_window(step, window["embedding_cosine"])
+                last_step = step
+                time_limited = step < steps and time_up(step)
+                if step % config.checkpoint_every == 0 or step == steps or time_limited:
+                    checkpoints.save(step)
+                if step % config.val_every == 0 or step == steps or time_limited:
+                    val_metrics = validate(step)
+                if time_limited:
+                    log(f"--time-limit {config.time_limit:g} min reached after step {step} of {steps}: "
+                        f"checkpoint saved; --resume continues the run")
+                    break
     finally:
         logger.close()
 
@@ -205,6 +202,19 @@ def run_training(config, run_dir, strategy=None, log=print):
         with open(run_dir / "train_summary.jsonl", "a") as f:
             f.write(json.dumps(summary) + "\n")
     return summary
+
+
+@contextlib.contextmanager
+def _data_errors_explained(data):
+    """Turn the input pipeline's errors that name no file (a corrupt record, an image of another size
+    than manifest.json says) into one line naming the shard or manifest and the fix."""
+    try:
+        yield
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+        explained = data.read_error(e)
+        if explained is None:
+            raise
+        raise explained from None
 
 
 def _warn_about_settings(config, log):
