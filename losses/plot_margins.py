@@ -89,7 +89,7 @@ def main(argv=None):
         ax.set_title(f"{name}\n{label}", fontsize=9)
         print(f"{name}: done", flush=True)
     fig.suptitle("2-d embeddings of the 1,797 scikit-learn digits, L2-normalised (lines: class centres)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.9))   # room for the title above the panels
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.output, dpi=110)
     print(f"wrote {args.output}")
