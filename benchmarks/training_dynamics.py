@@ -64,7 +64,7 @@ def main(argv=None):
     import training
     from training.data import tfrecord_data
     from training.state import build_training_state
-    from training.trainer import make_train_step
+    from training.trainer import different_identity_cosines, make_train_step
     from training.validation import make_validator
     import losses
     from models.scaling import scale_images
@@ -93,11 +93,9 @@ def main(argv=None):
         groups.setdefault("head" if v is head.kernel else stage_of(v.path), []).append(v)
 
     def pairwise_cosine_of_different(x, labels):
-        x = tf.reshape(tf.cast(x, tf.float32), (tf.shape(x)[0], -1))
-        x = tf.math.l2_normalize(x, axis=1)
-        cos = tf.matmul(x, x, transpose_b=True)
-        different = tf.cast(tf.not_equal(labels[:, None], labels[None, :]), tf.float32)
-        return tf.reduce_sum(cos * different) / tf.maximum(tf.reduce_sum(different), 1.0)
+        # The training step's own measure (overflow-safe), as a mean.
+        total, pairs = different_identity_cosines(x, labels)
+        return total / tf.maximum(pairs, 1.0)
 
     @tf.function
     def probe(images, labels):

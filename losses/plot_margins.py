@@ -9,7 +9,6 @@ dimensions the ten classes share one circle, so the margins are smaller than the
 """
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -60,7 +59,6 @@ def main(argv=None):
     args = parse_args(argv)
     from fileio.quiet_tensorflow import quiet_tensorflow
     quiet_tensorflow()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

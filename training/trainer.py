@@ -48,6 +48,22 @@ def decayed_variables(backbone, head, head_wd_mult):
     return pairs
 
 
+def different_identity_cosines(x, labels):
+    """(sum, count) of the cosines between rows of ``x`` [B, ...] whose ``labels`` [B] differ.
+
+    B x B cosines of a B x D batch: ~B²·D multiply-adds, nothing next to the backbone. Rows are first
+    scaled to max |x| = 1, so exploded values (1e20 and more, whose squares overflow float32) still
+    give their true cosines; the tiny common offset then makes all-zero rows (a dead network) count
+    as identical (cosine 1) rather than 0.
+    """
+    unit = tf.reshape(tf.cast(x, tf.float32), (tf.shape(x)[0], -1))
+    unit = unit / (tf.reduce_max(tf.abs(unit), axis=1, keepdims=True) + 1e-30)
+    unit = tf.math.l2_normalize(unit + 1e-6, axis=1)
+    labels = tf.cast(labels, tf.int32)
+    different = tf.cast(tf.not_equal(labels[:, None], labels[None, :]), tf.float32)
+    return tf.reduce_sum(tf.matmul(unit, unit, transpose_b=True) * different), tf.reduce_sum(different)
+
+
 def make_train_step(strategy, model, head, optimizer, config, global_batch):
     """A tf.function running one global step from a distributed iterator.
 
@@ -81,16 +97,7 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch):
         predicted = tf.argmax(head.class_scores(embeddings), axis=-1, output_type=tf.int32)
         stats = {"loss": loss * share,
                  "correct": tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.float32))}
-        # B x B cosines of a B x D batch: ~B²·D multiply-adds, nothing next to the backbone.
-        # Rows are first scaled to max |x| = 1, so exploded embeddings (1e20 and more, whose squares
-        # overflow float32) still give their true cosines; the tiny common offset then makes
-        # all-zero embeddings (a dead network) count as identical (cosine 1) rather than 0.
-        unit = tf.cast(embeddings, tf.float32)
-        unit = unit / (tf.reduce_max(tf.abs(unit), axis=1, keepdims=True) + 1e-30)
-        unit = tf.math.l2_normalize(unit + 1e-6, axis=1)
-        different = tf.cast(tf.not_equal(labels[:, None], labels[None, :]), tf.float32)
-        stats["cosine_sum"] = tf.reduce_sum(tf.matmul(unit, unit, transpose_b=True) * different)
-        stats["cosine_pairs"] = tf.reduce_sum(different)
+        stats["cosine_sum"], stats["cosine_pairs"] = different_identity_cosines(embeddings, labels)
         return grads, stats
 
     if config.xla:
