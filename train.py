@@ -73,9 +73,14 @@ def build_parser():
                         "up training: data, model and checkpoint restore included, imports not) with a "
                         "checkpoint, a validation and the export, even if --max-steps is not reached; the "
                         "lr schedule still spans --max-steps")
-    g.add_argument("--mixed-precision", nargs="?", const="float16", choices=("off", "float16", "bfloat16"),
-                   help="bare flag = float16 (with loss scaling); heads and loss stay float32")
-    g.add_argument("--xla", action=B, help="compile the forward/backward pass with XLA (jit_compile)")
+    g.add_argument("--mixed-precision", nargs="?", const="float16", choices=("auto", "off", "float16", "bfloat16"),
+                   help="backbone precision; heads and loss stay float32. auto (default): float16 on a GPU, "
+                        "bfloat16 on a CPU with native bf16 for the backbones it speeds up, else off; the "
+                        "choice is printed. Bare flag = float16 (with loss scaling)")
+    g.add_argument("--xla", nargs="?", const="on", choices=("auto", "on", "off"),
+                   help="compile the forward/backward pass with XLA (jit_compile). auto (default): on for a "
+                        "GPU, off on CPU (slower there for every backbone, see README). Bare flag = on")
+    g.add_argument("--no-xla", dest="xla", action="store_const", const="off", help="same as --xla off")
     g.add_argument("--collapse-guard", action=B,
                    help="stop a run whose embeddings collapse to one direction or whose loss is stuck "
                         "(default: on)")
@@ -115,6 +120,8 @@ def main(argv=None):
             config = training.resolve_config(cli, args.config)
             run_dir = training.new_run_dir(config.output_dir, config.backbone, config.loss)
         config.output_dir = str(run_dir)
+        for line in training.resolve_auto_settings(config):   # before config.json: it records the choice
+            print(line)
         training.save_run_config(run_dir, config)
         summary = training.run_training(config, run_dir)
     except (training.TrainingDiverged, training.TrainingCollapsed) as e:

@@ -26,13 +26,14 @@ class RealStep:
 
 
 def make_real_step(backbone, batch_size, image_size, num_classes, *, lr=0.01, xla=False,
-                   mixed_precision="off", backbone_options=None, seed=0):
+                   mixed_precision="off", backbone_options=None, stock_layers=False, seed=0):
     """Build train.py's state and step for `backbone` on one random batch of uint8-range images.
 
     image_size: (height, width); lr: constant learning rate (SGD momentum 0.9 and weight decay as
     train.py); mixed_precision: "off", "float16" or "bfloat16" as --mixed-precision;
     backbone_options: None = what train.py trains by default (models.TRAINING_OPTIONS, e.g. ResFace
-    with batch norm); {} = the published network.
+    with batch norm); {} = the published network. stock_layers: Keras' own BatchNormalization and
+    PReLU instead of models/layers.py's fused ones (the same model, the stock step), to measure them.
     """
     import keras
     import tensorflow as tf
@@ -49,6 +50,8 @@ def make_real_step(backbone, batch_size, image_size, num_classes, *, lr=0.01, xl
                                                if backbone_options is None else backbone_options))
     strategy = tf.distribute.get_strategy()
     state = build_training_state(config, num_classes, tuple(image_size), 30000)
+    if stock_layers:
+        state = _with_stock_layers(state, config, image_size)
     rng = np.random.default_rng(seed)
     images = rng.uniform(0, 255, (batch_size, *image_size, 3)).astype("float32")   # the model scales
     labels = rng.integers(0, num_classes, batch_size).astype("int32")
@@ -56,3 +59,18 @@ def make_real_step(backbone, batch_size, image_size, num_classes, *, lr=0.01, xl
         lambda ctx: tf.data.Dataset.from_tensors((images, labels)).repeat())
     step_fn = make_train_step(strategy, state.model, state.head, state.optimizer, config, batch_size)
     return RealStep(state=state, step_fn=step_fn, iterator=iter(data), batch_size=batch_size)
+
+
+def _with_stock_layers(state, config, image_size):
+    import keras
+
+    from models.layers import with_stock_layers
+    from training.export import build_embedding_model
+
+    backbone = with_stock_layers(state.backbone)
+    optimizer = keras.optimizers.SGD(learning_rate=state.schedule, momentum=config.momentum)
+    if config.mixed_precision == "float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(backbone.trainable_variables + state.head.trainable_variables)
+    return dataclasses.replace(state, backbone=backbone, model=build_embedding_model(backbone, tuple(image_size)),
+                               optimizer=optimizer)

@@ -2,7 +2,8 @@
 
 Not part of the project (PyTorch is not a dependency): these exist so the training-step benchmark
 can time an equivalent PyTorch step. Same layers, widths, strides, bias/BN/PReLU placement and
-parameter counts as models/resface.py (ResFace20, batch_norm=False) and models/mobilefacenet.py;
+parameter counts as models/resface.py (ResFace20, batch_norm=False), models/mobilefacenet.py and
+models/iresnet.py (LResNet50E-IR);
 train_speed.py prints both frameworks' parameter counts side by side as the proof.
 
 Layout differences that change neither parameters nor FLOPs: PyTorch is NCHW (Keras NHWC);
@@ -126,6 +127,48 @@ class MobileFaceNet(nn.Module):
         return self.bn(self.fc(torch.flatten(self.body(x), 1)))
 
 
+LRESNET50_UNITS = (3, 4, 14, 3)
+IR_BN_EPS = 2e-5
+
+
+def _ir_bn(channels):
+    return nn.BatchNorm2d(channels, eps=IR_BN_EPS, momentum=0.1)
+
+
+class IRUnit(nn.Module):
+    """BN -> conv3x3 -> BN -> PReLU -> conv3x3/stride -> BN, plus identity or conv1x1/stride -> BN."""
+
+    def __init__(self, in_channels, filters, stride):
+        super().__init__()
+        self.body = nn.Sequential(_ir_bn(in_channels), nn.Conv2d(in_channels, filters, 3, 1, 1, bias=False),
+                                  _ir_bn(filters), _prelu(filters),
+                                  nn.Conv2d(filters, filters, 3, stride, 1, bias=False), _ir_bn(filters))
+        self.shortcut = (nn.Sequential(nn.Conv2d(in_channels, filters, 1, stride, bias=False), _ir_bn(filters))
+                         if stride != 1 or in_channels != filters else nn.Identity())
+
+    def forward(self, x):
+        return self.body(x) + self.shortcut(x)
+
+
+class LResNetE(nn.Module):
+    """images [B, 3, H, W] -> embedding; stem conv-BN-PReLU, IR stages, "E" head (BN, dropout, FC, BN)."""
+
+    def __init__(self, units=LRESNET50_UNITS, image_size=(112, 96), embedding_size=512, dropout=0.4):
+        super().__init__()
+        layers, channels = [nn.Conv2d(3, 64, 3, 1, 1, bias=False), _ir_bn(64), _prelu(64)], 64
+        for filters, num_units in zip(RESFACE_FILTERS, units):
+            for unit in range(num_units):
+                layers.append(IRUnit(channels, filters, 2 if unit == 0 else 1))
+                channels = filters
+        layers += [_ir_bn(channels), nn.Dropout(dropout)]
+        self.body = nn.Sequential(*layers)
+        self.fc = nn.Linear(channels * (image_size[0] // 16) * (image_size[1] // 16), embedding_size)
+        self.bn = ShiftOnlyBatchNorm1d(embedding_size, eps=IR_BN_EPS)
+
+    def forward(self, x):
+        return self.bn(self.fc(torch.flatten(self.body(x), 1)))
+
+
 class AMSoftmaxHead(nn.Module):
     """cos θ against L2-normalised class centres; logits s·(cos θ − m·onehot) (losses.build_head)."""
 
@@ -149,7 +192,9 @@ def build(name, image_size=(112, 96), embedding_size=512):
         return ResFace(RESFACE20_UNITS, image_size, embedding_size)
     if name == "mobilefacenet":
         return MobileFaceNet(image_size, embedding_size)
-    raise ValueError(f"no PyTorch twin for backbone {name!r}; twins: resface20, mobilefacenet")
+    if name == "lresnet50e_ir":
+        return LResNetE(LRESNET50_UNITS, image_size, embedding_size)
+    raise ValueError(f"no PyTorch twin for backbone {name!r}; twins: resface20, mobilefacenet, lresnet50e_ir")
 
 
 def decayed_parameters(*modules):

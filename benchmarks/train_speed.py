@@ -35,11 +35,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TORCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
-PEAK_GFLOPS = 128.0  # 2 cores x 2.0 GHz x 32 fp32 FLOP/cycle (2 AVX2 FMA units x 8 lanes x 2)
-TWINS = ("resface20", "mobilefacenet")
+TWINS = ("resface20", "mobilefacenet", "lresnet50e_ir")
 
 # Rows of the main table: (label, worker, mode).
-TF_ROWS = [("TF graph (tf.function)", "tf", "graph"), ("TF + XLA (jit_compile)", "tf", "xla")]
+TF_ROWS = [("TF graph (tf.function)", "tf", "graph"), ("TF + XLA (jit_compile)", "tf", "xla"),
+           # Keras' own BatchNormalization/PReLU: what models/layers.py's fused ones gain, side by side.
+           ("TF graph, stock BN/PReLU", "tf", "stock")]
 TORCH_ROWS = [("PyTorch eager", "torch", "eager"), ("PyTorch torch.compile", "torch", "compile")]
 
 
@@ -61,8 +62,9 @@ def parse_args(argv=None):
     parser.add_argument("--no-torch", action="store_true", help="TF rows only (no .venv-bench needed)")
     parser.add_argument("--torch-python", default=str(DEFAULT_TORCH_PYTHON),
                         help=f"interpreter with torch 2.13 (default {DEFAULT_TORCH_PYTHON})")
-    parser.add_argument("--peak-gflops", type=float, default=PEAK_GFLOPS,
-                        help=f"fp32 peak of this machine for the %% column (default {PEAK_GFLOPS:g})")
+    parser.add_argument("--peak-gflops", type=float, default=None,
+                        help="fp32 peak of this machine for the %% column (default: cores x clock x FLOP/cycle "
+                             "from /proc/cpuinfo, training.hardware.fp32_peak_gflops)")
     parser.add_argument("--profile", action="store_true",
                         help="after the table: TF knob sweep (oneDNN, threads, XLA CPU flags) against "
                              "a baseline worker, and per-op time breakdowns of one step (TF, PyTorch)")
@@ -144,14 +146,16 @@ def tf_worker():
         # train.py's own builder and step (benchmarks/real_step.py): what is timed is what trains.
         # backbone_options={}: the published networks, which the PyTorch twins reproduce.
         steps = {mode: make_real_step(backbone, batch_size, tuple(image_size), num_classes, lr=lr,
-                                      xla=mode == "xla", backbone_options={}) for mode in modes}
+                                      xla=mode == "xla", stock_layers=mode == "stock", backbone_options={})
+                 for mode in modes}
         state["steps"] = steps
         first = next(iter(steps.values())).state
         model, head = first.backbone, first.head
         params = lambda vs: int(sum(np.prod(v.shape) for v in vs))  # noqa: E731
         decayed = [v for v in model.trainable_variables if v.path.endswith("kernel")] + [head.kernel]
         return {"backbone_params": params(model.trainable_variables),
-                "backbone_buffers": params(model.non_trainable_variables),
+                # BN statistics; Dropout's random-seed state is not a model buffer.
+                "backbone_buffers": params([v for v in model.non_trainable_variables if "seed_generator" not in v.path]),
                 "head_params": params(head.trainable_variables), "decayed_params": params(decayed),
                 "forward_flops": int(models.count_forward_flops(model)),
                 "framework": f"tensorflow {tf.__version__}, keras {keras.__version__}",
@@ -369,7 +373,7 @@ def main_table(args):
             workers["torch"] = Worker("torch", args.torch_python, f"torch/{backbone}")
             rows += [row for row in TORCH_ROWS if row[2] in torch_modes]
         try:
-            info = {"tf": workers["tf"].request("setup", **setup_request(args, backbone, ["graph", "xla"]))}
+            info = {"tf": workers["tf"].request("setup", **setup_request(args, backbone, [r[2] for r in TF_ROWS]))}
             if torch_modes:
                 info["torch"] = workers["torch"].request("setup", **setup_request(args, backbone, torch_modes))
             print_params(backbone, info)
@@ -397,11 +401,15 @@ def print_params(backbone, info):
 
 
 def print_table(args, lines):
-    peak = args.peak_gflops
+    from training.hardware import cpu_description, fp32_peak_gflops
+
+    peak, how = (args.peak_gflops, "--peak-gflops") if args.peak_gflops else fp32_peak_gflops()
+    peak = peak or float("nan")
+    print(f"CPU: {cpu_description()}; fp32 peak {peak:.0f} GFLOP/s = {how}")
     print()
     print(f"Training step, batch {args.batch_size}, {args.image_size[0]}x{args.image_size[1]}, fp32, "
           f"AM-Softmax over {args.num_classes} classes; median of {args.steps} timed steps after {args.warmup} warm-up; "
-          f"GFLOP/s = 3 x backbone forward FLOPs x images/s; peak {peak:g} GFLOP/s")
+          f"GFLOP/s = 3 x backbone forward FLOPs x images/s; peak {peak:.0f} GFLOP/s")
     header = (f"{'backbone':14} {'framework / mode':25} {'ms/step':>9} {'(spread)':>9} {'images/s':>9} "
               f"{'x PyTorch':>10} {'GFLOP/s':>8} {'% peak':>7} {'warm-up s':>10} {'loss first -> last':>19}")
     print(header)

@@ -16,6 +16,7 @@ _HOMES = {
     "FaceLRSchedule": "training.schedules", "build_lr_schedule": "training.schedules",
     "TrainingCollapsed": "training.guard", "TrainingDiverged": "training.guard",
     "run_training": "training.trainer",
+    "resolve_auto_settings": "training.hardware",
 }
 
 __all__ = sorted(_HOMES)

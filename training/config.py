@@ -38,8 +38,8 @@ class TrainConfig:
     max_steps: int | None = None
     epochs: float | None = None
     time_limit: float | None = None      # minutes of wall time for this invocation; None -> no limit
-    mixed_precision: str = "off"         # off | float16 | bfloat16
-    xla: bool = False
+    mixed_precision: str = "off"         # off | float16 | bfloat16 | auto (train.py's default)
+    xla: bool | str = False              # True | False | "auto" (train.py's default)
     seed: int = 0
     collapse_guard: bool = True          # stop a collapsed or stuck run (training/guard.py)
     deterministic: bool = False
@@ -61,6 +61,10 @@ class TrainConfig:
 
 # Without --data the run is the newcomer's smoke test: a small backbone and few steps, so it
 # finishes in about a minute on a 2-core CPU. Flags still override each of these.
+# A new run from train.py lets the machine choose (training/hardware.py); the resolved choice is
+# what config.json records, so a resumed run keeps it. The dataclass itself stays explicit.
+NEW_RUN_DEFAULTS = {"mixed_precision": "auto", "xla": "auto"}
+
 SYNTHETIC_DEFAULTS = {
     "backbone": "mobilefacenet",
     "batch_size": 32,
@@ -152,6 +156,8 @@ def resolve_config(cli_values, config_file=None, base=None):
                 raise ValueError(f"{key} must be a mapping of option names to values, got {layer[key]!r}")
 
     values = dataclasses.asdict(TrainConfig())
+    if not base:
+        values.update(NEW_RUN_DEFAULTS)
     if not any("data" in layer and layer["data"] is not None for layer in layers) and not base:
         values.update(SYNTHETIC_DEFAULTS)
     for layer in layers:
@@ -166,6 +172,8 @@ def resolve_config(cli_values, config_file=None, base=None):
     for layer in layers:
         backbone_options.update(layer.get("backbone_options") or {})
         head_options.update(layer.get("head_options") or {})
+    if values["xla"] in ("on", "off"):   # the flag's words; config files may say true/false
+        values["xla"] = values["xla"] == "on"
     config = TrainConfig(**{**values, "backbone_options": backbone_options, "head_options": head_options})
     if base:
         check_resume(config, base)
@@ -262,8 +270,10 @@ def _check(config):
         raise ValueError(f"--batch-size must be >= 1, got {config.batch_size}")
     if config.clip_grad_norm is not None and not config.clip_grad_norm > 0:
         raise ValueError(f"--clip-grad-norm must be > 0, got {config.clip_grad_norm}")
-    if config.mixed_precision not in ("off", "float16", "bfloat16"):
-        raise ValueError(f"--mixed-precision must be off, float16 or bfloat16, not {config.mixed_precision!r}")
+    if config.mixed_precision not in ("auto", "off", "float16", "bfloat16"):
+        raise ValueError(f"--mixed-precision must be auto, off, float16 or bfloat16, not {config.mixed_precision!r}")
+    if config.xla not in ("auto", True, False):
+        raise ValueError(f"--xla must be auto, on or off, not {config.xla!r}")
     if config.strategy not in ("default", "mirrored", "multiworker"):
         raise ValueError(f"--strategy must be default, mirrored or multiworker, not {config.strategy!r}")
     if (config.val_pairs is None) != (config.val_dir is None):

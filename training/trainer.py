@@ -13,6 +13,7 @@ import models
 from training.checkpoints import RunCheckpoints
 from training.data import synthetic_data, tfrecord_data, total_steps
 from training.export import export_embedding_model
+from training.hardware import resolve_auto_settings
 from training.guard import TrainingGuard
 from training.logger import RunLogger
 from training.state import build_training_state, peak_lr
@@ -144,6 +145,8 @@ def run_training(config, run_dir, strategy=None, log=print):
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     data = open_data(config, config.batch_size)
     steps = total_steps(config, data, global_batch)
+    for line in resolve_auto_settings(config):   # train.py resolved them already; API callers may not
+        log(line)
     _warn_about_settings(config, log)
     with _data_errors_explained(data):
         validator = make_validator(config, data)
@@ -151,7 +154,9 @@ def run_training(config, run_dir, strategy=None, log=print):
     log(f"model: {config.backbone} + {config.loss} head, {data.num_classes} classes, "
         f"{data.image_size[0]}x{data.image_size[1]}; {strategy.num_replicas_in_sync} replica(s) x batch "
         f"{config.batch_size} = global batch {global_batch}; {steps} steps, peak lr {peak_lr(config, global_batch):g}"
-        f"{'' if config.lr is not None else ' (0.1 x global batch / 256; --lr sets it)'}; run dir {run_dir}")
+        f"{'' if config.lr is not None else ' (0.1 x global batch / 256; --lr sets it)'}; backbone precision "
+        f"{'float32' if config.mixed_precision == 'off' else config.mixed_precision}, XLA {'on' if config.xla else 'off'}; "
+        f"run dir {run_dir}")
 
     with strategy.scope():
         state = build_training_state(config, data.num_classes, data.image_size, steps, global_batch)
