@@ -188,6 +188,8 @@ def test_pack_without_header_every_bad_record_named_by_key(tmp_path, faces):
         good[key] = (person, jpeg)
         writer.write(key, pack(label, jpeg))
     jpeg = faces[0][1]
+    good[10 ** 12] = (5, jpeg)                                  # keys need not be dense (one byte per key would not do)
+    writer.write(10 ** 12, pack(5.0, jpeg))
     offsets = {}
     for key, payload in {100: pack(1.0, jpeg[:400]),                          # no end of image: truncated JPEG
                          101: pack(1.0, b"\xff\xd8\xff" + bytes(200) + b"\xff\xd9"),   # JPEG that cannot decode

@@ -112,6 +112,10 @@ class RecSource:
         first_identity, end_identity = (int(v) for v in header.labels)
         if not 1 <= first_identity <= end_identity:
             return None
+        most_keys = self.idx.stat().st_size // 4 + 1   # an .idx line takes at least 4 bytes ("7\t0\n")
+        if end_identity > most_keys + 8:
+            raise SourceError(f"{self.rec}: its header record says keys 1..{end_identity - 1} exist, but {self.idx} "
+                              f"can hold at most {most_keys} lines; the header (record 0) is damaged")
         if first_identity > FLOAT32_EXACT:
             # The header stores keys as float32: above 2**24 it may be off by a few. The true first
             # identity key is where the image records end and the identity records begin.
@@ -140,6 +144,7 @@ class RecSource:
         images = self.header["images"] if self.header else None
         identities = self.header["identities"] if self.header else None
         seen = bytearray(images[1] if images else 0)   # one byte per key: duplicates and missing keys
+        sparse = set()   # keys far beyond the line count (a damaged .idx): not worth a byte each below them
         for lineno, key, offset in read_index(self.idx):
             if images:
                 if key == 0 or identities[0] <= key < identities[1]:
@@ -149,12 +154,15 @@ class RecSource:
                                 f"images and {identities[0]}..{identities[1] - 1} identity records ({self.idx.name} "
                                 f"line {lineno})")
                     continue
-            if key >= len(seen):
+            if key >= len(seen) and key < max(1 << 20, 4 * lineno):
                 seen.extend(bytes(max(key + 1 - len(seen), len(seen))))
-            if seen[key]:
+            if (seen[key] if key < len(seen) else key in sparse):
                 report(key, f"duplicate key in {self.idx.name} (line {lineno}); its first line is used")
                 continue
-            seen[key] = 1
+            if key < len(seen):
+                seen[key] = 1
+            else:
+                sparse.add(key)
             if offset >= self.size:
                 report(key, f"truncated: {self.idx.name} line {lineno} gives byte {offset}, past the end of "
                             f"{self.name} ({self.size} bytes)")

@@ -79,8 +79,8 @@ def read_record(fd, offset, file_size):
                                 f"(cflag {' or '.join(map(str, expected))})")
         end = position + PART_HEADER.size + length
         if end > file_size:
-            raise RecordIOError(f"truncated: the record at byte {offset} needs {end - file_size} bytes more than "
-                                f"the file's {file_size}")
+            raise RecordIOError(f"truncated (or a damaged length): the record at byte {offset} ends {end - file_size} "
+                                f"bytes past the end of the file ({file_size} bytes)")
         parts.append(os.pread(fd, length, position + PART_HEADER.size))
         if cflag in (CFLAG_WHOLE, CFLAG_END):
             return parts[0] if len(parts) == 1 else MAGIC_BYTES.join(parts)
