@@ -1,6 +1,6 @@
 """RecordIO import speed: ``tfrecords.build --rec`` against a plain read of the same file, in one run (not a test).
 
-    flock /tmp/cpu-heavy.lock .venv/bin/python benchmarks/recordio_import.py --aligned-dir data/lfw_aligned
+    flock /tmp/cpu-heavy.lock .venv/bin/python benchmarks/recordio_import.py --aligned-dir data/lfw_aligned --rss-records 13000 130000
 
 Packs the first ``--records`` aligned LFW crops (sorted paths; one label per person) into an
 insightface pack with its header record (train.rec/.idx/property, written under ``--work-dir`` by
@@ -14,7 +14,8 @@ then measures on the same warm page cache, each the best of ``--repeats``:
 - planning: the builder's two streaming passes over the .idx and every record's IRHeader;
 - the import: ``python -m tfrecords.build --rec`` in a fresh process, the writing phase as it reports it
   (read, check, serialize, write, fsync, sha256 of every shard), and its whole wall time;
-- the same writing phase in this process with the decode check patched out: what everything else costs.
+- the same writing phase in this process with the decode check patched out: what everything else costs;
+- with --rss-records: peak RSS of whole imports of packs of those sizes (memory should be flat).
 
 Prints the CPU (lscpu), the load average before and after (other jobs on the machine share the
 CPU unless it is idle), and records/s and MB/s of each.
@@ -48,18 +49,20 @@ def cpu_model():
     return f"{model} (CPU family {fields.get('CPU family', '?').strip()}; {', '.join(extras)})"
 
 
-def make_pack(aligned_dir, work_dir, num_records):
-    """train.rec of the first num_records sorted *.jpg under aligned_dir/<person>/; returns (rec, count)."""
+def make_pack(aligned_dir, work_dir, num_records, name="pack"):
+    """train.rec of the first num_records sorted *.jpg under aligned_dir/<person>/ (cycled again when it
+    holds fewer: the copies keep their person's label); returns (rec, count)."""
     from recordio_writer import write_insightface_pack
 
-    pack_dir = Path(work_dir) / "pack"
+    pack_dir = Path(work_dir) / name
     marker = pack_dir / ".complete"
     if marker.is_file() and marker.read_text() == f"{aligned_dir}:{num_records}":
         return pack_dir / "train.rec", num_records
     shutil.rmtree(pack_dir, ignore_errors=True)
     files = sorted(Path(aligned_dir).glob("*/*.jpg"))[:num_records]
-    if len(files) < num_records:
-        raise SystemExit(f"{aligned_dir}: {len(files)} aligned .jpg files, --records asks for {num_records}")
+    if not files:
+        raise SystemExit(f"{aligned_dir}: no aligned <person>/<file>.jpg files to pack")
+    files = [files[i % len(files)] for i in range(num_records)]
     people = {name: i for i, name in enumerate(sorted({f.parent.name for f in files}))}
     rec, _ = write_insightface_pack(pack_dir, [(people[f.parent.name], f.read_bytes()) for f in files],
                                     num_classes=len(people), image_size=_size_of(files[0]))
@@ -111,17 +114,21 @@ def decode_check(path, workers):
     return lambda: list(pool.map(decode, images)), len(images), pool
 
 
-def run_import(rec, out, workers):
+def run_import(rec, out, workers, measure_rss=False):
+    """(images, writing-phase seconds, wall seconds, peak RSS in kB or None) of one import in a fresh process."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "tfrecords.build", "--rec", str(rec), "--output-dir", str(out), "--no-progress",
            "--workers", str(workers)]
+    if measure_rss:
+        cmd = ["/usr/bin/time", "-f", "MAXRSS_KB %M"] + cmd
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-3000:])
     images, rate = re.search(r"; (\d+) images read in [\d.]+s \((\d+) img/s\)", proc.stdout).groups()
-    return int(images), int(images) / int(rate), wall
+    rss = int(re.search(r"MAXRSS_KB (\d+)", proc.stderr).group(1)) if measure_rss else None
+    return int(images), int(images) / int(rate), wall, rss
 
 
 def planning(rec):
@@ -160,6 +167,9 @@ def main(argv=None):
     p.add_argument("--work-dir", default="/tmp/recordio_import", help="where the pack and the shards go")
     p.add_argument("--workers", type=int, default=os.cpu_count(), help="builder threads (default: all cores)")
     p.add_argument("--repeats", type=int, default=3, help="each in-process measure is the best of this many")
+    p.add_argument("--rss-records", type=int, nargs="*", default=[],
+                   help="also import packs of these sizes once each (the aligned crops cycled) under /usr/bin/time "
+                        "and print peak RSS: memory should not grow with the pack, e.g. 13000 130000")
     args = p.parse_args(argv)
     from fileio.quiet_tensorflow import quiet_tensorflow
     quiet_tensorflow()   # the in-process build below imports TensorFlow
@@ -179,7 +189,7 @@ def main(argv=None):
             ("import: planning (2 passes of .idx + IRHeaders)", best_of(args.repeats, lambda: planning(rec)))]
     pool.shutdown()
     imports = [run_import(rec, Path(args.work_dir) / "shards", args.workers) for _ in range(args.repeats)]
-    images, write_seconds, wall = min(imports, key=lambda r: r[1])
+    images, write_seconds, wall, _ = min(imports, key=lambda r: r[1])
     assert images == n, (images, n)
     rows.append((f"import: writing phase, {args.workers} workers (as it reports)", write_seconds))
     rows.append(("import: whole command (start-up, plan, write)", min(r[2] for r in imports)))
@@ -189,6 +199,12 @@ def main(argv=None):
     print(f"\n{'':52s} {'records/s':>10s} {'MB/s':>8s} {'x plain read':>12s}")
     for name, seconds in rows:
         print(f"{name:52s} {n / seconds:10.0f} {size / seconds / 1e6:8.0f} {rows[0][1] / seconds:12.3f}")
+    for size_n in args.rss_records:
+        big, _ = make_pack(args.aligned_dir, args.work_dir, size_n, name=f"pack_{size_n}")
+        images, seconds, wall, rss = run_import(big, Path(args.work_dir) / f"shards_{size_n}", args.workers, True)
+        print(f"pack of {images} records ({big.stat().st_size / 1e6:.0f} MB): peak RSS {rss / 1024:.0f} MiB, "
+              f"writing phase {images / seconds:.0f} records/s, whole command {wall:.1f} s", flush=True)
+        shutil.rmtree(Path(args.work_dir) / f"shards_{size_n}", ignore_errors=True)
     print(f"\nload average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
