@@ -1,6 +1,6 @@
 """RecordIO import speed: ``tfrecords.build --rec`` against a plain read of the same file, in one run (not a test).
 
-    flock /tmp/cpu-heavy.lock .venv/bin/python benchmarks/recordio_import.py --aligned-dir data/lfw_aligned --rss-records 13000 130000
+    flock /tmp/cpu-heavy.lock .venv/bin/python -m benchmarks.recordio_import --aligned-dir data/lfw_aligned --rss-records 13000 130000
 
 Packs the first ``--records`` aligned LFW crops (sorted paths; one label per person) into an
 insightface pack with its header record (train.rec/.idx/property, written under ``--work-dir`` by
@@ -33,8 +33,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))   # the writer lives with the tests: the project only reads packs
 
 
 def cpu_model():
@@ -52,7 +50,7 @@ def cpu_model():
 def make_pack(aligned_dir, work_dir, num_records, name="pack"):
     """train.rec of the first num_records sorted *.jpg under aligned_dir/<person>/ (cycled again when it
     holds fewer: the copies keep their person's label); returns (rec, count)."""
-    from recordio_writer import write_insightface_pack
+    from tests.recordio_writer import write_insightface_pack   # the writer lives with the tests: we only read packs
 
     pack_dir = Path(work_dir) / name
     marker = pack_dir / ".complete"
