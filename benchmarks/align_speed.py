@@ -1,7 +1,7 @@
 """Alignment speed: the plain `mtcnn.MTCNN().detect_faces` loop vs align.FaceDetector vs the full
 align_folder pipeline, side by side in one run, on LFW images; plus landmark agreement.
 
-    flock /tmp/cpu-heavy.lock python benchmarks/align_speed.py [--lfw-dir ../shared/data/lfw]
+    flock /tmp/cpu-heavy.lock python -m benchmarks.align_speed [--lfw-dir ../shared/data/lfw]
         [--plain-images 100] [--pipeline-images 1000] [--workers 2]
 
 1. plain loop: `detect_faces(image_rgb)` one image at a time, one process, TF default threads
@@ -17,15 +17,14 @@ Goal (issue 3): all 13,233 LFW images in <= 10 min on 2 cores, i.e. >= 22 img/s 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from fileio.quiet_tensorflow import quiet_tensorflow  # noqa: E402
+quiet_tensorflow()   # before TensorFlow loads: its C++ start-up lines stay out of the output
 
 import numpy as np  # noqa: E402
 

@@ -1,14 +1,14 @@
-"""Time one training step per backbone: backbone + AM-Softmax head + SGD (momentum 0.9), fp32.
+"""Time train.py's own training step per backbone (benchmarks/real_step.py), fp32.
 
-Each backbone is built at --image-size with a 512-d embedding, topped with
-losses.build_head("am_softmax", num_classes=--num-classes), compiled with
-losses.margin_softmax_loss and SGD(momentum=0.9), and stepped on one fixed random batch
-(the data pipeline is not timed). After --warmup steps (tracing / XLA compilation), --steps steps
+Each backbone is built by training.state.build_training_state as train.py builds it (its default
+training options, e.g. ResFace with batch norm; --published for the papers' networks) with a
+512-d embedding, AM-Softmax over --num-classes classes and SGD (momentum 0.9), and stepped by
+training.trainer.make_train_step on one fixed random batch (the data pipeline is not timed). After --warmup steps (tracing / XLA compilation), --steps steps
 are timed one by one; the table gives the median ms/step, images/s and the achieved GFLOP/s,
 counting a training step as 3 x the backbone's forward FLOPs (forward + two backward convs).
 
 Run it alone on the machine:
-    flock /tmp/cpu-heavy.lock .venv/bin/python benchmarks/backbone_step.py --xla both
+    flock /tmp/cpu-heavy.lock .venv/bin/python -m benchmarks.backbone_step --xla both
 """
 
 import argparse
@@ -17,24 +17,14 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-import losses  # noqa: E402
-import models  # noqa: E402
+from fileio.images import parse_image_size
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbones", default="mobilefacenet,resface20,resface36,lresnet50e_ir",
-                        help="comma-separated names (default: all four); valid: "
-                             + ", ".join(models.list_backbones()))
+                        help="comma-separated names (default: all four)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
     parser.add_argument("--image-size", default="112x96", help="HEIGHTxWIDTH (default 112x96)")
     parser.add_argument("--embedding-size", type=int, default=512, help="default 512")
@@ -43,15 +33,21 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
     parser.add_argument("--xla", nargs="?", const="on", default="off", choices=["off", "on", "both"],
                         help="XLA jit_compile: off (default), on (bare --xla), or both side by side")
+    parser.add_argument("--published", action="store_true",
+                        help="the papers' networks (backbone options {}), not train.py's defaults")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    from fileio.quiet_tensorflow import quiet_tensorflow
+    quiet_tensorflow()   # before TensorFlow loads (models imports Keras): keeps its C++ lines out of the table
+    import models
+
     names = [n.strip() for n in args.backbones.split(",") if n.strip()]
     unknown = [n for n in names if n not in models.BACKBONES]
     if unknown or not names:
         parser.error(f"--backbones: unknown {unknown}; valid: {', '.join(models.list_backbones())}")
     args.backbones = names
     try:
-        args.image_size = models.parse_image_size(args.image_size)
+        args.image_size = parse_image_size(args.image_size)
     except ValueError as error:
         parser.error(f"--image-size: {error}")
     for flag in ("batch_size", "steps", "embedding_size", "num_classes"):
@@ -62,32 +58,26 @@ def parse_args(argv=None):
     return args
 
 
-def build_training_model(name, args, jit_compile):
-    """(images [B,H,W,3], labels [B]) -> logits [B, C], compiled with the margin loss and SGD."""
-    backbone = models.build_backbone(name, args.image_size, args.embedding_size)
-    images = keras.Input((*args.image_size, 3), name="images")
-    labels = keras.Input((), dtype="int32", name="labels")
-    logits = losses.build_head("am_softmax", num_classes=args.num_classes)(backbone(images), labels)
-    model = keras.Model([images, labels], logits, name=f"{name}_train")
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
-                  loss=losses.margin_softmax_loss, jit_compile=jit_compile)
-    return model, backbone
+def time_backbone(name, args, jit_compile):
+    import numpy as np
+    from tqdm import tqdm
 
+    import models
+    from benchmarks.real_step import make_real_step
 
-def time_backbone(name, args, jit_compile, rng):
-    model, backbone = build_training_model(name, args, jit_compile)
-    images = rng.uniform(-1, 1, (args.batch_size, *args.image_size, 3)).astype("float32")
-    labels = rng.integers(0, args.num_classes, args.batch_size).astype("int32")
+    step = make_real_step(name, args.batch_size, args.image_size, args.num_classes, xla=jit_compile,
+                          backbone_options={} if args.published else None, seed=args.seed)
     times, loss = [], None
     label = f"{name} xla={'on' if jit_compile else 'off'}"
-    for step in tqdm(range(args.warmup + args.steps), desc=label, file=sys.stderr, leave=False):
+    for i in tqdm(range(args.warmup + args.steps), desc=label, file=sys.stderr, leave=False):
         start = time.perf_counter()
-        loss = model.train_on_batch([images, labels], labels)  # returns a Python float: synchronised
-        if step >= args.warmup:
+        loss = step.run()  # a Python float: synchronised
+        if i >= args.warmup:
             times.append(time.perf_counter() - start)
     if not np.isfinite(loss):
         raise RuntimeError(f"{label}: loss became {loss}")
     ms = 1000 * statistics.median(times)
+    backbone = step.state.backbone
     flops = models.count_forward_flops(backbone)
     return {
         "backbone": name, "xla": "on" if jit_compile else "off", "params_m": backbone.count_params() / 1e6,
@@ -98,19 +88,21 @@ def time_backbone(name, args, jit_compile, rng):
 
 def main(argv=None):
     args = parse_args(argv)
-    rng = np.random.default_rng(args.seed)
+    import keras
+
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.xla]
     h, w = args.image_size
     print(f"# backbone training step: batch {args.batch_size}, {h}x{w}, fp32, {args.embedding_size}-d, "
-          f"AM-Softmax {args.num_classes} classes, SGD momentum 0.9; {args.warmup} warm-up + "
+          f"AM-Softmax {args.num_classes} classes, SGD momentum 0.9, "
+          f"{'published networks' if args.published else 'train.py default options'}; {args.warmup} warm-up + "
           f"{args.steps} timed steps")
     print(f"# keras {keras.__version__} backend {keras.backend.backend()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    print(f"# command: {' '.join(sys.argv)}")
+    print(f"# command: python -m benchmarks.backbone_step {' '.join(sys.argv[1:])}")
     rows = []
     for name in args.backbones:
         for jit in modes:
-            rows.append(time_backbone(name, args, jit, rng))
+            rows.append(time_backbone(name, args, jit))
             keras.backend.clear_session()
     print("| backbone | XLA | params (M) | fwd GFLOP/img | ms/step (median) | min-max ms | images/s | GFLOP/s (3x fwd) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")

@@ -1,6 +1,6 @@
 """Builder peak memory and throughput at two dataset sizes (default 10k vs 100k images; not a test).
 
-    flock /tmp/cpu-heavy.lock .venv/bin/python benchmarks/build_memory.py
+    flock /tmp/cpu-heavy.lock .venv/bin/python -m benchmarks.build_memory
 
 Makes synthetic aligned folders under /tmp (112x96 JPEGs, 20 images per identity; the bytes
 come from a pool of distinct smooth random images, so files have realistic JPEG sizes), runs

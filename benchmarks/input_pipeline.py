@@ -1,26 +1,25 @@
 """Input pipeline throughput, side by side in one run (images/s; not a test).
 
-    flock /tmp/cpu-heavy.lock .venv/bin/python benchmarks/input_pipeline.py
+    flock /tmp/cpu-heavy.lock .venv/bin/python -m benchmarks.input_pipeline
 
 Columns, all on the same 112x96 JPEGs in one process:
   (a) path-list loader (the AM-Softmax reference approach, written in tf.data as strongly as it
       goes: Python list of paths -> read_file -> decode_jpeg -> flip -> scale, AUTOTUNE map, batch)
   (b) tfrecords.make_train_dataset over shards built from the same images
-  (c) ResFace20 and MobileFaceNet training steps (SGD, batch 64, jit) for scale: how many
-      images/s training consumes. Skipped with a note if models/ or losses/ cannot be imported.
+  (c) ResFace20 and MobileFaceNet training steps (train.py's own step, batch 64) for scale: how
+      many images/s training consumes. Skipped with a note if models/ or losses/ cannot be imported.
 Data: the aligned folder given by --aligned, else 112x96 JPEGs made from LFW (centre crop and
 resize of /work/shared/data/lfw/images; the statistics of real face JPEGs) under /tmp.
 """
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from fileio.quiet_tensorflow import quiet_tensorflow  # noqa: E402
+quiet_tensorflow()   # before TensorFlow loads: its C++ start-up lines stay out of the output
 
 LFW_IMAGES = REPO.parent / "shared" / "data" / "lfw" / "images"
 
@@ -86,35 +85,15 @@ def images_per_second(ds, batch_size, seconds, warmup_batches=20):
 
 
 def training_rate(name, image_size, num_classes, batch_size=64, steps=5, warmup=2):
-    """Images/s of SGD training steps (forward + backward + update) of a backbone + AM-Softmax head."""
-    import keras
-    import numpy as np
-    import tensorflow as tf
+    """Images/s of train.py's own training step (benchmarks/real_step.py) for backbone `name`."""
+    from benchmarks.real_step import make_real_step
 
-    import losses
-    import models
-
-    backbone = models.build_backbone(name, image_size=image_size, embedding_size=512)
-    head = losses.build_head("am_softmax", num_classes)
-    optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
-    x = tf.constant(np.random.default_rng(0).uniform(-1, 1, (batch_size, *image_size, 3)).astype("float32"))
-    y = tf.constant(np.arange(batch_size) % num_classes, tf.int32)
-    head(backbone(x[:1]), y[:1])
-
-    @tf.function(jit_compile=True)
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            logits = head(backbone(x, training=True), y)
-            loss = losses.margin_softmax_loss(y, logits)
-        variables = backbone.trainable_variables + head.trainable_variables
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss
-
+    step = make_real_step(name, batch_size, tuple(image_size), num_classes)
     for _ in range(warmup):
-        step(x, y).numpy()
+        step.run()
     t0 = time.perf_counter()
     for _ in range(steps):
-        step(x, y).numpy()
+        step.run()
     return steps * batch_size / (time.perf_counter() - t0)
 
 

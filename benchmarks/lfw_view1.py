@@ -19,6 +19,7 @@ DevTrain model has seen some of its identities: that row is reported, but it is 
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -27,7 +28,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 
@@ -155,6 +155,19 @@ def read_summaries(run):
     return read_jsonl(run / "train_summary.jsonl")
 
 
+@dataclasses.dataclass
+class Bench:
+    """What every stage of one benchmark invocation shares."""
+    args: argparse.Namespace
+    lfw: Path                 # the original LFW: images/ and the protocol files
+    work: Path                # --work-dir: aligned/, shards/, runs/, results/, logs/
+    aligned: Path
+    shards: Path
+    stages: "Stages"
+    cached: set               # stages a rerun found done and skipped
+    results: dict             # -> results.json
+
+
 def main(argv=None):
     args = parse_args(argv)
     lfw, work = Path(args.lfw_dir).resolve(), Path(args.work_dir).resolve()
@@ -162,124 +175,130 @@ def main(argv=None):
         if not (lfw / needed).exists():
             raise SystemExit(f"{lfw / needed} is missing: --lfw-dir must be the original LFW folder "
                              "(images/ and the protocol files)")
-    aligned = Path(args.aligned_dir).resolve() if args.aligned_dir else work / "aligned"
-    shards = work / "shards"
-    py = sys.executable
-    stages = Stages(work)
-    cached = set()
-    results = {"command": " ".join([Path(sys.argv[0]).as_posix()] + (argv or sys.argv[1:])),
-               "settings": vars(args), "stages": {}, "runs": {}}
-
-    # 1. Align every LFW image (resumes: files already in the report are not redone).
-    stages.run("align", [py, REPO / "align/align_lfw.py", "--input-dir", lfw / "images", "--output-dir", aligned,
-                         "--fallback", "center", "--workers", args.align_workers])
-    align_summary = json.loads((aligned / "align_summary.json").read_text())
-    results["align"] = {k: align_summary[k] for k in ("files", "aligned", "fallback", "failed",
-                                                      "processed_this_run", "skipped_already_done")}
-
-    # 2. Shards from View 1 DevTrain identities only.
-    if (shards / "manifest.json").is_file():
-        cached.add("build")
-    else:
-        stages.run("build", [py, "-m", "tfrecords.build", "--input-dir", aligned, "--output-dir", shards,
-                             "--people", lfw / "peopleDevTrain.txt", "--min-images", args.min_images,
-                             "--val-identities", args.val_identities, "--val-pairs", 1000, "--no-progress"])
-    results["data"] = check_identities(shards, lfw)
-    d = results["data"]
-    print(f"data: {d['train_images']} images of {d['train_identities']} DevTrain identities; 0 shared with "
-          f"pairsDevTest; {d['view2_shared_identities']} of the {d['view2_identities']} pairs.txt identities "
-          "were seen in training or validation", flush=True)
-
-    # 3. One run per backbone and loss, each under the same budget; 4. evaluate each.
-    # With a single --backbone the runs are named by loss alone (runs/am_softmax, ...), as before.
-    specs = args.backbones or [args.backbone]
-    results["cpu"] = cpu_name()
+    bench = Bench(args, lfw, work, Path(args.aligned_dir).resolve() if args.aligned_dir else work / "aligned",
+                  work / "shards", Stages(work), set(),
+                  {"command": " ".join(["python -m benchmarks.lfw_view1"] + (argv or sys.argv[1:])),
+                   "settings": vars(args), "stages": {}, "runs": {}, "cpu": cpu_name()})
+    align_and_build(bench)
+    # One run per backbone and loss, each under the same budget, each evaluated. With a single
+    # --backbone the runs are named by loss alone (runs/am_softmax, ...), as before.
     run_dirs = {}
-    for spec in specs:
+    for spec in args.backbones or [args.backbone]:
         name, options, precision = parse_backbone_spec(spec)
         tag = "" if args.backbones is None else spec.replace(":", "-").replace("=", "-").replace(",", "-").replace("@", "-")
-        common = ["--data", shards, "--backbone", name, "--embedding-size", args.embedding_size,
+        common = ["--data", bench.shards, "--backbone", name, "--embedding-size", args.embedding_size,
                   "--batch-size", args.batch_size, "--mixed-precision", precision]
         for option in options:
             common += ["--backbone-option", option]
-        # 3a. Size the schedule so it ends inside the budget, fixed once per backbone: a rerun that
-        # resumes an interrupted training must pass the same --max-steps, or its lr schedule would change.
-        schedule_file = work / (f"schedule-{tag}.json" if tag else "schedule.json")
-        calibrate = f"calibrate-{tag}" if tag else "calibrate"
-        if schedule_file.is_file():
-            schedule = json.loads(schedule_file.read_text())
-            cached.add(calibrate)
-        else:
-            schedule = plan_schedule(args, stages, common, work / "runs" / calibrate, calibrate)
-            schedule_file.write_text(json.dumps(schedule, indent=1) + "\n")
-        results.setdefault("schedules", {})[tag or "all"] = schedule
-        results["schedule"] = schedule
-        max_steps, val_every, ips = schedule["max_steps"], schedule["val_every"], schedule["calibrated_images_per_sec"]
-        print(f"schedule {spec}: {ips or float('nan'):.1f} img/s -> {max_steps} steps of {args.batch_size} "
-              f"in {args.train_minutes:g} min", flush=True)
-
-        # 3b. One run per loss, the same budget and schedule for each.
+        schedule = schedule_for(bench, spec, tag, common)
         for loss in args.losses:
             key = f"{tag}-{loss}" if tag else loss
-            run = run_dirs[key] = work / "runs" / key
-            summaries = read_summaries(run)
-            train_args = [py, REPO / "train.py", *common, "--loss", loss, "--lr-schedule", args.lr_schedule,
-                          *(["--lr", args.lr] if args.lr is not None else []),
-                          "--warmup-steps", args.warmup_steps, "--max-steps", max_steps,
-                          "--time-limit", args.train_minutes, "--val-every", val_every,
-                          "--checkpoint-every", val_every, "--log-every", 10, "--output-dir", run,
-                          *args.extra_train_args.split()]
-            entry = {"backbone": spec, "loss": loss, "precision": precision, "heads": head_settings(loss),
-                     "command": " ".join(str(a) for a in train_args[1:]).replace(str(REPO) + "/", "")}
-            guard_log = stages.logs / f"train_{key}.log"
-            if summaries and (summaries[-1]["last_step"] == summaries[-1]["steps"] or summaries[-1]["time_limited"]):
-                cached.add(f"train_{key}")
-            elif not summaries and guard_log.is_file() and guard_stop(guard_log):
-                cached.add(f"train_{key}")
-            else:
-                if summaries or (run / "checkpoints" / "checkpoint").is_file():
-                    train_args.append("--resume")
-                # Exit 1 is the collapse guard (or a divergence): a result to report, not a crash.
-                stages.run(f"train_{key}", train_args, tolerated=(1,))
-                summaries = read_summaries(run)
-            stopped = guard_stop(guard_log) if not summaries else None
-            if stopped:
-                entry.update(guard_stopped=stopped, steps=stopped_step(run), train_wall_seconds=stages.seconds.get(f"train_{key}"))
-                results["runs"][key] = entry
-                continue
-            s = summaries[-1]
-            entry.update({"steps": s["last_step"], "planned_steps": s["steps"], "time_limited": s["time_limited"],
-                          "images_seen": s["last_step"] * s["global_batch"],
-                          "epochs": s["last_step"] * s["global_batch"] / results["data"]["train_images"],
-                          "train_wall_seconds": sum(x["wall_seconds"] for x in summaries),
-                          "images_per_sec": s["images_per_sec"], "best_heldout_accuracy": s["best_validation_accuracy"],
-                          "final_train_loss": s["final_loss"],
-                          "heldout_curve": [(e["step"], e["accuracy_mean"]) for e in read_jsonl(run / "train_log.jsonl")
-                                            if "validation" in e]})
-            for pairs in args.eval_pairs:
-                out = work / "results" / f"{key}_{pairs}.json"
-                if out.is_file():
-                    cached.add(f"eval_{key}_{pairs}")
-                else:
-                    stages.run(f"eval_{key}_{pairs}", [py, REPO / "evaluate.py", "--model", run, "--lfw-pairs",
-                                                       lfw / f"{pairs}.txt", "--lfw-dir", aligned, "--output", out,
-                                                       "--no-progress"])
-                r = json.loads(out.read_text())
-                entry[pairs] = {k: r[k] for k in ("accuracy_mean", "accuracy_std", "val", "val_std", "far", "auc",
-                                                  "eer", "num_pairs", "embed_seconds", "images_per_second")}
-            results["runs"][key] = entry
+            run_dirs[key] = bench.work / "runs" / key
+            entry = {"backbone": spec, "loss": loss, "precision": precision, "heads": head_settings(loss)}
+            bench.results["runs"][key] = train_and_evaluate(bench, key, common + ["--loss", loss], schedule, entry)
 
     from training.curves import plot_learning_curves
     curves = plot_learning_curves({key: run for key, run in run_dirs.items() if (run / "logs").is_dir()},
                                   work / "learning_curves.png")
-    results["stages"] = {name: round(sec, 1) for name, sec in stages.seconds.items()}
-    results["cached"] = sorted(cached)
+    results = bench.results
+    results["stages"] = {name: round(sec, 1) for name, sec in bench.stages.seconds.items()}
+    results["cached"] = sorted(bench.cached)
     table = format_table(results)
     (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (work / "results.md").write_text(table + "\n")
     print("\n" + table)
     print(f"\nwrote {work / 'results.json'}, {work / 'results.md'}, {curves}")
     return 0
+
+
+def align_and_build(bench):
+    """Align every LFW image (resumable), then shards from View 1 DevTrain identities only."""
+    args, lfw, py = bench.args, bench.lfw, sys.executable
+    bench.stages.run("align", [py, REPO / "align/align_lfw.py", "--input-dir", lfw / "images",
+                               "--output-dir", bench.aligned, "--fallback", "center", "--workers", args.align_workers])
+    align_summary = json.loads((bench.aligned / "align_summary.json").read_text())
+    bench.results["align"] = {k: align_summary[k] for k in ("files", "aligned", "fallback", "failed",
+                                                            "processed_this_run", "skipped_already_done")}
+    if (bench.shards / "manifest.json").is_file():
+        bench.cached.add("build")
+    else:
+        bench.stages.run("build", [py, "-m", "tfrecords.build", "--input-dir", bench.aligned,
+                                   "--output-dir", bench.shards, "--people", lfw / "peopleDevTrain.txt",
+                                   "--min-images", args.min_images, "--val-identities", args.val_identities,
+                                   "--val-pairs", 1000, "--no-progress"])
+    d = bench.results["data"] = check_identities(bench.shards, lfw)
+    print(f"data: {d['train_images']} images of {d['train_identities']} DevTrain identities; 0 shared with "
+          f"pairsDevTest; {d['view2_shared_identities']} of the {d['view2_identities']} pairs.txt identities "
+          "were seen in training or validation", flush=True)
+
+
+def schedule_for(bench, spec, tag, common):
+    """The run length for one backbone spec, sized once and kept in schedule[-TAG].json: a rerun
+    that resumes an interrupted training must pass the same --max-steps, or its lr schedule would change."""
+    schedule_file = bench.work / (f"schedule-{tag}.json" if tag else "schedule.json")
+    calibrate = f"calibrate-{tag}" if tag else "calibrate"
+    if schedule_file.is_file():
+        schedule = json.loads(schedule_file.read_text())
+        bench.cached.add(calibrate)
+    else:
+        schedule = plan_schedule(bench.args, bench.stages, common, bench.work / "runs" / calibrate, calibrate)
+        schedule_file.write_text(json.dumps(schedule, indent=1) + "\n")
+    bench.results.setdefault("schedules", {})[tag or "all"] = schedule
+    bench.results["schedule"] = schedule
+    print(f"schedule {spec}: {schedule['calibrated_images_per_sec'] or float('nan'):.1f} img/s -> "
+          f"{schedule['max_steps']} steps of {bench.args.batch_size} in {bench.args.train_minutes:g} min", flush=True)
+    return schedule
+
+
+def train_and_evaluate(bench, key, common, schedule, entry):
+    """Train runs/KEY under the schedule (resuming an interrupted run, skipping a finished one), then
+    evaluate it on each --eval-pairs file. -> the run's entry for results.json."""
+    args, py, run = bench.args, sys.executable, bench.work / "runs" / key
+    train_args = [py, REPO / "train.py", *common, "--lr-schedule", args.lr_schedule,
+                  *(["--lr", args.lr] if args.lr is not None else []),
+                  "--warmup-steps", args.warmup_steps, "--max-steps", schedule["max_steps"],
+                  "--time-limit", args.train_minutes, "--val-every", schedule["val_every"],
+                  "--checkpoint-every", schedule["val_every"], "--log-every", 10, "--output-dir", run,
+                  *args.extra_train_args.split()]
+    entry["command"] = " ".join(str(a) for a in train_args[1:]).replace(str(REPO) + "/", "")
+    summaries = read_summaries(run)
+    guard_log = bench.stages.logs / f"train_{key}.log"
+    if summaries and (summaries[-1]["last_step"] == summaries[-1]["steps"] or summaries[-1]["time_limited"]):
+        bench.cached.add(f"train_{key}")
+    elif not summaries and guard_log.is_file() and guard_stop(guard_log):
+        bench.cached.add(f"train_{key}")
+    else:
+        if summaries or (run / "checkpoints" / "checkpoint").is_file():
+            train_args.append("--resume")
+        # Exit 1 is the collapse guard (or a divergence): a result to report, not a crash.
+        bench.stages.run(f"train_{key}", train_args, tolerated=(1,))
+        summaries = read_summaries(run)
+    stopped = guard_stop(guard_log) if not summaries else None
+    if stopped:
+        entry.update(guard_stopped=stopped, steps=stopped_step(run),
+                     train_wall_seconds=bench.stages.seconds.get(f"train_{key}"))
+        return entry
+    s = summaries[-1]
+    entry.update({"steps": s["last_step"], "planned_steps": s["steps"], "time_limited": s["time_limited"],
+                  "images_seen": s["last_step"] * s["global_batch"],
+                  "epochs": s["last_step"] * s["global_batch"] / bench.results["data"]["train_images"],
+                  "train_wall_seconds": sum(x["wall_seconds"] for x in summaries),
+                  "images_per_sec": s["images_per_sec"], "best_heldout_accuracy": s["best_validation_accuracy"],
+                  "final_train_loss": s["final_loss"],
+                  "heldout_curve": [(e["step"], e["accuracy_mean"]) for e in read_jsonl(run / "train_log.jsonl")
+                                    if "validation" in e]})
+    for pairs in args.eval_pairs:
+        out = bench.work / "results" / f"{key}_{pairs}.json"
+        if out.is_file():
+            bench.cached.add(f"eval_{key}_{pairs}")
+        else:
+            bench.stages.run(f"eval_{key}_{pairs}", [py, REPO / "evaluate.py", "--model", run, "--lfw-pairs",
+                                                     bench.lfw / f"{pairs}.txt", "--lfw-dir", bench.aligned,
+                                                     "--output", out, "--no-progress"])
+        r = json.loads(out.read_text())
+        entry[pairs] = {k: r[k] for k in ("accuracy_mean", "accuracy_std", "val", "val_std", "far", "auc",
+                                          "eer", "num_pairs", "embed_seconds", "images_per_second")}
+    return entry
 
 
 def guard_stop(log):

@@ -17,9 +17,9 @@ not timed; ms/step is the median of the timed steps.
 FLOPs: models.count_forward_flops (2 per multiply-add, convs + dense) of the backbone, x3 for a
 training step (forward, input gradient, weight gradient); the head's 1 MFLOP is left out.
 
-    flock /tmp/cpu-heavy.lock .venv/bin/python benchmarks/train_speed.py            # the table
-    flock /tmp/cpu-heavy.lock .venv/bin/python benchmarks/train_speed.py --quick    # sanity run
-    flock /tmp/cpu-heavy.lock .venv/bin/python benchmarks/train_speed.py --profile  # + knobs, per-op
+    flock /tmp/cpu-heavy.lock .venv/bin/python -m benchmarks.train_speed            # the table
+    flock /tmp/cpu-heavy.lock .venv/bin/python -m benchmarks.train_speed --quick    # sanity run
+    flock /tmp/cpu-heavy.lock .venv/bin/python -m benchmarks.train_speed --profile  # + knobs, per-op
 """
 
 import argparse
@@ -125,18 +125,14 @@ def _serve(handlers):
 
 def tf_worker():
     """TF side: builds the model with the project's code and runs training.trainer's step."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.path.insert(0, str(ROOT))
-    import dataclasses
-
+    from fileio.quiet_tensorflow import quiet_tensorflow  # noqa: E402
+    quiet_tensorflow()   # before TensorFlow loads: its C++ start-up lines stay out of the output
     import keras
     import numpy as np
     import tensorflow as tf
 
     import models
-    from training.config import TrainConfig
-    from training.state import build_training_state
-    from training.trainer import make_train_step
+    from benchmarks.real_step import make_real_step
 
     state = {}
 
@@ -145,23 +141,13 @@ def tf_worker():
             tf.config.threading.set_intra_op_parallelism_threads(intra)
         if inter:
             tf.config.threading.set_inter_op_parallelism_threads(inter)
-        keras.utils.set_random_seed(0)
-        config = TrainConfig(backbone=backbone, batch_size=batch_size, num_classes=num_classes, lr=lr,
-                             lr_schedule="constant")
-        strategy = tf.distribute.get_strategy()
-        # The same builder as train.py: what is timed is what trains.
-        training_state = build_training_state(config, num_classes, tuple(image_size), 30000)
-        model, head, optimizer = training_state.backbone, training_state.head, training_state.optimizer
-        trained = training_state.model   # input scaling + backbone: what make_train_step trains
-        rng = np.random.default_rng(0)
-        images = rng.uniform(0, 255, (batch_size, *image_size, 3)).astype("float32")   # the model scales
-        labels = rng.integers(0, num_classes, batch_size).astype("int32")
-        data = strategy.distribute_datasets_from_function(
-            lambda ctx: tf.data.Dataset.from_tensors((images, labels)).repeat())
-        state["iterator"] = iter(data)
-        state["steps"] = {mode: make_train_step(strategy, trained, head, optimizer,
-                                                dataclasses.replace(config, xla=mode == "xla"), batch_size)
-                          for mode in modes}
+        # train.py's own builder and step (benchmarks/real_step.py): what is timed is what trains.
+        # backbone_options={}: the published networks, which the PyTorch twins reproduce.
+        steps = {mode: make_real_step(backbone, batch_size, tuple(image_size), num_classes, lr=lr,
+                                      xla=mode == "xla", backbone_options={}) for mode in modes}
+        state["steps"] = steps
+        first = next(iter(steps.values())).state
+        model, head = first.backbone, first.head
         params = lambda vs: int(sum(np.prod(v.shape) for v in vs))  # noqa: E731
         decayed = [v for v in model.trainable_variables if v.path.endswith("kernel")] + [head.kernel]
         return {"backbone_params": params(model.trainable_variables),
@@ -179,8 +165,7 @@ def tf_worker():
         times, step_losses = [], []
         for _ in range(steps):
             start = time.perf_counter()
-            loss = step(state["iterator"])["loss"]
-            step_losses.append(float(loss))  # waits for the step
+            step_losses.append(step.run())  # a float: waits for the step
             times.append(time.perf_counter() - start)
         return {"times": times, "loss": step_losses[-1], "first_loss": step_losses[0]}
 
@@ -235,8 +220,7 @@ def torch_worker():
     import torch
     from torch.nn import functional as F
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import torch_models
+    from benchmarks import torch_models
 
     state = {}
 
@@ -304,12 +288,12 @@ def torch_worker():
 
 
 class Worker:
-    """A worker process (this script with --worker) spoken to one JSON line at a time."""
+    """A worker process (``python -m benchmarks.train_speed --worker KIND`` from the repository root) spoken to one JSON line at a time."""
 
     def __init__(self, kind, python, name, env=None):
         self.name = name
         self.log = tempfile.NamedTemporaryFile("w+", prefix=f"train_speed_{kind}_", suffix=".log", delete=False)
-        self.process = subprocess.Popen([python, str(Path(__file__).resolve()), "--worker", kind],
+        self.process = subprocess.Popen([python, "-m", "benchmarks.train_speed", "--worker", kind],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
                                         text=True, cwd=ROOT, env={**os.environ, **(env or {})})
 

@@ -11,7 +11,7 @@ that step's batch, without changing the training:
 - loss and training accuracy. At the end, held-out validation (accuracy, AUC, cosine of different
   people) through the same code as train.py's validation.
 
-    python benchmarks/training_dynamics.py --data data/lfw_view1/shards --backbone resface20 \\
+    python -m benchmarks.training_dynamics --data data/lfw_view1/shards --backbone resface20 \\
         --lr 0.1 --batch-size 64 --steps 30 --output data/dynamics/resface20_lr0.1.jsonl
 
 Any train.py setting can be given as ``--set KEY=VALUE`` (e.g. ``--set warmup_steps=100``,
@@ -20,13 +20,11 @@ Any train.py setting can be given as ``--set KEY=VALUE`` (e.g. ``--set warmup_st
 
 import argparse
 import json
-import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from fileio.quiet_tensorflow import quiet_tensorflow  # noqa: E402
+quiet_tensorflow()   # before TensorFlow loads: its C++ start-up lines stay out of the output
 
 
 def parse_args(argv=None):

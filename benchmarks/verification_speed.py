@@ -1,7 +1,7 @@
 """Speed of verification: 6,000-pair 10-fold metrics (target < 1 s) and a model's embedding throughput.
 
-    flock /tmp/cpu-heavy.lock .venv/bin/python benchmarks/verification_speed.py
-    flock /tmp/cpu-heavy.lock .venv/bin/python benchmarks/verification_speed.py --backbone mobilefacenet --num-images 512
+    flock /tmp/cpu-heavy.lock .venv/bin/python -m benchmarks.verification_speed
+    flock /tmp/cpu-heavy.lock .venv/bin/python -m benchmarks.verification_speed --backbone mobilefacenet --num-images 512
 
 1. verification_metrics on 6,000 pairs laid out as LFW View 2 (10 folds x 300 same + 300 different),
    1,024-d features (512-d embeddings, flip-concatenated; noisy enough that accuracy is ~90 %): median
@@ -13,13 +13,10 @@
 """
 
 import argparse
-import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from fileio.quiet_tensorflow import quiet_tensorflow  # noqa: E402
+quiet_tensorflow()   # before TensorFlow loads: its C++ start-up lines stay out of the output
 
 import numpy as np  # noqa: E402
 

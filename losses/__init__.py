@@ -1,15 +1,32 @@
 """Margin-softmax heads (softmax, AM-Softmax/CosFace, ArcFace, SphereFace, combined) and the loss.
 
 Pure Keras 3 (``keras.ops``), so heads run on the TensorFlow, JAX and PyTorch backends.
+
+The names below load on first use (PEP 562), so ``python -m losses.plot_margins`` can quiet
+TensorFlow's start-up lines and answer ``--help`` before Keras is imported.
 """
 
-from losses.heads import HEADS, HeadEntry, NormalizedMarginHead, SoftmaxHead, build_head, head_options, list_heads
-from losses.loss import margin_softmax_loss
-from losses.margins import (am_softmax_logits, arcface_logits, combined_margin_logits,
-                            sphereface_logits, sphereface_psi)
+import importlib
 
-__all__ = [
-    "HEADS", "HeadEntry", "NormalizedMarginHead", "SoftmaxHead", "build_head", "head_options", "list_heads",
-    "margin_softmax_loss", "am_softmax_logits", "arcface_logits", "combined_margin_logits",
-    "sphereface_logits", "sphereface_psi",
-]
+_HOMES = {
+    "losses.heads": ["HEADS", "HeadEntry", "NormalizedMarginHead", "SoftmaxHead", "build_head", "head_options",
+                     "list_heads"],
+    "losses.loss": ["margin_softmax_loss"],
+    "losses.margins": ["am_softmax_logits", "arcface_logits", "combined_margin_logits", "sphereface_logits",
+                       "sphereface_psi"],
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+__all__ = list(_HOME_OF)
+
+
+def __getattr__(name):
+    if name not in _HOME_OF:
+        raise AttributeError(f"module 'losses' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME_OF[name]), name)
+    globals()[name] = value   # later look-ups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

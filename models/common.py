@@ -1,11 +1,15 @@
-"""Layer factories shared by the backbones (built-in Keras layers only, channels-last).
+"""Layer factories shared by the backbones (channels-last).
 
-Every backbone takes scaled images [B, H, W, 3] (see models/scaling.py) and uses only
-built-in layers, so a saved model reloads with ``keras.saving.load_model(path, safe_mode=True)``
-and no custom objects, on the TensorFlow, JAX and PyTorch backends alike.
+Every backbone takes scaled images [B, H, W, 3] (see models/scaling.py) and uses built-in layers,
+except batch norm and PReLU, which are the stock classes with a cheaper step (models/layers.py:
+same variables and maths). Exports swap those back (``models.layers.with_stock_layers``), so a
+saved model reloads with ``keras.saving.load_model(path, safe_mode=True)`` and no custom objects,
+on the TensorFlow, JAX and PyTorch backends alike.
 """
 
 import keras
+
+from models.layers import FastPReLU, FusedBatchNormalization
 
 DATA_FORMAT = "channels_last"  # explicit, so a user's keras.json image_data_format cannot flip it
 
@@ -62,8 +66,7 @@ def prelu(name):
 
     0.25 is the Caffe, MXNet and PyTorch default; Keras' own default (0) would start as ReLU.
     """
-    return keras.layers.PReLU(
-        alpha_initializer=keras.initializers.Constant(0.25), shared_axes=[1, 2], name=name)
+    return FastPReLU(alpha_initializer=keras.initializers.Constant(0.25), shared_axes=[1, 2], name=name)
 
 
 def batch_norm(name, *, epsilon, momentum, scale=True):
@@ -71,8 +74,7 @@ def batch_norm(name, *, epsilon, momentum, scale=True):
 
     ``momentum`` has the MXNet/TF meaning: moving = momentum * moving + (1 - momentum) * batch.
     """
-    return keras.layers.BatchNormalization(
-        axis=-1, momentum=momentum, epsilon=epsilon, scale=scale, name=name)
+    return FusedBatchNormalization(axis=-1, momentum=momentum, epsilon=epsilon, scale=scale, name=name)
 
 
 def flatten(name="flatten"):

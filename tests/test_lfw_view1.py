@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "benchmarks" / "lfw_view1.py"
 
 
 def _people(lfw_dir, people_file, count, images=3):
@@ -39,7 +38,7 @@ def _mini_lfw(lfw_dir, root, train, test):
 
 
 def _run(lfw, work, *extra):
-    args = [sys.executable, str(SCRIPT), "--lfw-dir", str(lfw), "--work-dir", str(work), "--max-steps", "3",
+    args = [sys.executable, "-m", "benchmarks.lfw_view1", "--lfw-dir", str(lfw), "--work-dir", str(work), "--max-steps", "3",
             "--validations", "1", "--batch-size", "4", "--embedding-size", "16", "--warmup-steps", "0",
             "--val-identities", "2", "--train-minutes", "10", "--align-workers", "1", *extra]
     return subprocess.run(args, capture_output=True, text=True, cwd=REPO)
@@ -104,11 +103,8 @@ def test_lfw_view1_pipeline_table_rerun_and_identity_check(lfw_dir, tmp_path):
 
 
 def _script():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("lfw_view1", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from benchmarks import lfw_view1
+    return lfw_view1
 
 
 def test_backbone_specs_and_a_guard_stopped_run_in_the_table(tmp_path):

@@ -10,6 +10,7 @@ import keras
 
 from fileio import atomic_output
 
+from models.layers import with_stock_layers
 from models.scaling import input_scaling_layer
 
 
@@ -24,15 +25,18 @@ def build_embedding_model(backbone, image_size):
 
 
 def save_keras_atomic(model, path):
-    """model.save to ``path`` via a temporary name, so a kill never leaves a half-written file."""
+    """model.save to ``path`` via a temporary name, so a kill never leaves a half-written file.
+
+    The file holds the stock Keras layers (models.layers.with_stock_layers), weights unchanged."""
     with atomic_output(path) as tmp:
-        model.save(tmp)
+        with_stock_layers(model).save(tmp)
     return Path(path)
 
 
 def export_embedding_model(model, export_dir):
     """Write EXPORT/embedding.keras and EXPORT/saved_model/; returns their paths."""
     export_dir = Path(export_dir)
+    model = with_stock_layers(model)   # once, for both files
     keras_path = save_keras_atomic(model, export_dir / "embedding.keras")
     saved = export_dir / "saved_model"
     with atomic_output(saved) as tmp:

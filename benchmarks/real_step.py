@@ -1,0 +1,58 @@
+"""train.py's own training step on a fixed batch: the one home for every speed benchmark's step.
+
+A benchmark that writes its own step times something train.py never runs. This builds the state
+with training.state.build_training_state and the step with training.trainer.make_train_step (the
+default strategy), and feeds one fixed random batch through tf.data so the input pipeline is not
+what is timed.
+"""
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class RealStep:
+    """A ready-to-time training step. ``run()`` does one step and returns its mean loss (a float:
+    reading it waits for the step to finish)."""
+
+    state: object        # training.state.TrainingState
+    step_fn: object      # make_train_step's tf.function
+    iterator: object     # the distributed iterator over the repeated batch
+    batch_size: int
+
+    def run(self):
+        return float(self.step_fn(self.iterator)["loss"])
+
+
+def make_real_step(backbone, batch_size, image_size, num_classes, *, lr=0.01, xla=False,
+                   mixed_precision="off", backbone_options=None, seed=0):
+    """Build train.py's state and step for `backbone` on one random batch of uint8-range images.
+
+    image_size: (height, width); lr: constant learning rate (SGD momentum 0.9 and weight decay as
+    train.py); mixed_precision: "off", "float16" or "bfloat16" as --mixed-precision;
+    backbone_options: None = what train.py trains by default (models.TRAINING_OPTIONS, e.g. ResFace
+    with batch norm); {} = the published network.
+    """
+    import keras
+    import tensorflow as tf
+
+    import models
+    from training.config import TrainConfig
+    from training.state import build_training_state
+    from training.trainer import make_train_step
+
+    keras.utils.set_random_seed(seed)
+    config = TrainConfig(backbone=backbone, batch_size=batch_size, num_classes=num_classes, lr=lr,
+                         lr_schedule="constant", xla=xla, mixed_precision=mixed_precision,
+                         backbone_options=dict(models.TRAINING_OPTIONS.get(backbone, {})
+                                               if backbone_options is None else backbone_options))
+    strategy = tf.distribute.get_strategy()
+    state = build_training_state(config, num_classes, tuple(image_size), 30000)
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 255, (batch_size, *image_size, 3)).astype("float32")   # the model scales
+    labels = rng.integers(0, num_classes, batch_size).astype("int32")
+    data = strategy.distribute_datasets_from_function(
+        lambda ctx: tf.data.Dataset.from_tensors((images, labels)).repeat())
+    step_fn = make_train_step(strategy, state.model, state.head, state.optimizer, config, batch_size)
+    return RealStep(state=state, step_fn=step_fn, iterator=iter(data), batch_size=batch_size)

@@ -1,0 +1,101 @@
+"""Batch norm and PReLU with the stock layers' variables and maths, but a cheaper step.
+
+Keras 3's ``BatchNormalization`` on the TensorFlow backend computes ``tf.nn.moments`` and then
+``tf.nn.batch_normalization``: about ten element-wise kernels forward and more backward, where
+tf.keras 2 ran one fused kernel (``FusedBatchNormV3``, oneDNN on CPU, cuDNN on GPU). ``PReLU`` is
+relu(x) - alpha * relu(-x): five kernels where one select does. Together they were ~60 % of
+MobileFaceNet's CPU training step (benchmarks/README.md, "Fused batch norm and PReLU").
+
+- ``FusedBatchNormalization`` is a ``keras.layers.BatchNormalization`` (same variables, names,
+  config, moving-average rule). On the TensorFlow backend, for channel-last inputs, it runs the
+  fused kernel; on JAX and PyTorch, and for masks, renorm or synchronised BN, the stock code.
+- ``FastPReLU`` is a ``keras.layers.PReLU`` computing ``where(x >= 0, x, alpha * x)`` with
+  ``keras.ops`` on every backend: the same function and gradients as the stock expression, except
+  the input gradient at exactly x = 0 (stock 0, as relu'(0) = 0 in both its terms; here 1; both
+  are subgradients).
+
+Exports hold only built-in layers (``.keras`` files load with ``safe_mode=True`` anywhere Keras
+is installed): ``with_stock_layers`` swaps these for the stock classes, weights unchanged.
+"""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="faceid")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` running TensorFlow's fused kernel where it applies."""
+
+    def _fused_applies(self, inputs, mask):
+        return (keras.backend.backend() == "tensorflow" and mask is None and not self.renorm
+                and not self.synchronized and len(inputs.shape) in (2, 4)
+                and self.axis % len(inputs.shape) == len(inputs.shape) - 1)
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fused_applies(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        # As the stock layer: statistics in float32 also under mixed precision.
+        x = tf.cast(inputs, tf.float32)
+        rank2 = len(inputs.shape) == 2
+        if rank2:   # [B, D] -> [B, 1, 1, D]: the fused kernel is NHWC only
+            x = x[:, None, None, :]
+        channels = x.shape[-1]
+        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
+        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
+        if training and self.trainable:
+            y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=gamma, offset=beta, mean=tf.zeros([0]), variance=tf.zeros([0]),
+                epsilon=self.epsilon, data_format="NHWC", is_training=True)
+            # The kernel returns the Bessel-corrected batch variance (n / (n - 1)) for the moving
+            # average; the stock layer averages the biased one, which is also what y was normalised with.
+            count = tf.cast(tf.size(x) // channels, tf.float32)
+            variance = variance * tf.maximum(count - 1.0, 0.0) / tf.maximum(count, 1.0)
+            momentum = self.momentum
+            self.moving_mean.assign(self.moving_mean * momentum + tf.stop_gradient(mean) * (1.0 - momentum))
+            self.moving_variance.assign(self.moving_variance * momentum
+                                        + tf.stop_gradient(variance) * (1.0 - momentum))
+        else:
+            y, *_ = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=gamma, offset=beta, mean=tf.cast(self.moving_mean, tf.float32),
+                variance=tf.cast(self.moving_variance, tf.float32),
+                epsilon=self.epsilon, data_format="NHWC", is_training=False)
+        if rank2:
+            y = y[:, 0, 0, :]
+        return ops.cast(y, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="faceid")
+class FastPReLU(keras.layers.PReLU):
+    """``keras.layers.PReLU`` as one select: x where x >= 0, alpha * x elsewhere."""
+
+    def call(self, inputs):
+        return ops.where(inputs >= 0, inputs, ops.cast(self.alpha, inputs.dtype) * inputs)
+
+
+STOCK_CLASS = {FusedBatchNormalization: keras.layers.BatchNormalization, FastPReLU: keras.layers.PReLU}
+
+
+def with_stock_layers(model):
+    """A copy of ``model`` (possibly nesting models) whose fast layers are the stock Keras classes,
+    with the same weights: what exports hold. Returns ``model`` itself when it has none."""
+    if not any(type(layer) in STOCK_CLASS for layer in _all_layers(model)):
+        return model
+
+    def stock(layer):
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=stock)
+        cls = STOCK_CLASS.get(type(layer), type(layer))
+        return cls.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=stock)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
