@@ -158,7 +158,8 @@ def import_without_check(rec, out, workers):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.recordio_import", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--aligned-dir", default=str(REPO / "data" / "lfw_aligned"),
                    help="aligned crops <person>/<file>.jpg to pack (read only)")
     p.add_argument("--records", type=int, default=13000, help="images in the pack")
