@@ -64,7 +64,7 @@ class RecSource:
                 self.declared_classes, self.classes_from = end - first, "the header record has identity records for"
             elif self.declared_classes is not None and end - first != self.declared_classes:
                 log(f"warning: {self.property_file} declares {self.declared_classes} classes, the header record of "
-                    f"{self.rec} {end - first} identity records; labels are checked against {self.property_file.name}")
+                    f"{self.rec} has {end - first} identity records; labels are checked against {self.property_file.name}")
         rec_stat, idx_stat = self.rec.stat(), self.idx.stat()
         self.description = {
             "rec": str(self.rec.resolve()), "idx": str(self.idx.resolve()),
