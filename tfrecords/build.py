@@ -1,14 +1,16 @@
-"""Build sharded TFRecords from an aligned face folder (or a ``path label`` list), streaming.
+"""Build sharded TFRecords from an aligned face folder, a ``path label`` list or a RecordIO pack, streaming.
 
     python -m tfrecords.build --input-dir ALIGNED --output-dir SHARDS [--val-identities 0.02]
+    python -m tfrecords.build --rec faces_emore/train.rec --output-dir SHARDS [--center-crop 112x96]
 
 Writes ``SHARDS/train-00000-of-000NN.tfrecord`` (and ``val-*`` for held-out identities),
 ``manifest.json`` (last), ``val_pairs.txt`` and, when some inputs could not be read,
-``unreadable.txt``. The steps live beside this driver: the sources (``sources.py``: folder or list,
-one interface), the plan (``plan.py``: filters, shard assignment, fingerprint), the shard writer
+``unreadable.txt``. The steps live beside this driver: the sources (``sources.py``: folder or list;
+``rec_source.py``: an insightface/im2rec ``.rec`` pack; one interface), the plan (``plan.py``: filters, shard assignment, fingerprint), the shard writer
 (``shard_writer.py``), and here the resume logic, the manifest and the command line.
 
-- Bytes stored as they are; labels 0..C-1 in sorted identity order (after filters).
+- Bytes stored as they are (``--resize`` / ``--center-crop`` re-encode the images they change); labels
+  0..C-1 in sorted identity order (after filters).
 - A rerun with the same inputs and options (even after kill -9) keeps complete shards and redoes
   the rest; different inputs/options need --overwrite.
 """
@@ -17,6 +19,7 @@ import argparse
 import collections
 import dataclasses
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -29,12 +32,14 @@ from fileio import (TextEncodingError, atomic_output, format_generic_pairs, pars
                     write_json_atomic, write_text_atomic)
 
 from .features import shard_file_name
-from .image_check import image_size_of
+from .image_check import image_size_of, load_checked
 from .manifest import FORMAT_VERSION, MANIFEST_NAME
 from .pairs import make_pairs
 from .plan import (BuildError, count_identities, plan_fingerprint, read_plan, select_identities, shard_counts,
                    write_plan)
 from .shard_writer import KILL_HOOK_ENV, KillHook, load_done, write_shard
+from .rec_source import RecSource
+from .recordio import IdxFormatError
 from .sources import FolderSource, ListSource, SourceError, read_people_file
 
 __all__ = ["BuildError", "BuildOptions", "KILL_HOOK_ENV", "build", "main"]
@@ -46,8 +51,9 @@ WORK_DIR = ".build"
 class BuildOptions:
     """What to pack and how; the command line's options (see ``--help``)."""
 
-    image_size: tuple | None = None     # (H, W); None: the first readable image's size
+    image_size: tuple | None = None     # (H, W); None: a pack's property file, else the first readable image's size
     resize: bool = False
+    center_crop: tuple | None = None    # (H, W): keep the middle W columns of wider images (112x112 -> 112x96)
     num_shards: int | None = None
     shard_size_mb: float = 100.0
     workers: int | None = None          # None: CPU count
@@ -61,17 +67,27 @@ class BuildOptions:
     overwrite: bool = False
 
 
-def build(input_dir=None, output_dir=None, *, list_file=None, progress=True, log=print, **options):
+def build(input_dir=None, output_dir=None, *, list_file=None, rec=None, progress=True, log=print, **options):
     """Build (or resume, or confirm) a shard directory; returns the manifest dict.
 
+    The input is an aligned folder (``input_dir``), a list file (``list_file``, paths relative to
+    ``input_dir``) or a RecordIO pack (``rec``: its .rec file, with .idx and property beside it).
     ``options`` are the fields of BuildOptions (the command line's options). Raises BuildError /
     SourceError with a message naming the offending file.
     """
     opts = BuildOptions(**options)
-    if output_dir is None or (input_dir is None and list_file is None):
-        raise BuildError("give --output-dir and either --input-dir or --list")
+    if output_dir is None or (input_dir is None and list_file is None and rec is None):
+        raise BuildError("give --output-dir and one of --input-dir, --list or --rec")
+    if rec is not None and (input_dir is not None or list_file is not None):
+        raise BuildError("--rec reads a RecordIO pack on its own; do not combine it with --input-dir or --list")
+    if opts.center_crop and opts.image_size and tuple(opts.image_size) != tuple(opts.center_crop):
+        raise BuildError(f"--center-crop {opts.center_crop[0]}x{opts.center_crop[1]} sets the stored size; "
+                         f"--image-size {opts.image_size[0]}x{opts.image_size[1]} disagrees: drop one of them")
     out = Path(output_dir)
-    source = ListSource(list_file, input_dir) if list_file else FolderSource(input_dir)
+    if rec is not None:
+        source = RecSource(rec, log=log)
+    else:
+        source = ListSource(list_file, input_dir) if list_file else FolderSource(input_dir)
     if out.resolve() == Path(source.root).resolve():
         raise BuildError(f"{out}: the output directory must differ from the input directory")
     out.mkdir(parents=True, exist_ok=True)
@@ -113,11 +129,16 @@ def _build_locked(source, out, work, opts, progress, log):
     # 2) assign images to shards (plan files), fingerprint the plan
     plan_dir = work / f"plan-{os.getpid()}"
     write_plan(source, splits, capped, shards, plan_dir, opts.seed)
-    image_size = opts.image_size or _infer_image_size(plan_dir / "train-00000.tsv", log)
-    image_size = tuple(int(v) for v in image_size)
+    image_size = opts.center_crop or opts.image_size
+    if image_size is None and isinstance(source, RecSource):
+        image_size = source.declared_image_size or source.first_image_size(log)
+        if source.declared_image_size:
+            log(f"image size {image_size[0]}x{image_size[1]} (HxW), from {source.property_file}")
+    image_size = tuple(int(v) for v in image_size or _infer_image_size(plan_dir / "train-00000.tsv", log))
     if untrainable_reason(image_size):
         log(f"warning: these shards will not train: {untrainable_reason(image_size)}")
     options = {"format_version": FORMAT_VERSION, "source": source.description, "image_size": list(image_size),
+               **({"center_crop": list(opts.center_crop)} if opts.center_crop else {}),
                "filters": {"min_images": opts.min_images, "max_images_per_class": opts.max_images_per_class,
                            "max_classes": opts.max_classes,
                            "people": str(Path(opts.people).resolve()) if opts.people else None},
@@ -140,6 +161,8 @@ def _build_locked(source, out, work, opts, progress, log):
     import tensorflow as tf  # noqa: F401  (imported here so its start-up time is not counted as writing)
 
     workers = opts.workers or os.cpu_count() or 1
+    read = source.load_checked if isinstance(source, RecSource) else load_checked
+    load = functools.partial(read, image_size=image_size, resize=opts.resize, center_crop=bool(opts.center_crop))
     kill_hook = KillHook()
     records, resumed, written_images, t1 = {}, 0, 0, time.time()
     with ThreadPoolExecutor(workers) as executor, \
@@ -151,8 +174,8 @@ def _build_locked(source, out, work, opts, progress, log):
                 done_path, final = work / "done" / f"{name}.json", out / name
                 record = load_done(done_path, final, fingerprint)
                 if record is None:
-                    record, tmp = write_shard(plan_dir / f"{split}-{j:05d}.tsv", final, image_size, opts.resize,
-                                              executor, bar, kill_hook, opts.seed, keep_paths=(split == "val"),
+                    record, tmp = write_shard(plan_dir / f"{split}-{j:05d}.tsv", final, load, executor, bar,
+                                              kill_hook, opts.seed, keep_paths=(split == "val"),
                                               window=8 * workers + 64)
                     record["fingerprint"] = fingerprint
                     write_json_atomic(done_path, record)
@@ -178,7 +201,7 @@ def _build_locked(source, out, work, opts, progress, log):
         + f"; {written_images} images read in {elapsed:.1f}s ({rate:.0f} img/s)")
     bad = manifest["unreadable"]["count"]
     if bad:
-        log(f"WARNING: {bad} input file(s) could not be used; they are listed with the reason in "
+        log(f"WARNING: {bad} input(s) could not be used; they are listed with the reason in "
             f"{out / 'unreadable.txt'}")
     return manifest
 
@@ -266,15 +289,16 @@ def assemble_manifest(out, opts, options, fingerprint, splits, records, skipped_
     for split, names in splits.items():
         class_counts = [0] * len(names)
         formats = collections.Counter()
-        resized = 0
+        resized = center_cropped = 0
         for r in records[split]:
             for label, n in r["class_counts"].items():
                 class_counts[int(label)] += n
             formats.update(r["formats"])
             resized += r["resized"]
+            center_cropped += r.get("center_cropped", 0)
             unreadable.extend(r["unreadable"])
         entry = {"num_images": sum(r["num_images"] for r in records[split]), "num_classes": len(names),
-                 "formats": dict(formats), "resized": resized,
+                 "formats": dict(formats), "resized": resized, "center_cropped": center_cropped,
                  "shards": [{"file": r["file"], "num_images": r["num_images"], "bytes": r["bytes"],
                              "sha256": r["sha256"]} for r in records[split]]}
         if split == "train":
@@ -313,6 +337,8 @@ def assemble_manifest(out, opts, options, fingerprint, splits, records, skipped_
     if not count:   # nothing left out: no file
         (out / "unreadable.txt").unlink()
     manifest["unreadable"] = {"count": count, "file": "unreadable.txt" if count else None}
+    if opts.center_crop:
+        manifest["center_crop"] = list(opts.center_crop)
     manifest.update({"source": options["source"], "filters": options["filters"], "seed": opts.seed,
                      "val_identities": options["val_identities"], "build_fingerprint": fingerprint,
                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
@@ -336,19 +362,29 @@ def _parse_val(text):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m tfrecords.build",
-        description="Pack an aligned face folder (ALIGNED/<identity>/<image>.jpg|png) or a 'path label' "
-                    "list into sharded TFRecords + manifest.json, streaming (memory flat in dataset size). "
+        description="Pack an aligned face folder (ALIGNED/<identity>/<image>.jpg|png), a 'path label' "
+                    "list or an insightface/im2rec RecordIO pack (train.rec + train.idx + property) into sharded "
+                    "TFRecords + manifest.json, streaming (memory flat in dataset size). "
                     "Only subdirectories of --input-dir are identities; top-level files (align_report.jsonl, "
                     "align_summary.json, contact_sheet.png, ...) are ignored. A rerun resumes an interrupted build.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     src = p.add_argument_group("input")
     src.add_argument("--input-dir", help="aligned folder; with --list, the root for relative list paths")
     src.add_argument("--list", dest="list_file", help="text file of 'path label' lines instead of a folder")
+    src.add_argument("--rec", metavar="DIR/train.rec",
+                     help="a RecordIO pack instead of a folder (insightface's faces_emore, faces_webface_112x112, "
+                          "glint360k, ...): the .idx and property files beside it are read too; identities are "
+                          "named by their zero-padded labels; bad records are listed by key in unreadable.txt")
     src.add_argument("--output-dir", required=True, help="shard directory to create (or resume)")
     src.add_argument("--image-size", type=_parse_size, default=None,
-                     help="expected HxW, e.g. 112x96 (default: the size of the first image)")
+                     help="expected HxW, e.g. 112x96 (default: a pack's property file, else the size of the "
+                          "first image)")
     src.add_argument("--resize", action="store_true",
                      help="resize (and re-encode) images of another size instead of stopping with an error")
+    src.add_argument("--center-crop", type=_parse_size, default=None, metavar="HxW",
+                     help="store the middle W columns of images H high and wider (re-encoded: JPEG quality 95, "
+                          "PNG lossless); 112x96 turns insightface's 112x112 crops into exactly our 112x96 "
+                          "alignment, whose template is the 112x112 one shifted 8 px (no resampling)")
     flt = p.add_argument_group("identity filters (applied in this order)")
     flt.add_argument("--people", help="only these identities (LFW people file such as peopleDevTrain.txt, "
                                       "or one name per line)")
@@ -369,11 +405,14 @@ def parse_args(argv=None):
     out.add_argument("--seed", type=int, default=0, help="seed for held-out identities, shard mixing and pairs")
     out.add_argument("--overwrite", action="store_true",
                      help="replace a shard directory built from other inputs or options")
-    out.add_argument("--strict", action="store_true", help="exit with status 2 if any input was unreadable")
+    out.add_argument("--strict", action="store_true",
+                     help="exit with status 2 if any input was unreadable (a file, or a pack's record)")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    if (args.input_dir is None) == (args.list_file is None) and args.list_file is None:
-        p.error("give --input-dir ALIGNED or --list FILE")
+    if args.rec is not None and (args.input_dir is not None or args.list_file is not None):
+        p.error("--rec reads a RecordIO pack on its own; drop --input-dir/--list")
+    if args.rec is None and args.input_dir is None and args.list_file is None:
+        p.error("give --input-dir ALIGNED, --list FILE or --rec DIR/train.rec")
     for name in ("num_shards", "workers", "max_classes", "max_images_per_class"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -387,12 +426,14 @@ def main(argv=None):
     quiet_tensorflow()
     try:
         options = {f.name: getattr(args, f.name) for f in dataclasses.fields(BuildOptions) if hasattr(args, f.name)}
-        manifest = build(args.input_dir, args.output_dir, list_file=args.list_file,
+        manifest = build(args.input_dir, args.output_dir, list_file=args.list_file, rec=args.rec,
                          progress=not args.no_progress, **options)
-    except (BuildError, SourceError, TextEncodingError, OSError) as e:
+    except (BuildError, SourceError, TextEncodingError, IdxFormatError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if args.strict and manifest["unreadable"]["count"]:
+        print(f"error: {manifest['unreadable']['count']} input(s) could not be used (--strict); the list with "
+              f"reasons: {Path(args.output_dir) / 'unreadable.txt'}", file=sys.stderr)
         return 2
     return 0
 

@@ -17,8 +17,13 @@ Layout (``format_version`` 1)::
       },
       "val_pairs": "val_pairs.txt" | null,
       "unreadable": {"count": k, "file": "unreadable.txt" | null},
+      "center_crop": [H, W],              # only when --center-crop was asked (splits count "center_cropped")
       ...  # source, filters, seed, build time: informative only
     }
+
+``source`` describes the input: {"input_dir": ...}, {"list": ..., "list_root": ...}, or for a RecordIO
+pack {"rec", "idx", "property", "header_record", "declared_classes", "identity_names", "paths", ...}
+(identities of a pack are its zero-padded labels; image paths are ``train.rec#KEY``).
 
 Standard library only, so tools that just inspect a shard directory need no TensorFlow.
 """

@@ -15,7 +15,7 @@ import numpy as np
 
 from fileio import sha256_of_file
 
-from .image_check import WrongImageSize, load_checked
+from .image_check import WrongImageSize
 from .plan import BuildError, read_plan
 
 KILL_HOOK_ENV = "TFRECORDS_BUILD_KILL_AFTER_IMAGES"  # test hook: SIGKILL self after N images written
@@ -35,9 +35,12 @@ class KillHook:
                 os.kill(os.getpid(), signal.SIGKILL)
 
 
-def write_shard(plan_file, out_path, image_size, resize, executor, progress, kill_hook, seed,
-                keep_paths, window):
+def write_shard(plan_file, out_path, load, executor, progress, kill_hook, seed, keep_paths, window):
     """Write one shard's images to a temporary file beside ``out_path``; returns (done record, temp path).
+
+    load: ``load(absolute) -> (encoded bytes, format, change)`` for a plan entry's absolute path or
+    record locator (image_check.load_checked for files, RecSource.load_checked for a pack), run on
+    ``executor``; change is None, "resized" or "center_cropped".
 
     The caller records the shard as done, then renames the temporary file to ``out_path``, so a shard
     is visible only when complete. Images are read ahead by ``executor`` (``window`` in flight) and
@@ -52,7 +55,7 @@ def write_shard(plan_file, out_path, image_size, resize, executor, progress, kil
     rng = np.random.default_rng([seed, 3, int.from_bytes(hashlib.sha256(out_path.name.encode()).digest()[:4], "little")])
     entries = [entries[i] for i in rng.permutation(len(entries))]  # mix identities inside the shard
     tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
-    record = {"file": out_path.name, "num_images": 0, "formats": {}, "resized": 0,
+    record = {"file": out_path.name, "num_images": 0, "formats": {}, "resized": 0, "center_cropped": 0,
               "unreadable": [], "class_counts": {}, "paths": [] if keep_paths else None}
     pending = collections.deque()
     it = iter(entries)
@@ -60,7 +63,7 @@ def write_shard(plan_file, out_path, image_size, resize, executor, progress, kil
     def submit():
         entry = next(it, None)
         if entry is not None:
-            pending.append((entry, executor.submit(load_checked, entry[3], image_size, resize)))
+            pending.append((entry, executor.submit(load, entry[3])))
 
     for _ in range(window):
         submit()
@@ -70,7 +73,7 @@ def write_shard(plan_file, out_path, image_size, resize, executor, progress, kil
                 (label, identity, rel, absolute), future = pending.popleft()
                 submit()
                 try:
-                    data, fmt, was_resized = future.result()
+                    data, fmt, change = future.result()
                 except WrongImageSize as e:
                     raise BuildError(str(e)) from None
                 except Exception as e:  # unreadable input: listed in unreadable.txt, never dropped silently
@@ -80,7 +83,8 @@ def write_shard(plan_file, out_path, image_size, resize, executor, progress, kil
                 writer.write(make_example(data, fmt, int(label), identity, rel))
                 record["num_images"] += 1
                 record["formats"][fmt] = record["formats"].get(fmt, 0) + 1
-                record["resized"] += int(was_resized)
+                if change:
+                    record[change] += 1
                 record["class_counts"][label] = record["class_counts"].get(label, 0) + 1
                 if keep_paths:
                     record["paths"].append([identity, rel])

@@ -52,6 +52,7 @@ class TrainConfig:
     val_every: int = 2000
     val_pairs: str | None = None         # LFW-style or generic pairs file ...
     val_dir: str | None = None           # ... with its folder of aligned images
+    val_bin: list | None = None          # insightface .bin sets (lfw.bin, cfp_fp.bin, ...) validated beside them
     num_classes: int = 1000              # synthetic data only
     synthetic_images: int = 1024         # synthetic data only: distinct random images
 
@@ -278,6 +279,12 @@ def _check(config):
         raise ValueError(f"--strategy must be default, mirrored or multiworker, not {config.strategy!r}")
     if (config.val_pairs is None) != (config.val_dir is None):
         raise ValueError("--val-pairs and --val-dir go together (a pairs file and its aligned images)")
+    if isinstance(config.val_bin, str):   # a config file may give one set as a plain string
+        config.val_bin = [config.val_bin]
+    for path in config.val_bin or ():
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--val-bin file not found: {path} (insightface packs ship lfw.bin, cfp_fp.bin, "
+                                    "agedb_30.bin beside train.rec)")
     for name in ("checkpoint_every", "log_every", "val_every"):
         if getattr(config, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")

@@ -17,7 +17,7 @@ from training.hardware import resolve_auto_settings
 from training.guard import TrainingGuard
 from training.logger import RunLogger
 from training.state import build_training_state, peak_lr
-from training.validation import Validation, make_validator
+from training.validation import Validation, best_rule, make_bin_validators, make_validator
 
 
 def make_strategy(name):
@@ -150,7 +150,10 @@ def run_training(config, run_dir, strategy=None, log=print):
     _warn_about_settings(config, log)
     with _data_errors_explained(data):
         validator = make_validator(config, data)
+    bin_validators = make_bin_validators(config, data.image_size, log)
     log(f"data: {data.description}")
+    if best_rule(validator, bin_validators):
+        log(f"validation every {config.val_every} steps; {best_rule(validator, bin_validators)}")
     log(f"model: {config.backbone} + {config.loss} head, {data.num_classes} classes, "
         f"{data.image_size[0]}x{data.image_size[1]}; {strategy.num_replicas_in_sync} replica(s) x batch "
         f"{config.batch_size} = global batch {global_batch}; {steps} steps, peak lr {peak_lr(config, global_batch):g}"
@@ -171,7 +174,7 @@ def run_training(config, run_dir, strategy=None, log=print):
     train_step = make_train_step(strategy, state.model, state.head, state.optimizer, config, global_batch)
     logger = RunLogger(run_dir, chief, steps, start, global_batch)
     validate = Validation(validator, state.model, logger, checkpoints.best_val,
-                          run_dir / "export" / "best.keras", chief, log)
+                          run_dir / "export" / "best.keras", chief, log, bin_validators=bin_validators)
     time_up = _time_limit_check(strategy, config, wall_start)
 
     last_step, time_limited, val_metrics = start, False, None
@@ -207,6 +210,7 @@ def run_training(config, run_dir, strategy=None, log=print):
                # Steady-state rate: the first step (tracing, compilation) is left out.
                "images_per_sec": logger.images_per_sec,
                "wall_seconds": time.perf_counter() - wall_start, "validation": val_metrics,
+               "bin_validation": validate.last_bins, "best_rule": validate.rule,
                "best_validation_accuracy": validate.best, "exports": exports, "synthetic": data.synthetic,
                "peak_lr": peak_lr(config, global_batch)}
     if chief:

@@ -1,15 +1,25 @@
 """Verification accuracy during training, through the same code evaluate.py uses (evaluation/).
 
-Sources, in order: ``--val-pairs FILE --val-dir DIR`` (an LFW-style or generic pairs file and its
-aligned images), else the held-out identities the TFRecord builder wrote (``val`` split +
-``val_pairs.txt``). Never a test set by default: the ``best`` export is chosen on this.
+Sources: ``--val-pairs FILE --val-dir DIR`` (an LFW-style or generic pairs file and its aligned
+images), else the held-out identities the TFRecord builder wrote (``val`` split + ``val_pairs.txt``);
+and, beside it, every ``--val-bin SET.bin`` (insightface lfw.bin, cfp_fp.bin, agedb_30.bin, ...):
+10 contiguous folds as insightface, accuracy mean ± std per set, the protocol of ``evaluate.py --bin``.
+
+The ``best`` rule (``best_rule``): ``best.keras`` is the model with the highest held-out (or
+--val-pairs) accuracy when the run has one, as without --val-bin: the .bin sets then stay an unseen
+test, reported at every validation. A run with only .bin sets chooses on their mean accuracy (then
+they are no longer unseen, and the log says so). Ties keep the earlier model.
 """
 
+import pickle
 import time
 from pathlib import Path
 
+import numpy as np
+
 import evaluation
-from evaluation.images import folder_loader
+from evaluation.binset import bin_image_loader, bin_pairset, load_bin
+from evaluation.images import decode_rgb, folder_loader
 from evaluation.model_io import make_embed_fn
 from training.export import save_keras_atomic
 
@@ -36,7 +46,7 @@ class Validator:
 
 
 def make_validator(config, data):
-    """The Validator for this run, or None when there is nothing to validate on."""
+    """The held-out (or --val-pairs) Validator for this run, or None when there is none."""
     if config.val_pairs:
         pairs = evaluation.read_pairs(config.val_pairs)
         # folder_loader checks every image exists now, before any training time is spent.
@@ -52,32 +62,107 @@ def make_validator(config, data):
     return None
 
 
-class Validation:
-    """One validation of the live embedding model at a step: logged, recorded, and exported as
-    ``best.keras`` by the chief when it beats the best so far (``best_val``, a checkpointed variable)."""
+def make_bin_validators(config, image_size, log=print):
+    """One Validator per ``--val-bin`` set, each read (restricted unpickler) and checked now, before training.
 
-    def __init__(self, validator, embedding_model, logger, best_val, best_path, chief, log=print):
+    image_size: the model's (H, W). A set whose images are as high and wider by an even number of
+    pixels (insightface's 112x112 against a 112x96 model) is centre-cropped, exactly as
+    ``evaluate.py --bin --center-crop`` does; any other size is an error naming the file.
+    """
+    validators, names = [], {}
+    for path in config.val_bin or ():
+        name = Path(path).stem
+        if name in names:
+            raise ValueError(f"--val-bin {path} and {names[name]} are both named {name!r} in the logs; rename one")
+        names[name] = path
+        try:
+            bins, issame = load_bin(path)
+        except pickle.UnpicklingError as e:   # refused: it asked for code, not data (message names the file)
+            raise ValueError(str(e)) from None
+        pairs = bin_pairset(path, issame)
+        for fold in range(pairs.num_folds):
+            kinds = issame[pairs.folds == fold]
+            if kinds.all() or not kinds.any():
+                raise ValueError(f"{path}: fold {fold} of its {pairs.num_folds} contiguous folds holds only "
+                                 f"{'same' if kinds.all() else 'different'} pairs; a .bin lists its pairs so that "
+                                 "every tenth has both kinds (as insightface's lfw.bin, cfp_fp.bin, agedb_30.bin)")
+        height, width = decode_rgb(bins[0], f"image 0 of {path}").shape[:2]
+        want_h, want_w = image_size
+        crop = (height, width) != (want_h, want_w)
+        if crop and not (height == want_h and width > want_w and (width - want_w) % 2 == 0):
+            raise ValueError(f"{path}: its images are {height}x{width} (HxW) and the model takes {want_h}x{want_w}; "
+                             f"use a .bin of {want_h}x{want_w} crops (python -m evaluation.binset writes one from "
+                             "aligned crops) or train at the .bin's size")
+        if crop:
+            left = (width - want_w) // 2
+            log(f"--val-bin {path}: {height}x{width} images, centre-cropped to {want_h}x{want_w} (columns {left}.."
+                f"{left + want_w - 1}: for insightface's 112x112 sets exactly our 112x96 alignment)")
+        validators.append(Validator(name, pairs, bin_image_loader(path, bins, image_size, crop), image_size))
+    return validators
+
+
+def best_rule(validator, bin_validators):
+    """What chooses best.keras in this run, in words (None when nothing is validated); see the module doc."""
+    if validator is not None:
+        extra = (f"; the --val-bin sets ({', '.join(v.name for v in bin_validators)}) are reported, never chosen on"
+                 if bin_validators else "")
+        return f"best.keras is chosen on {validator.name} accuracy{extra}"
+    if bin_validators:
+        return (f"best.keras is chosen on the mean accuracy of {', '.join(v.name for v in bin_validators)} "
+                "(no held-out identities: these sets choose the model, so they are no longer an unseen test)")
+    return None
+
+
+class Validation:
+    """Each validation of the live embedding model at a step, on every set: logged, recorded, and exported
+    as ``best.keras`` by the chief when its score beats the best so far (``best_val``, a checkpointed
+    variable). The score follows best_rule (module doc)."""
+
+    def __init__(self, validator, embedding_model, logger, best_val, best_path, chief, log=print,
+                 bin_validators=()):
         self.validator = validator
+        self.bin_validators = list(bin_validators)
         self.embedding_model = embedding_model
         self.logger = logger
         self.best_val = best_val
         self.best_path = best_path
         self.chief = chief
         self.log = log
+        self.last_bins = None   # {set name: metrics} of the last validation's .bin sets
 
-    def __call__(self, step):
-        """Metrics dict, or None when the run has nothing to validate on."""
-        if self.validator is None:
-            return None
+    @property
+    def rule(self):
+        return best_rule(self.validator, self.bin_validators)
+
+    def _run(self, validator, step):
         started = time.perf_counter()
-        metrics = self.validator(self.embedding_model)
-        self.log(f"step {step}: validation on {self.validator.name}: accuracy {metrics['accuracy_mean']:.4f} "
+        metrics = validator(self.embedding_model)
+        self.log(f"step {step}: validation on {validator.name}: accuracy {metrics['accuracy_mean']:.4f} "
                  f"± {metrics['accuracy_std']:.4f}, VAL {metrics['val']:.4f} at FAR {metrics['far']:.2g} "
                  f"(target 1e-3), AUC {metrics['auc']:.4f} ({time.perf_counter() - started:.1f} s)")
-        self.logger.validation(step, self.validator.name, metrics)
-        if metrics["accuracy_mean"] > float(self.best_val) and self.chief:
-            self.best_val.assign(metrics["accuracy_mean"])
+        self.logger.validation(step, validator.name, metrics)
+        return metrics
+
+    def __call__(self, step):
+        """The held-out (or --val-pairs) metrics dict; None when the run has no such set (the .bin sets'
+        metrics are in ``last_bins``). Does nothing when there is nothing to validate on."""
+        if self.validator is None and not self.bin_validators:
+            return None
+        metrics = self._run(self.validator, step) if self.validator is not None else None
+        if self.bin_validators:
+            self.last_bins = {v.name: self._run(v, step) for v in self.bin_validators}
+        if metrics is not None:
+            score = metrics["accuracy_mean"]
+        else:
+            score = float(np.mean([m["accuracy_mean"] for m in self.last_bins.values()]))
+            if len(self.last_bins) > 1:
+                self.logger.selection_score(step, "bin_mean", score, list(self.last_bins))
+        if score > float(self.best_val) and self.chief:
+            self.best_val.assign(score)
             save_keras_atomic(self.embedding_model, self.best_path)
+            if metrics is None and len(self.last_bins) > 1:
+                self.log(f"step {step}: mean accuracy of the .bin sets {score:.4f}, the best so far: exported "
+                         f"{self.best_path.name}")
         return metrics
 
     @property
