@@ -283,21 +283,35 @@ def train_and_evaluate(bench, key, common, schedule, entry):
                   "images_seen": s["last_step"] * s["global_batch"],
                   "epochs": s["last_step"] * s["global_batch"] / bench.results["data"]["train_images"],
                   "train_wall_seconds": sum(x["wall_seconds"] for x in summaries),
-                  "images_per_sec": s["images_per_sec"], "best_heldout_accuracy": s["best_validation_accuracy"],
+                  "images_per_sec": s["images_per_sec"],
                   "final_train_loss": s["final_loss"],
                   "heldout_curve": [(e["step"], e["accuracy_mean"]) for e in read_jsonl(run / "train_log.jsonl")
-                                    if "validation" in e]})
+                                    if e.get("validation") == "heldout"],
+                  "heldout_curve_full": [e for e in read_jsonl(run / "train_log.jsonl")
+                                         if e.get("validation") == "heldout"]})
+    # best.keras holds the last step an invocation chose (a resumed run's may come from an earlier one).
+    selected_step = next((x["best_validation_step"] for x in reversed(summaries) if x.get("best_validation_step")), None)
+    chosen = [e for e in entry["heldout_curve_full"] if e["step"] == selected_step]
+    entry["selected_step"] = selected_step
+    entry["selected_heldout_accuracy"] = chosen[0]["accuracy_mean"] if chosen else None
+    del entry["heldout_curve_full"]
+    # Both models are reported: the final one, and best.keras (held-out AUC, ties to the later step).
     for pairs in args.eval_pairs:
-        out = bench.work / "results" / f"{key}_{pairs}.json"
-        if out.is_file():
-            bench.cached.add(f"eval_{key}_{pairs}")
-        else:
-            bench.stages.run(f"eval_{key}_{pairs}", [py, REPO / "evaluate.py", "--model", run, "--lfw-pairs",
-                                                     bench.lfw / f"{pairs}.txt", "--lfw-dir", bench.aligned,
-                                                     "--output", out, "--no-progress"])
-        r = json.loads(out.read_text())
-        entry[pairs] = {k: r[k] for k in ("accuracy_mean", "accuracy_std", "val", "val_std", "far", "auc",
-                                          "eer", "num_pairs", "embed_seconds", "images_per_second")}
+        for model, suffix in (("embedding.keras", ""), ("best.keras", "_selected")):
+            if suffix and not (run / "export" / model).is_file():
+                continue
+            out = bench.work / "results" / f"{key}_{pairs}{suffix}.json"
+            if out.is_file():
+                bench.cached.add(f"eval_{key}_{pairs}{suffix}")
+            else:
+                bench.stages.run(f"eval_{key}_{pairs}{suffix}",
+                                 [py, REPO / "evaluate.py", "--model", run / "export" / model, "--lfw-pairs",
+                                  bench.lfw / f"{pairs}.txt", "--lfw-dir", bench.aligned, "--output", out,
+                                  "--no-progress"])
+            r = json.loads(out.read_text())
+            entry[pairs + suffix] = {k: r[k] for k in ("accuracy_mean", "accuracy_std", "val", "val_std", "far",
+                                                       "auc", "eer", "num_pairs", "embed_seconds",
+                                                       "images_per_second")}
     return entry
 
 
@@ -362,18 +376,24 @@ def format_table(results):
         f"already aligned by an earlier run), build {stage('build')}, calibrate {calib_time / 60:.1f} min "
         f"({calibrations} planned). CPU: {results.get('cpu', '?')}; nothing else ran during the trainings.",
         "",
-        "| run | precision | steps (epochs) | train time | train img/s | held-out val (best) | "
-        + " | ".join(f"{header[p]} | VAL@FAR1e-3 | AUC" for p in pairs_names) + " | eval time |",
-        "|---|---|---:|---:|---:|---:|" + "---:|---:|---:|" * len(pairs_names) + "---:|",
+        "| run | precision | steps (epochs) | train time | train img/s | held-out acc: final / best.keras (step) | "
+        + " | ".join(f"{header[p]} (final model) | VAL@FAR1e-3 | AUC" for p in pairs_names)
+        + " | pairsDevTest acc, best.keras | eval time |",
+        "|---|---|---:|---:|---:|---:|" + "---:|---:|---:|" * len(pairs_names) + "---:|---:|",
     ]
     for key, r in results["runs"].items():
         name = f"{r['loss']} ({r['heads']})" if key == r["loss"] else f"{r['backbone'].split('@')[0]} + {r['loss']}"
         if r.get("guard_stopped"):
             lines.append(f"| {name} | {r['precision']} | {r['steps']} | {(r['train_wall_seconds'] or 0) / 60:.1f} min "
-                         f"| - | - | " + " | ".join("- | - | -" for _ in pairs_names)
+                         f"| - | - | " + " | ".join("- | - | -" for _ in pairs_names) + " | -"
                          + f" | stopped by the collapse guard: {r['guard_stopped'].split(':')[0]} |")
             continue
-        best = "-" if r["best_heldout_accuracy"] is None else pct(r["best_heldout_accuracy"]) + " %"
+        curve = r.get("heldout_curve") or []
+        final = pct(curve[-1][1]) + " %" if curve else "-"
+        best = ("-" if r.get("selected_heldout_accuracy") is None else
+                f"{pct(r['selected_heldout_accuracy'])} % ({r['selected_step']})")
+        selected = r.get("pairsDevTest_selected")
+        selected = "-" if not selected else f"{pct(selected['accuracy_mean'])} ± {pct(selected['accuracy_std'])} %"
         stopped = " (time limit)" if r["time_limited"] else ""
         cells = []
         for p in pairs_names:
@@ -383,8 +403,9 @@ def format_table(results):
                          f"| {e['auc']:.4f}")
         lines.append(
             f"| {name} | {r['precision']} | {r['steps']}{stopped} ({r['epochs']:.1f}) | "
-            f"{r['train_wall_seconds'] / 60:.1f} min | {r['images_per_sec']:.1f} | {best} | " + " | ".join(cells)
-            + " | " + " / ".join(stage(f"eval_{key}_{p}") for p in pairs_names) + " |")
+            f"{r['train_wall_seconds'] / 60:.1f} min | {r['images_per_sec']:.1f} | {final} / {best} | "
+            + " | ".join(cells) + f" | {selected} | "
+            + " / ".join(stage(f"eval_{key}_{p}") for p in pairs_names) + " |")
     return "\n".join(lines)
 
 

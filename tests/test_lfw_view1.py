@@ -61,8 +61,11 @@ def test_lfw_view1_pipeline_table_rerun_and_identity_check(lfw_dir, tmp_path):
     for loss in ("am_softmax", "arcface"):
         run = results["runs"][loss]
         assert run["steps"] == 3 and run["images_seen"] == 12 and not run["time_limited"]
-        assert run["images_per_sec"] > 0 and 0.0 <= run["best_heldout_accuracy"] <= 1.0
+        assert run["images_per_sec"] > 0 and 0.0 <= run["selected_heldout_accuracy"] <= 1.0
+        assert run["selected_step"] == 3   # one validation, at the last step: best.keras is the final model
         assert run["pairsDevTest"]["num_pairs"] == 20 and run["pairs"]["num_pairs"] == 20
+        # both models reported: the final one and best.keras; here the same weights, so the same numbers
+        assert run["pairsDevTest_selected"]["accuracy_mean"] == pytest.approx(run["pairsDevTest"]["accuracy_mean"])
         assert 0.0 <= run["pairsDevTest"]["accuracy_mean"] <= 1.0
         assert (work / "runs" / loss / "learning_curves.png").is_file()
         assert f"--loss {loss}" in run["command"] and "--max-steps 3" in run["command"]

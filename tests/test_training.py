@@ -272,7 +272,10 @@ def test_validation_picks_best_export(tmp_path):
     vals = [e for e in _log(run) if "validation" in e]
     assert [v["step"] for v in vals] == [2, 4]
     assert (run / "export" / "best.keras").is_file()
-    assert summary["best_validation_accuracy"] == max(v["accuracy_mean"] for v in vals)
+    # best.keras: the highest AUC, ties to the later step (training/validation.py)
+    chosen = max(vals, key=lambda v: (v["auc"], v["step"]))
+    assert (summary["best_validation_auc"], summary["best_validation_step"]) == (chosen["auc"], chosen["step"])
+    assert summary["best_validation_accuracy"] == chosen["accuracy_mean"]
 
 
 def test_learning_curves_png_of_two_runs(tmp_path):
@@ -452,3 +455,37 @@ def test_train_cli_on_tfrecords_validates_on_heldout_identities(tmp_path):
     bad = subprocess.run(args[:-2] + ["--image-size", "112x96", "--output-dir", str(tmp_path / "bad")],
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "manifest.json" in bad.stderr
+
+
+def test_best_is_chosen_on_auc_and_ties_go_to_the_later_step(tmp_path):
+    """Accuracy on ~1,000 pairs ties often; the first tie once exported a half-trained model."""
+    import keras
+    import tensorflow as tf
+
+    from training.validation import Validation
+
+    scores = iter([(0.893, 0.950), (0.893, 0.961), (0.901, 0.958), (0.880, 0.961)])   # (accuracy, AUC) by step
+
+    class StubValidator:
+        name = "heldout"
+
+        def __call__(self, model):
+            accuracy, auc = next(scores)
+            return {"accuracy_mean": accuracy, "accuracy_std": 0.0, "val": 0.5, "far": 1e-3, "auc": auc, "eer": 0.1}
+
+    class StubLogger:
+        def validation(self, step, name, metrics):
+            pass
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    best_val = tf.Variable(-1.0, dtype=tf.float64)
+    validate = Validation(StubValidator(), model, StubLogger(), best_val, tmp_path / "best.keras", True,
+                          log=lambda *_: None)
+    chosen = []
+    for step in (100, 200, 300, 400):
+        validate(step)
+        chosen.append(validate.best_step)
+    # step 200 beats 100 on AUC at equal accuracy; 300 has the better accuracy but a lower AUC; 400 ties 200: later wins
+    assert chosen == [100, 200, 200, 400]
+    assert validate.best == pytest.approx(0.961) and validate.best_accuracy == pytest.approx(0.880)
+    assert (tmp_path / "best.keras").is_file()

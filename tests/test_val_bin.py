@@ -75,7 +75,7 @@ def test_two_commands_train_on_a_pack_and_validate_on_its_bin_sets(pack_and_bins
         args += [f"--{key.replace('_', '-')}", str(value)]
     out = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "best.keras is chosen on heldout accuracy; the --val-bin sets (lfw, cfp_fp) are reported" in out.stdout
+    assert "best.keras is chosen on heldout AUC (ties to the later step); the --val-bin sets (lfw, cfp_fp) are reported" in out.stdout
     assert "112x112 images, centre-cropped to 112x96 (columns 8..103" in out.stdout
     for name in ("heldout", "lfw", "cfp_fp"):
         assert f"step 4: validation on {name}: accuracy" in out.stdout
@@ -92,7 +92,9 @@ def test_two_commands_train_on_a_pack_and_validate_on_its_bin_sets(pack_and_bins
         assert result["accuracy_mean"] == pytest.approx(validations[4, name]["accuracy_mean"], abs=1e-9)
         assert result["accuracy_std"] == pytest.approx(validations[4, name]["accuracy_std"], abs=1e-9)
     summary = json.loads((run / "train_summary.jsonl").read_text().splitlines()[-1])
-    assert summary["best_validation_accuracy"] == max(validations[s, "heldout"]["accuracy_mean"] for s in (2, 4))
+    chosen = max((2, 4), key=lambda s: (validations[s, "heldout"]["auc"], s))   # highest AUC, ties later
+    assert summary["best_validation_step"] == chosen
+    assert summary["best_validation_accuracy"] == validations[chosen, "heldout"]["accuracy_mean"]
     assert set(summary["bin_validation"]) == {"lfw", "cfp_fp"} and "heldout" in summary["best_rule"]
 
 
@@ -106,15 +108,18 @@ def test_without_heldout_identities_the_mean_of_the_bin_sets_chooses_best(pack_a
                                       "val_bin": [str(bins["lfw"]), str(bins["cfp_fp"])]})
     messages = []
     summary = training.run_training(config, training.new_run_dir(tmp_path / "run", "m", "l"), log=messages.append)
-    assert any("chosen on the mean accuracy of lfw, cfp_fp" in m and "no longer an unseen test" in m for m in messages)
+    assert any("chosen on the mean AUC of lfw, cfp_fp" in m and "no longer an unseen test" in m for m in messages)
     log = _log(tmp_path / "run")
     means = {e["step"]: e for e in log if e.get("validation") == "bin_mean"}
     assert sorted(means) == [2, 4]
     for step, entry in means.items():
         per_set = [e["accuracy_mean"] for e in log if e["step"] == step and e.get("validation") in ("lfw", "cfp_fp")]
+        per_set_auc = [e["auc"] for e in log if e["step"] == step and e.get("validation") in ("lfw", "cfp_fp")]
         assert len(per_set) == 2 and entry["accuracy_mean"] == pytest.approx(np.mean(per_set))
-        assert entry["mean_of"] == ["lfw", "cfp_fp"]
-    assert summary["best_validation_accuracy"] == pytest.approx(max(e["accuracy_mean"] for e in means.values()))
+        assert entry["auc"] == pytest.approx(np.mean(per_set_auc)) and entry["mean_of"] == ["lfw", "cfp_fp"]
+    chosen = max(means, key=lambda s: (means[s]["auc"], s))   # the highest mean AUC, ties to the later step
+    assert summary["best_validation_step"] == chosen
+    assert summary["best_validation_accuracy"] == pytest.approx(means[chosen]["accuracy_mean"])
     assert (tmp_path / "run" / "export" / "best.keras").is_file() and summary["validation"] is None
 
 

@@ -84,12 +84,13 @@ class RunLogger:
         self._record({"step": step, "validation": name,
                       **{k: metrics[k] for k in ("accuracy_mean", "accuracy_std", "val", "auc", "eer")}})
 
-    def selection_score(self, step, name, score, sets):
-        """Record the score that chooses best.keras when it is not one set's (TensorBoard val/NAME/accuracy_mean
-        and a JSON line naming the sets it summarises)."""
+    def selection_score(self, step, name, accuracy, auc, sets):
+        """Record the mean over several sets that chooses best.keras (its AUC) when it is not one set's
+        (TensorBoard val/NAME/accuracy_mean and auc, and a JSON line naming the sets it summarises)."""
         with self.writer.as_default(step=step):
-            tf.summary.scalar(f"val/{name}/accuracy_mean", score)
-        self._record({"step": step, "validation": name, "accuracy_mean": score, "mean_of": sets})
+            tf.summary.scalar(f"val/{name}/accuracy_mean", accuracy)
+            tf.summary.scalar(f"val/{name}/auc", auc)
+        self._record({"step": step, "validation": name, "accuracy_mean": accuracy, "auc": auc, "mean_of": sets})
 
     @property
     def images_per_sec(self):

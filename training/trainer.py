@@ -211,7 +211,8 @@ def run_training(config, run_dir, strategy=None, log=print):
                "images_per_sec": logger.images_per_sec,
                "wall_seconds": time.perf_counter() - wall_start, "validation": val_metrics,
                "bin_validation": validate.last_bins, "best_rule": validate.rule,
-               "best_validation_accuracy": validate.best, "exports": exports, "synthetic": data.synthetic,
+               "best_validation_auc": validate.best, "best_validation_step": validate.best_step,
+               "best_validation_accuracy": validate.best_accuracy, "exports": exports, "synthetic": data.synthetic,
                "peak_lr": peak_lr(config, global_batch)}
     if chief:
         # One line per invocation: a resumed or time-limited run appends its own.
@@ -234,11 +235,11 @@ def _data_errors_explained(data):
 
 
 def _warn_about_settings(config, log):
-    if config.xla and config.backbone == "mobilefacenet" and not tf.config.list_physical_devices("GPU"):
-        # benchmarks/train_speed.py: XLA's CPU depthwise convolution made MobileFaceNet 0.24x
-        # as fast as without XLA (ResFace20 gained 1.42x) on a 2-core CPU.
-        log("warning: --xla makes mobilefacenet about 4x SLOWER on CPU (depthwise convolutions); "
-            "drop --xla for it (it helps resface20 about 1.4x)")
+    if config.xla and not tf.config.list_physical_devices("GPU"):
+        # benchmarks/backbone_step.py and xla_layers.py on a 2-core AMD EPYC: with XLA the step ran at
+        # 0.09x (MobileFaceNet: XLA's CPU depthwise convolution), 0.79x (ResFace20), 0.82x (LResNet50E-IR).
+        log("warning: --xla is slower on CPU for every backbone (mobilefacenet about 10x slower: XLA's CPU "
+            "depthwise convolution; resface/lresnet about 0.8x); --xla auto leaves it off on CPU")
 
 
 def _time_limit_check(strategy, config, wall_start):
