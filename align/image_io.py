@@ -8,7 +8,7 @@ import warnings
 import cv2
 import numpy as np
 
-from fileio import write_bytes_atomic
+from fileio import jpeg_damage, write_bytes_atomic
 
 
 class ImageError(Exception):
@@ -35,6 +35,10 @@ def read_image_rgb(path) -> np.ndarray:
         raise ImageError("unreadable", f"cannot read {path}: {error.strerror or error}") from error
     if not data:
         raise ImageError("not an image", f"{path} is an empty file")
+    if data[:3] == b"\xff\xd8\xff":  # Pillow decodes damaged JPEG data without a word: check strictly first
+        damage = jpeg_damage(data)
+        if damage:
+            raise ImageError("corrupt image", f"{path} is a damaged JPEG ({damage})")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -8,6 +8,8 @@ cv2.imdecode releases the GIL, so a thread pool decodes on all cores.
 import cv2
 import numpy as np
 
+from fileio import jpeg_damage
+
 from .features import detect_format
 
 cv2.setNumThreads(1)  # parallelism comes from the builder's worker threads
@@ -25,7 +27,8 @@ def load_checked(path, image_size, resize=False):
     path: file to read. image_size: (H, W) expected. Raises OSError/ValueError with a reason
     for unreadable files (the builder lists them), WrongImageSize when the size is wrong and
     resize is False. A JPEG with no end-of-image marker (a truncated file, which libjpeg would
-    silently pad with grey) counts as unreadable.
+    silently pad with grey) or with damaged data in the middle (fileio.jpeg_damage) counts as
+    unreadable.
     """
     with open(path, "rb") as f:
         data = f.read()
@@ -36,6 +39,10 @@ def load_checked(path, image_size, resize=False):
         raise ValueError("not a JPEG or PNG file (convert it to .jpg or .png)")
     if fmt == "jpeg" and b"\xff\xd9" not in data[-4096:]:
         raise ValueError("truncated JPEG (no end-of-image marker)")
+    if fmt == "jpeg":
+        damage = jpeg_damage(data)
+        if damage:
+            raise ValueError(f"damaged JPEG data ({damage}); re-align or re-export this image")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"cannot decode {fmt} data (corrupt file)")
