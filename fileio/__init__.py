@@ -8,6 +8,8 @@ the strict JPEG check, which imports simplejpeg when called).
 - ``pairs_format``: the generic verification pair list (written by the shard builder, read by
   evaluation).
 - ``sha256_of_file``: the checksum the manifest stores and verification recomputes.
+- ``align_report`` (imported from its module): the aligned folder's report as align resumes from it
+  and the shard builder packs by it (records, source stamps, which crops are training images).
 - ``text_lines``: UTF-8 text inputs read line by line, with errors that name the line.
 - ``quiet_tensorflow`` (imported from its module by each command): TensorFlow's C++ start-up lines
   filtered out of stderr, the one part here about a stream rather than a file.

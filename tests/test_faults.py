@@ -75,3 +75,98 @@ def test_damaged_jpeg_is_listed_by_the_build_and_caught_by_verify(lfw_dir, tmp_p
     with pytest.raises(ShardError, match=r"B/1\.jpg.*damaged JPEG.*--overwrite"):
         verify(tmp_path / "old", log=quiet)
     assert verify(tmp_path / "out", log=quiet) == {"train": 3}
+
+
+# ---- #4: stale and orphan crops ----------------------------------------------------------------------
+def packed(shards):
+    """{image path: stored bytes} of a shard folder's train split."""
+    import tensorflow as tf
+
+    import tfrecords
+    from tfrecords import features as F
+
+    manifest = tfrecords.read_manifest(shards)
+    images = {}
+    for shard in manifest["splits"]["train"]["shards"]:
+        for raw in tf.data.TFRecordDataset(str(Path(shards) / shard["file"])):
+            example = tf.io.parse_single_example(raw, F.feature_spec())
+            images[example[F.PATH].numpy().decode()] = example[F.ENCODED].numpy()
+    return images
+
+
+def packed_paths(shards):
+    return sorted(packed(shards))
+
+
+# ---- #5: the builder accounts for every input file ----------------------------------------------------
+def test_build_accounts_for_every_input_file(tmp_path):
+    """Nested folders, dangling links (file or identity), loose images, non-images: each gets a line
+    in unreadable.txt with its reason; a linked identity folder is packed. Nothing vanishes."""
+    from tfrecords.build import build
+
+    inp = tmp_path / "in"
+    for name in ("A/0.jpg", "A/1.jpg", "A/sub/2.jpg", "A/sub/deeper/3.jpg", "loose.jpg"):
+        smooth_jpeg(inp / name)
+    for name in ("0.jpg", "1.jpg"):
+        smooth_jpeg(tmp_path / "elsewhere" / "B" / name)
+    (inp / "A" / "notes.txt").write_text("not an image")
+    (inp / "A" / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
+    (inp / "B").symlink_to(tmp_path / "elsewhere" / "B", target_is_directory=True)
+    (inp / "C").symlink_to(tmp_path / "missing_folder", target_is_directory=True)
+    build(inp, tmp_path / "out", progress=False, log=quiet)
+    packed = packed_paths(tmp_path / "out")
+    listed = unreadable_lines(tmp_path / "out")
+    assert packed == ["A/0.jpg", "A/1.jpg", "B/0.jpg", "B/1.jpg"]
+    assert "nested below an identity" in listed["A/sub/2.jpg"] and "nested" in listed["A/sub/deeper/3.jpg"]
+    assert "dangling" in listed["A/gone.jpg"] and "dangling" in listed["C"]
+    assert "not in an identity folder" in listed["loose.jpg"] and "not an image" in listed["A/notes.txt"]
+    everything = {str(p.relative_to(inp)) for p in inp.rglob("*") if p.is_symlink() and not p.exists()}
+    for root, _, files in os.walk(inp, followlinks=True):
+        everything |= {os.path.relpath(os.path.join(root, f), inp) for f in files}
+    assert set(packed) | set(listed) == everything and not set(packed) & set(listed)   # exactly one place each
+
+
+def test_build_resume_compares_contents_not_names(tmp_path):
+    """#4: an input replaced under the same name is not 'nothing to do': the rerun is refused until
+    --overwrite, which packs the new bytes."""
+    from tfrecords.build import BuildError, build
+
+    inp = tmp_path / "in"
+    for k in range(2):
+        smooth_jpeg(inp / "A" / f"{k}.jpg", seed=k)
+    build(inp, tmp_path / "out", progress=False, log=quiet)
+    replaced = smooth_jpeg(inp / "A" / "0.jpg", seed=7).read_bytes()
+    with pytest.raises(BuildError, match="other inputs or options.*--overwrite"):
+        build(inp, tmp_path / "out", progress=False, log=quiet)
+    build(inp, tmp_path / "out", overwrite=True, progress=False, log=quiet)
+    assert packed(tmp_path / "out")["A/0.jpg"] == replaced
+
+
+# ---- #6: --list labels ---------------------------------------------------------------------------------
+def test_list_labels_are_integers_in_numeric_order_or_names_never_mixed(tmp_path):
+    """Integer labels keep their values ("10" is class 10, not class 2 by text order); a list that
+    mixes integers and names, or spells one integer two ways, is refused at the line, before work."""
+    from tfrecords.build import build
+    from tfrecords.sources import SourceError
+
+    lines = []
+    for label in range(11):
+        lines.append(f"img/{label}.jpg {label}")
+        smooth_jpeg(tmp_path / "img" / f"{label}.jpg", seed=label)
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    manifest = build(None, tmp_path / "out", list_file=tmp_path / "list.txt", progress=False, log=quiet)
+    assert manifest["labels"] == [str(k) for k in range(11)]
+    import tensorflow as tf
+
+    from tfrecords import features as F
+    for shard in manifest["splits"]["train"]["shards"]:
+        for raw in tf.data.TFRecordDataset(str(tmp_path / "out" / shard["file"])):
+            example = tf.io.parse_single_example(raw, F.feature_spec())
+            assert f"img/{int(example[F.LABEL])}.jpg" == example[F.PATH].numpy().decode()
+    (tmp_path / "mixed.txt").write_text("img/0.jpg 0\n# a comment\nimg/1.jpg 1\nimg/2.jpg George_W_Bush\n")
+    with pytest.raises(SourceError, match=r"mixed\.txt:4: label 'George_W_Bush' is a name, but line 1 has an integer"):
+        build(None, tmp_path / "out2", list_file=tmp_path / "mixed.txt", progress=False, log=quiet)
+    (tmp_path / "spelled.txt").write_text("img/0.jpg 7\nimg/1.jpg 007\n")
+    with pytest.raises(SourceError, match=r"spelled\.txt:2: label '007' is the class number of '7'"):
+        build(None, tmp_path / "out3", list_file=tmp_path / "spelled.txt", progress=False, log=quiet)
+    assert not (tmp_path / "out2" / "manifest.json").exists()

@@ -71,7 +71,7 @@ def build(input_dir=None, output_dir=None, *, list_file=None, progress=True, log
     if output_dir is None or (input_dir is None and list_file is None):
         raise BuildError("give --output-dir and either --input-dir or --list")
     out = Path(output_dir)
-    source = ListSource(list_file, input_dir) if list_file else FolderSource(input_dir)
+    source = ListSource(list_file, input_dir) if list_file else FolderSource(input_dir, log)
     if out.resolve() == Path(source.root).resolve():
         raise BuildError(f"{out}: the output directory must differ from the input directory")
     out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +112,7 @@ def _build_locked(source, out, work, opts, progress, log):
 
     # 2) assign images to shards (plan files), fingerprint the plan
     plan_dir = work / f"plan-{os.getpid()}"
-    write_plan(source, splits, capped, shards, plan_dir, opts.seed)
+    contents = write_plan(source, splits, capped, shards, plan_dir, opts.seed)
     image_size = opts.image_size or _infer_image_size(plan_dir / "train-00000.tsv", log)
     image_size = tuple(int(v) for v in image_size)
     if untrainable_reason(image_size):
@@ -123,7 +123,7 @@ def _build_locked(source, out, work, opts, progress, log):
                            "people": str(Path(opts.people).resolve()) if opts.people else None},
                "val_identities": opts.val_identities, "val_pairs": opts.val_pairs, "seed": opts.seed,
                "shards": shards}
-    fingerprint = plan_fingerprint(options, plan_dir)
+    fingerprint = plan_fingerprint(options, plan_dir, contents)
     log(f"planned {totals['train']} train images / {len(train)} classes in {shards['train']} shards"
         + (f", {totals['val']} val images / {len(val)} held-out identities in {shards['val']} shards" if val else "")
         + f" ({time.time() - t0:.1f}s)")
