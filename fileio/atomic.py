@@ -27,11 +27,14 @@ def atomic_output(path, tmp_dir=None):
         if tmp.is_dir() and path.is_dir():
             shutil.rmtree(path)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+        if isinstance(error, OSError) and error.filename is None and error.errno is not None:
+            # A failed write() names no file (disk full: "[Errno 28] No space left on device"): name the target.
+            raise OSError(error.errno, error.strerror, str(path)) from error
         raise
 
 

@@ -77,6 +77,127 @@ def test_damaged_jpeg_is_listed_by_the_build_and_caught_by_verify(lfw_dir, tmp_p
     assert verify(tmp_path / "out", log=quiet) == {"train": 3}
 
 
+# ---- align ---------------------------------------------------------------------------------------------
+FACES = ["Aaron_Eckhart/Aaron_Eckhart_0001.jpg", "George_W_Bush/George_W_Bush_0010.jpg",
+         "George_W_Bush/George_W_Bush_0011.jpg", "Serena_Williams/Serena_Williams_0003.jpg"]
+
+
+def copy_faces(lfw_dir, raw, names=FACES):
+    for name in names:
+        (raw / name).parent.mkdir(parents=True, exist_ok=True)
+        (raw / name).write_bytes((lfw_dir / "images" / name).read_bytes())
+
+
+def align_quietly(raw, out, **kwargs):
+    from align import align_folder
+
+    return align_folder(raw, out, **{"workers": 1, "progress": False, "contact_sheet_size": 0,
+                                     "log": quiet, **kwargs})
+
+
+def align_cli(raw, out, *extra, env=None, preexec_fn=None, timeout=300):
+    command = [sys.executable, "align/align_lfw.py", "--input-dir", str(raw), "--output-dir", str(out),
+               "--no-progress", "--contact-sheet", "0", *extra]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1", **(env or {})), preexec_fn=preexec_fn)
+
+
+def one_error_line(stderr):
+    """The command's stderr holds one error line and no traceback."""
+    lines = [line for line in stderr.splitlines() if "error" in line.lower()]
+    assert "Traceback" not in stderr and len(lines) == 1, stderr[-3000:]
+    return lines[0]
+
+
+def test_killed_align_worker_is_reported_and_the_run_finishes(lfw_dir, tmp_path):
+    """#2: kill -9 of one pool worker (what the OOM killer does): no hang; the file it held is reported
+    as `worker died`, a fresh worker takes over, every other file is aligned."""
+    from align import load_report
+    from align.workers import KILL_HOOK_ENV
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    copy_faces(lfw_dir, raw)
+    killed = FACES[1]
+    result = align_cli(raw, out, "--workers", "2", env={KILL_HOOK_ENV: killed}, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = load_report(out / "align_report.jsonl")
+    assert sorted(report) == sorted(FACES)
+    assert report[killed]["status"] == "failed" and report[killed]["reason"] == "worker died"
+    assert "SIGKILL" in report[killed]["detail"] and not (out / killed).exists()
+    assert all(report[name]["status"] == "aligned" for name in FACES if name != killed)
+    # --retry-failed redoes it (nothing kills it now)
+    summary = align_quietly(raw, out, retry_failed=True)
+    assert summary["processed_this_run"] == 1 and summary["aligned"] == len(FACES)
+
+
+def huge_png_header(path, width=30000, height=30000):
+    """A 100-byte PNG whose header claims width x height px (its data would not even decode)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_huge_dimensions_are_refused_from_the_header(lfw_dir, tmp_path):
+    """#2: a small file claiming 30000x30000 px is refused before decoding (900 MP would need ~90 GB
+    in the detector), reported as its own reason; a larger --max-megapixels admits what it covers."""
+    import resource
+
+    from align import load_report
+    from align.image_io import ImageError, read_image_rgb
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    copy_faces(lfw_dir, raw, FACES[:1])
+    bomb = huge_png_header(raw / "Big" / "bomb.png")
+    assert bomb.stat().st_size < 200
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ImageError) as refused:
+        read_image_rgb(bomb, max_megapixels=25)
+    assert refused.value.reason == "too many pixels" and refused.value.input_size == [30000, 30000]
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000   # KiB: nothing decoded
+    huge_png_header(raw / "Big" / "mid.png", 6000, 6000)   # 36 MP
+    align_quietly(raw, out)
+    report = load_report(out / "align_report.jsonl")
+    assert report["Big/bomb.png"]["reason"] == report["Big/mid.png"]["reason"] == "too many pixels"
+    assert "900.0 megapixels" in report["Big/bomb.png"]["detail"] and "--max-megapixels" in report["Big/bomb.png"]["detail"]
+    assert report[FACES[0]]["status"] == "aligned"
+    summary = align_quietly(raw, out, max_megapixels=40)   # admits mid.png only: it is decoded now
+    report = load_report(out / "align_report.jsonl")
+    assert summary["processed_this_run"] == 1
+    assert report["Big/mid.png"]["reason"] == "corrupt image" and report["Big/bomb.png"]["reason"] == "too many pixels"
+
+
+def test_disk_full_in_align_is_one_line_naming_the_file_then_resumes(lfw_dir, tmp_path):
+    """#7: a file-size limit (EFBIG, as ENOSPC would) stops align with one line naming the file it could
+    not write and the fix; rerun without the limit, it resumes and completes."""
+    import resource
+    import signal
+
+    from align import load_report
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    copy_faces(lfw_dir, raw, FACES[:2])
+
+    def tiny_file_limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # then the write fails with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3000, resource.RLIM_INFINITY))
+
+    result = align_cli(raw, out, "--workers", "1", preexec_fn=tiny_file_limit)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = one_error_line(result.stderr)
+    assert "File too large" in line and str(out) in line and "rerun" in line
+    summary = align_quietly(raw, out)
+    assert summary["aligned"] == 2 and sorted(load_report(out / "align_report.jsonl")) == sorted(FACES[:2])
+    assert not (out / ".align_tmp").exists()
+
+
 # ---- #4: stale and orphan crops ----------------------------------------------------------------------
 def packed(shards):
     """{image path: stored bytes} of a shard folder's train split."""
@@ -96,6 +217,59 @@ def packed(shards):
 
 def packed_paths(shards):
     return sorted(packed(shards))
+
+
+def test_changed_and_removed_sources_are_realigned_and_never_packed_stale(lfw_dir, tmp_path):
+    """A replaced source is re-aligned on rerun, a removed one's crop is removed, one that no longer
+    aligns loses its crop; until the rerun, the builder packs none of those crops (nor a crop that no
+    record writes) and says why for each."""
+    from skimage import data as skimage_data
+
+    from align import load_report
+    from tfrecords.build import build
+
+    raw, out = tmp_path / "raw", tmp_path / "aligned"
+    copy_faces(lfw_dir, raw)
+    align_quietly(raw, out)
+    old_crop = (out / FACES[0]).read_bytes()
+    shutil.copy(out / FACES[1], out / "George_W_Bush" / "by_hand.jpg")   # no record writes it
+    (raw / FACES[0]).write_bytes((lfw_dir / "images" / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg").read_bytes())
+    cv2.imwrite(str(raw / FACES[2]), cv2.cvtColor(skimage_data.coffee(), cv2.COLOR_RGB2BGR))  # now: no face
+    (raw / FACES[3]).unlink()
+
+    build(out, tmp_path / "before", progress=False, log=quiet)
+    assert packed_paths(tmp_path / "before") == [FACES[1]]
+    left_out = unreadable_lines(tmp_path / "before")
+    assert "changed after alignment" in left_out[FACES[0]] and "changed after alignment" in left_out[FACES[2]]
+    assert "removed after alignment" in left_out[FACES[3]]
+    assert "no aligned record" in left_out["George_W_Bush/by_hand.jpg"]
+
+    summary = align_quietly(raw, out)
+    report = load_report(out / "align_report.jsonl")
+    assert summary["processed_this_run"] == 2 and summary["removed_crops"] == 2
+    assert FACES[3] not in report and not (out / FACES[3]).exists()
+    assert report[FACES[2]]["reason"] == "no face" and not (out / FACES[2]).exists()
+    assert report[FACES[0]]["status"] == "aligned" and (out / FACES[0]).read_bytes() != old_crop
+    build(out, tmp_path / "after", progress=False, log=quiet)
+    assert packed_paths(tmp_path / "after") == sorted(FACES[:2])
+    assert list(unreadable_lines(tmp_path / "after")) == ["George_W_Bush/by_hand.jpg"]
+
+
+def test_symlinked_identity_folder_is_followed_by_align_and_build_alike(lfw_dir, tmp_path):
+    """#5: a linked identity folder is an identity for both stages (a link loop ends the walk)."""
+    from align import load_report
+    from tfrecords.build import build
+
+    raw, out = tmp_path / "raw", tmp_path / "aligned"
+    copy_faces(lfw_dir, tmp_path / "elsewhere", FACES[1:3])
+    copy_faces(lfw_dir, raw, FACES[:1])
+    (raw / "George_W_Bush").symlink_to(tmp_path / "elsewhere" / "George_W_Bush", target_is_directory=True)
+    (raw / "Aaron_Eckhart" / "loop").symlink_to(raw, target_is_directory=True)
+    align_quietly(raw, out)
+    report = load_report(out / "align_report.jsonl")
+    assert sorted(report) == sorted(FACES[:3]) and all(r["status"] == "aligned" for r in report.values())
+    build(out, tmp_path / "shards", progress=False, log=quiet)
+    assert packed_paths(tmp_path / "shards") == sorted(FACES[:3])
 
 
 # ---- #5: the builder accounts for every input file ----------------------------------------------------
