@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import errno
 import os
 import shutil
 import signal
@@ -19,14 +18,13 @@ from align.detector import DEFAULT_MIN_FACE_SIZE, DEFAULT_SCALE_FACTOR, DEFAULT_
 from align.geometry import align_face, fallback_landmarks, reference_landmarks
 from align.image_io import DEFAULT_MAX_MEGAPIXELS, ImageError, encode_image, read_image_rgb, write_atomic
 from align.workers import WorkerStartError, run_pool
+from fileio import DISK_FULL_ERRNOS
 
 TMP_DIR_NAME = ".align_tmp"  # inside ALIGNED so the final rename stays on one filesystem; removed at the end
 # Settings that change the pixels of an output: a rerun must use the same ones (else --overwrite).
 OUTPUT_SETTINGS = ("image_size", "image_format", "jpeg_quality", "min_face_size", "thresholds", "scale_factor")
 
 
-# A full disk, a quota, a file-size limit: nothing more can be written, so the run stops (it resumes).
-DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class AlignError(Exception):

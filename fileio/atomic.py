@@ -6,10 +6,15 @@ over ``path``; on any error the temporary file is removed and ``path`` is untouc
 """
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 from pathlib import Path
+
+# Write failures that mean "no room": a full disk, a quota, a file-size limit. Every stage stops on
+# them with one line naming the file and saying that a rerun resumes.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @contextlib.contextmanager

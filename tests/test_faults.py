@@ -344,3 +344,74 @@ def test_list_labels_are_integers_in_numeric_order_or_names_never_mixed(tmp_path
     with pytest.raises(SourceError, match=r"spelled\.txt:2: label '007' is the class number of '7'"):
         build(None, tmp_path / "out3", list_file=tmp_path / "spelled.txt", progress=False, log=quiet)
     assert not (tmp_path / "out2" / "manifest.json").exists()
+
+
+# ---- training: disk full, damaged checkpoint, truncated .keras ------------------------------------------
+TINY = {"backbone": "mobilefacenet", "image_size": "32x32", "embedding_size": 32, "batch_size": 4,
+        "num_classes": 10, "synthetic_images": 64, "log_every": 1}
+
+
+def tiny_train_cli(run_dir, *extra):
+    args = [sys.executable, str(REPO / "train.py"), "--output-dir", str(run_dir)]
+    for key, value in TINY.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    return args + list(extra)
+
+
+def test_disk_full_while_checkpointing_is_one_line_naming_the_run(tmp_path):
+    """#7: a checkpoint that cannot be written (EFBIG from a file-size limit; ENOSPC alike) stops
+    training with one line naming the run directory and how to continue; no partial save is left."""
+    import resource
+    import signal
+
+    def small_file_limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))   # the weights are ~4 MB
+
+    run = tmp_path / "run"
+    result = subprocess.run(tiny_train_cli(run, "--max-steps", "3", "--checkpoint-every", "2"), capture_output=True,
+                            text=True, timeout=300, preexec_fn=small_file_limit,
+                            env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    assert result.returncode == 1, result.stderr[-3000:]
+    line = one_error_line(result.stderr)
+    assert "checkpoint of step 2" in line and "File too large" in line and str(run) in line, line
+    assert not list((run / "checkpoints").glob("*_temp*"))
+
+
+def test_damaged_checkpoint_and_truncated_model_are_named_with_the_fix(tmp_path, capsys):
+    """#7: --resume skips a damaged newest checkpoint (one warning line naming it) for the older one;
+    none readable is one error line. A truncated .keras is named as such (Keras says "File not found"),
+    with the fix, which works: --resume of the finished run exports it again."""
+    import training
+    from evaluation.model_io import load_embedding_model
+    from training.config import resolve_config
+
+    import evaluate
+
+    run = tmp_path / "run"
+    config = dict(TINY, max_steps=4, checkpoint_every=2, lr_schedule="constant")
+    training.run_training(resolve_config(config), training.new_run_dir(run, "m", "l"), log=quiet)
+    model = run / "export" / "embedding.keras"
+    model.write_bytes(model.read_bytes()[:4000])
+    with pytest.raises(ValueError, match=r"embedding\.keras is not a complete \.keras file.*--resume --output-dir"):
+        load_embedding_model(model)
+    images = tmp_path / "faces"
+    for name in ("A/A_0001.jpg", "B/B_0001.jpg"):
+        smooth_jpeg(images / name, size=(32, 32))
+    (tmp_path / "pairs.txt").write_text("# generic pairs\nA/A_0001.jpg\tA/A_0001.jpg\t1\nA/A_0001.jpg\tB/B_0001.jpg\t0\n")
+    assert evaluate.main(["--model", str(model), "--lfw-pairs", str(tmp_path / "pairs.txt"),
+                          "--lfw-dir", str(images), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "not a complete .keras file" in one_error_line(err)
+
+    newest = sorted((run / "checkpoints").glob("ckpt-4.data-*"))[0]
+    newest.write_bytes(newest.read_bytes()[:1000])
+    messages = []
+    summary = training.run_training(resolve_config(dict(config, resume=True)), run, log=messages.append)
+    assert summary["start_step"] == 2 and summary["last_step"] == 4
+    assert any("ckpt-4" in m and "cannot be read" in m and "resuming from the older ckpt-2" in m for m in messages)
+    load_embedding_model(model)   # exported again by the resumed run
+    for data in (run / "checkpoints").glob("ckpt-*.data-*"):
+        data.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"no checkpoint in .*checkpoints can be read: ckpt-4 .*ckpt-2"):
+        training.run_training(resolve_config(dict(config, resume=True)), run, log=quiet)
