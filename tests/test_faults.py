@@ -415,3 +415,43 @@ def test_damaged_checkpoint_and_truncated_model_are_named_with_the_fix(tmp_path,
         data.write_bytes(b"")
     with pytest.raises(ValueError, match=r"no checkpoint in .*checkpoints can be read: ckpt-4 .*ckpt-2"):
         training.run_training(resolve_config(dict(config, resume=True)), run, log=quiet)
+
+
+# ---- our .bin writer and reader agree for every pairs format --------------------------------------------
+def test_bin_written_from_view1_and_generic_pairs_is_read_with_the_files_own_folds(lfw_dir, tmp_path):
+    """A View 1 file lists its same pairs, then its different pairs: the writer used to keep that order,
+    so the reader's contiguous fold 0 held only same pairs ('fold 0 has 2 same and 0 different
+    pairs'). Now pairs go in fold by fold and the .bin evaluates exactly as its pairs file does."""
+    import hashlib
+
+    from evaluation.binset import bin_pairset, load_bin, main as binset_main
+    from evaluation.metrics import verification_metrics
+    from evaluation.pairs import read_pairs
+
+    generic = tmp_path / "generic.txt"
+    names = sorted(p.relative_to(lfw_dir / "images").as_posix() for p in (lfw_dir / "images").glob("A[a-b]*/*.jpg"))
+    pairs = [(names[i], names[i + 1], 1) for i in range(13)] + [(names[i], names[-1 - i], 0) for i in range(17)]
+    generic.write_text("# generic pairs\n" + "".join(f"{a}\t{b}\t{s}\n" for a, b, s in pairs))
+
+    def feature(image_bytes):   # any fixed function of the image will do: the folds are what is compared
+        return np.random.default_rng(int.from_bytes(hashlib.sha256(image_bytes).digest()[:8], "little")).normal(size=8)
+
+    for pairs_file in (lfw_dir / "pairsDevTest.txt", generic):
+        out = tmp_path / f"{pairs_file.stem}.bin"
+        assert binset_main(["--aligned-dir", str(lfw_dir / "images"), "--pairs", str(pairs_file),
+                            "--output", str(out)]) == 0
+        from_file = read_pairs(pairs_file)
+        bins, issame = load_bin(out)
+        from_bin = bin_pairset(out, issame)
+        emb = np.array([feature(b) for b in bins])
+        bin_result = verification_metrics(emb[0::2], emb[1::2], from_bin.issame, from_bin.folds)
+        images = lfw_dir / "images"
+
+        def read(path):
+            return (images / (path if path.endswith(".jpg") else path + ".jpg")).read_bytes()
+
+        file_result = verification_metrics(np.array([feature(read(p)) for p in from_file.paths_a]),
+                                           np.array([feature(read(p)) for p in from_file.paths_b]),
+                                           from_file.issame, from_file.folds)
+        assert bin_result["num_folds"] == file_result["num_folds"] == min(10, int(issame.sum()), int((~issame).sum()))
+        assert bin_result["fold_accuracies"] == file_result["fold_accuracies"]
