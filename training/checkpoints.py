@@ -1,8 +1,9 @@
 """The checkpoints of one run: weights, BN statistics, optimizer slots, step and best validation.
 
 The chief writes RUN/checkpoints/ (three kept). Saving is collective under multi-worker training,
-so the other workers save too, into a scratch folder nobody reads. A checkpoint is never written
-from non-finite weights (the guard checks every variable first).
+so the other workers save too, into a folder of their own (RUN/workers/tmp-N: the same weights,
+which their own --resume reads). A checkpoint is never written from non-finite weights (the guard
+checks every variable first).
 """
 
 import shutil
