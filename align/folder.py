@@ -230,9 +230,9 @@ def _align_folder(config, report_path, overwrite, retry_failed, contact_sheet_si
         raise AlignError(f"no files under {config['input_dir']}; expected <identity>/<image> files")
     outputs, planned = plan_outputs(inputs, config["image_format"], config["min_images"])
     previous = report_io.load_report(report_path)
+    stamps = {rel: report_io.source_stamp(os.path.join(config["input_dir"], rel)) for rel in outputs}
     todo = [(rel, out) for rel, out in outputs.items()
-            if not _finished(previous.get(rel), output_dir, config, retry_failed,
-                             report_io.source_stamp(os.path.join(config["input_dir"], rel)))]
+            if not _finished(previous.get(rel), output_dir, config, retry_failed, stamps[rel])]
     skipped = len(outputs) - len(todo)
     changed = sum(1 for rel, _ in todo if previous.get(rel, {}).get("status") in report_io.STATUSES)
     log(f"align: {len(inputs)} files under {config['input_dir']}; {skipped} already done, {len(todo)} to do"
@@ -258,6 +258,9 @@ def _align_folder(config, report_path, overwrite, retry_failed, contact_sheet_si
     if missing:  # cannot happen unless a worker died; say so rather than write an incomplete report
         raise AlignError(f"{len(missing)} input files have no report record (first: {missing[0]}); rerun to resume")
     records = [final[rel] for rel in inputs]
+    for record in records:  # a record kept from before stamps existed gets its (unchanged) source's stamp
+        if report_io.stamp_of(record) is None and stamps.get(record["input"]):
+            record.update(stamps[record["input"]])
     report_io.compact_report(report_path, records)
     removed = _remove_stale_crops(output_dir, {r["input"]: r for r in records}, previous, outputs)
     if removed:
@@ -359,9 +362,8 @@ def _check_previous_run(output_dir, config, overwrite, report_path) -> None:
 
 def _finished(record, output_dir, config, retry_failed, stamp) -> bool:
     """True when ``record`` (the last one for this input, or None) needs no redo; ``stamp``: the
-    source's stamp now. A source replaced since its record was made (or a record from before
-    stamps) is redone."""
-    if record is None or report_io.stamp_of(record) != stamp:
+    source's stamp now. A source replaced since its record was made is redone."""
+    if record is None or not report_io.source_unchanged(record, stamp, output_dir):
         return False
     if record["status"] in ("aligned", "fallback"):
         return record["output"] is not None and os.path.exists(os.path.join(output_dir, record["output"]))

@@ -23,7 +23,7 @@ import time
 
 import fileio
 from fileio.align_report import (CONFIG_NAME, CONTACT_SHEET_NAME, REPORT_NAME, SUMMARY_NAME,  # noqa: F401
-                                 load_report, source_stamp, stamp_of)
+                                 load_report, source_stamp, source_unchanged, stamp_of)
 
 STATUSES = ("aligned", "fallback", "failed", "excluded")
 

@@ -57,6 +57,24 @@ def stamp_of(record):
     return {"source_size": record["source_size"], "source_mtime_ns": record.get("source_mtime_ns")}
 
 
+def source_unchanged(record, now, aligned_dir) -> bool:
+    """True when ``record`` still describes its source (``now``: the source's stamp today, or None).
+
+    Records written before stamps existed carry none: their source counts as unchanged when it is
+    older than the crop the record wrote (or, for a record without a crop, when it still exists), so
+    an aligned folder made by an older version is neither re-aligned nor refused wholesale.
+    """
+    stamp = stamp_of(record)
+    if stamp is not None or now is None:
+        return stamp == now
+    if record.get("output"):
+        try:
+            return os.stat(os.path.join(aligned_dir, record["output"])).st_mtime_ns >= now["source_mtime_ns"]
+        except OSError:
+            return False
+    return True
+
+
 def crop_verdicts(aligned_dir, log=print):
     """{crop path relative to aligned_dir: None (a training image) or why not}, or None without a report.
 
@@ -91,7 +109,7 @@ def crop_verdicts(aligned_dir, log=print):
         if now is None:
             verdicts[output] = (f"its source {source} was removed after alignment; rerun align "
                                 "(it removes such crops), skipped")
-        elif stamp_of(record) != now:
+        elif not source_unchanged(record, now, aligned_dir):
             verdicts[output] = (f"its source {source} changed after alignment; rerun align "
                                 "(it re-aligns changed sources), skipped")
     return verdicts

@@ -231,6 +231,14 @@ def test_changed_and_removed_sources_are_realigned_and_never_packed_stale(lfw_di
     raw, out = tmp_path / "raw", tmp_path / "aligned"
     copy_faces(lfw_dir, raw)
     align_quietly(raw, out)
+    # A report from before source stamps: its crops are newer than their sources, so they still count.
+    report_path = out / "align_report.jsonl"
+    stamped = report_path.read_text()
+    report_path.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if not k.startswith("source_")})
+                                   + "\n" for line in stamped.splitlines()))
+    build(out, tmp_path / "unstamped", progress=False, log=quiet)
+    assert packed_paths(tmp_path / "unstamped") == sorted(FACES)
+    assert align_quietly(raw, out)["processed_this_run"] == 0 and report_path.read_text() == stamped
     old_crop = (out / FACES[0]).read_bytes()
     shutil.copy(out / FACES[1], out / "George_W_Bush" / "by_hand.jpg")   # no record writes it
     (raw / FACES[0]).write_bytes((lfw_dir / "images" / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg").read_bytes())
