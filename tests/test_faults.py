@@ -61,6 +61,11 @@ def test_damaged_jpeg_is_listed_by_the_build_and_caught_by_verify(lfw_dir, tmp_p
     bad = damage_middle(good)
     assert cv2.imdecode(np.frombuffer(bad, np.uint8), cv2.IMREAD_COLOR) is not None  # OpenCV takes it
     assert jpeg_damage(good) is None and jpeg_damage(bad)
+    from align.image_io import ImageError, read_image_rgb
+    (tmp_path / "bad.jpg").write_bytes(bad)
+    with pytest.raises(ImageError, match="damaged JPEG") as refused:   # align reports it too
+        read_image_rgb(tmp_path / "bad.jpg")
+    assert refused.value.reason == "corrupt image"
     for person in ("A", "B"):
         for k in range(2):
             (tmp_path / "in" / person).mkdir(parents=True, exist_ok=True)
