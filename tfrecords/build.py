@@ -3,8 +3,9 @@
     python -m tfrecords.build --input-dir ALIGNED --output-dir SHARDS [--val-identities 0.02]
 
 Writes ``SHARDS/train-00000-of-000NN.tfrecord`` (and ``val-*`` for held-out identities),
-``manifest.json`` (last), ``val_pairs.txt`` and, when some inputs could not be read,
-``unreadable.txt``. The steps live beside this driver: the sources (``sources.py``: folder or list,
+``manifest.json`` (last), ``val_pairs.txt`` and, when some inputs were left out, ``unreadable.txt``
+(one line per input file, with the reason: unreadable, not an image, misplaced, or not backed by
+the folder's align_report.jsonl). The steps live beside this driver: the sources (``sources.py``: folder or list,
 one interface), the plan (``plan.py``: filters, shard assignment, fingerprint), the shard writer
 (``shard_writer.py``), and here the resume logic, the manifest and the command line.
 
@@ -339,7 +340,10 @@ def parse_args(argv=None):
         description="Pack an aligned face folder (ALIGNED/<identity>/<image>.jpg|png) or a 'path label' "
                     "list into sharded TFRecords + manifest.json, streaming (memory flat in dataset size). "
                     "Only subdirectories of --input-dir are identities; top-level files (align_report.jsonl, "
-                    "align_summary.json, contact_sheet.png, ...) are ignored. A rerun resumes an interrupted build.",
+                    "align_summary.json, contact_sheet.png, ...) are ignored as inputs, but with an "
+                    "align_report.jsonl only the crops it backs (aligned, source unchanged) are packed. Every "
+                    "input left out is listed with its reason in unreadable.txt. A rerun resumes an "
+                    "interrupted build.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     src = p.add_argument_group("input")
     src.add_argument("--input-dir", help="aligned folder; with --list, the root for relative list paths")
