@@ -25,8 +25,6 @@ TMP_DIR_NAME = ".align_tmp"  # inside ALIGNED so the final rename stays on one f
 OUTPUT_SETTINGS = ("image_size", "image_format", "jpeg_quality", "min_face_size", "thresholds", "scale_factor")
 
 
-
-
 class AlignError(Exception):
     """Fatal problem with the inputs, settings or output disk (the command exits non-zero)."""
 
@@ -255,7 +253,7 @@ def _align_folder(config, report_path, overwrite, retry_failed, contact_sheet_si
 
     final = report_io.load_report(report_path)
     missing = [rel for rel in inputs if rel not in final]
-    if missing:  # cannot happen unless a worker died; say so rather than write an incomplete report
+    if missing:  # every task yields a record (a dead worker's too); say so rather than write an incomplete report
         raise AlignError(f"{len(missing)} input files have no report record (first: {missing[0]}); rerun to resume")
     records = [final[rel] for rel in inputs]
     for record in records:  # a record kept from before stamps existed gets its (unchanged) source's stamp

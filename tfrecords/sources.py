@@ -3,7 +3,8 @@
 Every source offers the same two passes to the builder (tfrecords/plan.py), one identity (or one
 line) at a time, never holding all paths in memory:
 - ``count_identities(skipped, wanted=None) -> {name: (count, bytes)}``, reporting every input file
-  that is not an image through ``skipped(path, reason)``;
+  it will not pack (not an image, misplaced, not backed by an alignment report) through
+  ``skipped(path, reason)``;
 - ``assigned_files(caps) -> iterator of (name, k, absolute path, relative path)``: the first
   ``caps[name]`` images of each identity, k = 0, 1, ...
 and ``description`` (a dict for the manifest) and ``root`` (the folder paths are relative to).
