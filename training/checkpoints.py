@@ -30,6 +30,7 @@ class RunCheckpoints:
         self._remove_partial_saves()
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.directory), max_to_keep=keep)
         self.variables = backbone.variables + head.variables + optimizer.variables
+        self.restored = None   # the checkpoint restore() read, until the next save
 
     def _remove_partial_saves(self):
         # A kill (or a full disk) during a save leaves a ckpt-N_temp folder no checkpoint index points to.
@@ -38,8 +39,9 @@ class RunCheckpoints:
 
     @property
     def latest(self):
-        """Path prefix of the newest checkpoint, or None."""
-        return self.manager.latest_checkpoint
+        """Path prefix of the newest readable checkpoint (after a restore that passed over a damaged
+        one: the one restored, until the next save), or None."""
+        return self.restored or self.manager.latest_checkpoint
 
     def restore(self, log=print):
         """Restore the newest readable checkpoint; returns its step.
@@ -55,7 +57,8 @@ class RunCheckpoints:
             try:
                 self.checkpoint.restore(prefix).assert_existing_objects_matched()
             except (tf.errors.OpError, IndexError, ValueError, AssertionError) as error:
-                damaged.append(f"{Path(prefix).name} ({type(error).__name__}: {str(error).strip().splitlines()[0]})")
+                first_line = (str(error).strip() or "no message").splitlines()[0]
+                damaged.append(f"{Path(prefix).name} ({type(error).__name__}: {first_line})")
                 continue
             if damaged:
                 log(f"warning: {self.directory}: checkpoint {', '.join(damaged)} cannot be read (damaged or "
@@ -78,3 +81,4 @@ class RunCheckpoints:
             self._remove_partial_saves()
             raise write_failure(self.run_dir, f"the checkpoint of step {step} in {self.directory}", error,
                                 self.latest) from None
+        self.restored = None   # the newest checkpoint is this one now
