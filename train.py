@@ -131,12 +131,17 @@ def main(argv=None):
             print(line)
         training.save_run_config(run_dir, config)
         summary = training.run_training(config, run_dir)
-    except (training.TrainingDiverged, training.TrainingCollapsed) as e:
+    except (training.TrainingDiverged, training.TrainingCollapsed, training.RunWriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:   # a log or best-model write that failed (disk full, ...): its file is named
+        from fileio import DISK_FULL_ERRNOS
+        hint = "; free space, then continue with --resume --output-dir RUN" if e.errno in DISK_FULL_ERRNOS else ""
+        print(f"error: {e}{hint}", file=sys.stderr)
+        return 1
 
     if summary["exports"]:   # the chief: render the TensorBoard scalars next to the run
         from training.curves import plot_learning_curves

@@ -5,8 +5,10 @@
 
 RAW/<identity>/<file> (JPEG, PNG, BMP, ...; grey, RGBA, CMYK) -> ALIGNED/<identity>/<stem>.jpg, plus
 ALIGNED/align_report.jsonl (one record per input file), align_summary.json and contact_sheet.png.
-A rerun resumes where the last one stopped. Exit status: 0 when the run completed (even if some files
-failed: see the report), 2 for a fatal problem (bad paths or settings).
+A rerun resumes where the last one stopped, re-aligns sources replaced since (size or modification
+time changed) and removes the crops of sources that are gone. Exit status: 0 when the run completed
+(even if some files failed: see the report), 2 for a fatal problem (bad paths or settings, a full
+disk, a worker that cannot start).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from align.detector import DEFAULT_MIN_FACE_SIZE, DEFAULT_SCALE_FACTOR, DEFAULT_THRESHOLDS  # noqa: E402
 from align.folder import AlignError, align_folder, available_cores, format_summary  # noqa: E402
+from align.image_io import DEFAULT_MAX_MEGAPIXELS, MB_PER_MEGAPIXEL  # noqa: E402
 from fileio import parse_image_size  # noqa: E402
 
 
@@ -67,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-images", type=int, default=0,
                         help="only align identities with at least this many files (default 0: all; others are "
                              "reported as 'excluded')")
+    parser.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS,
+                        help=f"refuse images whose header says more pixels than this, before decoding them "
+                             f"(default {DEFAULT_MAX_MEGAPIXELS:g}; finding faces takes about {MB_PER_MEGAPIXEL} MB "
+                             "per megapixel per worker); they are reported as 'too many pixels'")
     parser.add_argument("--retry-failed", action="store_true", help="redo files a previous run recorded as failed")
     parser.add_argument("--overwrite", action="store_true",
                         help="forget the previous run's report and settings, redo every file")
@@ -85,9 +92,9 @@ def main(argv=None) -> int:
             jpeg_quality=args.jpeg_quality, min_face_size=args.min_face_size, thresholds=args.thresholds,
             scale_factor=args.scale_factor, fallback=args.fallback, workers=args.workers,
             min_images=args.min_images, retry_failed=args.retry_failed, overwrite=args.overwrite,
-            contact_sheet_size=args.contact_sheet, progress=not args.no_progress,
+            contact_sheet_size=args.contact_sheet, progress=not args.no_progress, max_megapixels=args.max_megapixels,
             log=lambda message: print(message, file=sys.stderr))
-    except (AlignError, ValueError) as error:
+    except (AlignError, ValueError, OSError) as error:
         print(f"align: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

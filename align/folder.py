@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import multiprocessing
 import os
 import shutil
 import signal
@@ -17,7 +16,9 @@ import numpy as np
 from align import report as report_io
 from align.detector import DEFAULT_MIN_FACE_SIZE, DEFAULT_SCALE_FACTOR, DEFAULT_THRESHOLDS
 from align.geometry import align_face, fallback_landmarks, reference_landmarks
-from align.image_io import ImageError, encode_image, read_image_rgb, write_atomic
+from align.image_io import DEFAULT_MAX_MEGAPIXELS, ImageError, encode_image, read_image_rgb, write_atomic
+from align.workers import WorkerStartError, run_pool
+from fileio import DISK_FULL_ERRNOS
 
 TMP_DIR_NAME = ".align_tmp"  # inside ALIGNED so the final rename stays on one filesystem; removed at the end
 # Settings that change the pixels of an output: a rerun must use the same ones (else --overwrite).
@@ -25,7 +26,13 @@ OUTPUT_SETTINGS = ("image_size", "image_format", "jpeg_quality", "min_face_size"
 
 
 class AlignError(Exception):
-    """Fatal problem with the inputs or settings (the command exits non-zero)."""
+    """Fatal problem with the inputs, settings or output disk (the command exits non-zero)."""
+
+
+def disk_full_error(error: OSError, fallback_path) -> AlignError:
+    """One line for a write that failed for lack of space: the file, and that a rerun resumes."""
+    return AlignError(f"cannot write {error.filename or fallback_path}: {error.strerror or error}; free space "
+                      "there (or lift the file-size limit), then rerun the same command: it resumes")
 
 
 def available_cores() -> int:
@@ -36,15 +43,25 @@ def available_cores() -> int:
 
 
 def list_inputs(input_dir) -> list:
-    """Every file under input_dir, as paths relative to it (sorted, '/'-separated)."""
+    """Every file under input_dir, as paths relative to it (sorted, '/'-separated).
+
+    Linked folders are followed, as the shard builder follows them (a linked identity folder is an
+    identity); a link back to a folder it is inside (a loop) is not, so the walk always ends.
+    """
     found = []
-    for root, dirs, files in os.walk(input_dir):
-        dirs.sort()
+    for root, dirs, files in os.walk(input_dir, followlinks=True):
+        real_root = os.path.realpath(root)
+        dirs[:] = sorted(d for d in dirs if not _is_loop(os.path.join(root, d), real_root))
         rel_root = os.path.relpath(root, input_dir)
         for name in sorted(files):
             rel = name if rel_root == "." else os.path.join(rel_root, name)
             found.append(rel.replace(os.sep, "/"))
     return found
+
+
+def _is_loop(path, real_parent) -> bool:
+    real = os.path.realpath(path)
+    return os.path.islink(path) and (real_parent == real or real_parent.startswith(real.rstrip(os.sep) + os.sep))
 
 
 def plan_outputs(inputs: list, image_format: str, min_images: int):
@@ -75,13 +92,18 @@ def plan_outputs(inputs: list, image_format: str, min_images: int):
 
 def _record(rel, status, reason=None, detail=None, output=None, **extra):
     record = {"input": rel, "output": output, "status": status, "reason": reason, "detail": detail,
-              "landmarks": None, "box": None, "score": None, "faces": None, "input_size": None}
+              "landmarks": None, "box": None, "score": None, "faces": None, "input_size": None,
+              "source_size": None, "source_mtime_ns": None}
     record.update(extra)
     return record
 
 
 # ---- per-file work (runs in worker processes) ------------------------------------------------------
 _WORKER = {}
+
+
+class _OutputDiskFull(Exception):
+    """Writing a crop failed for lack of space: the run must stop, not record every file as failed."""
 
 
 def _init_worker(config: dict, intra_op_threads: int) -> None:
@@ -108,28 +130,40 @@ def _setup_in_process(config: dict, intra_op_threads: int) -> None:
 
 
 def _process(task) -> dict:
+    """One file's record, or {"fatal": message} when the output disk is full (the run stops)."""
     rel, out_rel = task
     try:
         return _align_one(rel, out_rel, _WORKER["config"], _WORKER["detector"])
+    except _OutputDiskFull as error:
+        return {"fatal": str(error)}
     except Exception as error:  # never let one file stop the run; the report says what happened
         return _record(rel, "failed", "error", f"{type(error).__name__}: {error}")
+
+
+def _worker_died(task, how) -> dict:
+    rel, _ = task
+    return _record(rel, "failed", "worker died",
+                   f"the worker process aligning this file died ({how}); the kernel's out-of-memory killer does "
+                   "this: lower --workers or --max-megapixels, then rerun with --retry-failed")
 
 
 def _align_one(rel, out_rel, config, detector) -> dict:
     from align.detector import pick_face
 
     image_size = tuple(config["image_size"])
+    path = os.path.join(config["input_dir"], rel)
+    stamp = report_io.source_stamp(path) or {}  # before reading: a later replacement must look changed
     try:
-        image = read_image_rgb(os.path.join(config["input_dir"], rel))
+        image = read_image_rgb(path, config["max_megapixels"])
     except ImageError as error:
-        return _record(rel, "failed", error.reason, str(error))
+        return _record(rel, "failed", error.reason, str(error), input_size=error.input_size, **stamp)
     height, width = image.shape[:2]
     if min(height, width) < config["min_face_size"]:
         return _record(rel, "failed", "too small", f"{width}×{height} px is smaller than the minimum face size "
-                       f"{config['min_face_size']} px (--min-face-size)", input_size=[height, width])
+                       f"{config['min_face_size']} px (--min-face-size)", input_size=[height, width], **stamp)
     faces = detector.detect(image)
     chosen = pick_face(faces, image.shape)
-    extra = {"input_size": [height, width], "faces": len(faces)}
+    extra = {"input_size": [height, width], "faces": len(faces), **stamp}
     if chosen >= 0:
         box, score, landmarks = faces[chosen]
         status, reason, detail = "aligned", None, None
@@ -142,7 +176,13 @@ def _align_one(rel, out_rel, config, detector) -> dict:
                        **extra)
     crop = align_face(image, landmarks, image_size)
     data = encode_image(crop, config["image_format"], config["jpeg_quality"])
-    write_atomic(os.path.join(config["output_dir"], out_rel), data, config["tmp_dir"])
+    out_path = os.path.join(config["output_dir"], out_rel)
+    try:
+        write_atomic(out_path, data, config["tmp_dir"])
+    except OSError as error:
+        if error.errno in DISK_FULL_ERRNOS:
+            raise _OutputDiskFull(str(disk_full_error(error, out_path))) from None
+        raise
     return _record(rel, status, reason, detail, output=out_rel, landmarks=_rounded(landmarks), **extra)
 
 
@@ -154,30 +194,48 @@ def _rounded(values) -> list:
 def align_folder(input_dir, output_dir, image_size=(112, 96), image_format="jpg", jpeg_quality=95,
                  min_face_size=DEFAULT_MIN_FACE_SIZE, thresholds=DEFAULT_THRESHOLDS,
                  scale_factor=DEFAULT_SCALE_FACTOR, fallback="none", workers=None, min_images=0,
-                 retry_failed=False, overwrite=False, contact_sheet_size=50, progress=True, log=print) -> dict:
+                 retry_failed=False, overwrite=False, contact_sheet_size=50, progress=True, log=print,
+                 max_megapixels=DEFAULT_MAX_MEGAPIXELS) -> dict:
     """Align every image under input_dir/<identity>/ into output_dir; returns the summary dict.
 
     Resumable: files whose record says aligned/fallback (and whose output exists) or failed are
-    skipped; `retry_failed` redoes failures; `overwrite` starts from scratch. Per-file problems are
-    recorded, never raised; AlignError is raised for fatal problems (bad paths or settings).
+    skipped, unless the source's size or modification time changed since (then it is re-aligned);
+    `retry_failed` redoes failures; `overwrite` starts from scratch. Crops that no record backs any
+    more (source removed, or replaced by one that fails) are removed. Per-file problems are recorded,
+    never raised; AlignError is raised for fatal problems (bad paths or settings, a full disk, a
+    worker that cannot start).
     """
     started = time.time()
     config = _validate(input_dir, output_dir, image_size, image_format, jpeg_quality, min_face_size, thresholds,
-                       scale_factor, fallback, workers, min_images)
+                       scale_factor, fallback, workers, min_images, max_megapixels)
     output_dir = config["output_dir"]
     report_path = os.path.join(output_dir, report_io.REPORT_NAME)
+    try:
+        return _align_folder(config, report_path, overwrite, retry_failed, contact_sheet_size, progress, log,
+                             started)
+    except OSError as error:
+        if error.errno in DISK_FULL_ERRNOS:
+            raise disk_full_error(error, output_dir) from None
+        raise
+
+
+def _align_folder(config, report_path, overwrite, retry_failed, contact_sheet_size, progress, log, started):
+    output_dir = config["output_dir"]
     _check_previous_run(output_dir, config, overwrite, report_path)
 
     inputs = list_inputs(config["input_dir"])
     if not inputs:
         raise AlignError(f"no files under {config['input_dir']}; expected <identity>/<image> files")
-    outputs, planned = plan_outputs(inputs, image_format, min_images)
+    outputs, planned = plan_outputs(inputs, config["image_format"], config["min_images"])
     previous = report_io.load_report(report_path)
-    todo = [(rel, out) for rel, out in outputs.items() if not _finished(previous.get(rel), output_dir, config,
-                                                                        retry_failed)]
+    stamps = {rel: report_io.source_stamp(os.path.join(config["input_dir"], rel)) for rel in outputs}
+    todo = [(rel, out) for rel, out in outputs.items()
+            if not _finished(previous.get(rel), output_dir, config, retry_failed, stamps[rel])]
     skipped = len(outputs) - len(todo)
-    log(f"align: {len(inputs)} files under {config['input_dir']}; {skipped} already done, {len(todo)} to do, "
-        f"{len(planned)} without an output (see report); {config['workers']} worker(s)")
+    changed = sum(1 for rel, _ in todo if previous.get(rel, {}).get("status") in report_io.STATUSES)
+    log(f"align: {len(inputs)} files under {config['input_dir']}; {skipped} already done, {len(todo)} to do"
+        + (f" ({changed} of them changed since, or retried)" if changed else "")
+        + f", {len(planned)} without an output (see report); {config['workers']} worker(s)")
 
     tmp_dir = config["tmp_dir"]
     shutil.rmtree(tmp_dir, ignore_errors=True)  # leftovers of a killed run are incomplete by definition
@@ -188,28 +246,54 @@ def align_folder(input_dir, output_dir, image_size=(112, 96), image_format="jpg"
             if previous.get(record["input"]) != record:
                 report_log.append(record)
         for record in _run_tasks(todo, config, progress, counts, timing):
+            if "fatal" in record:
+                raise AlignError(record["fatal"])
             report_log.append(record)
     shutil.rmtree(tmp_dir, ignore_errors=True)
 
     final = report_io.load_report(report_path)
     missing = [rel for rel in inputs if rel not in final]
-    if missing:  # cannot happen unless a worker died; say so rather than write an incomplete report
+    if missing:  # every task yields a record (a dead worker's too); say so rather than write an incomplete report
         raise AlignError(f"{len(missing)} input files have no report record (first: {missing[0]}); rerun to resume")
     records = [final[rel] for rel in inputs]
+    for record in records:  # a record kept from before stamps existed gets its (unchanged) source's stamp
+        if report_io.stamp_of(record) is None and stamps.get(record["input"]):
+            record.update(stamps[record["input"]])
     report_io.compact_report(report_path, records)
+    removed = _remove_stale_crops(output_dir, {r["input"]: r for r in records}, previous, outputs)
+    if removed:
+        log(f"align: removed {removed} crop(s) that no record backs any more (source removed, or replaced "
+            "by one that did not align, or now excluded)")
     summary = _summary(records, config, started, len(todo), skipped, timing)
+    summary["removed_crops"] = removed
     if contact_sheet_size:
         from align.contact_sheet import write_contact_sheet
 
         summary["contact_sheet"] = write_contact_sheet(
             records, output_dir, os.path.join(output_dir, report_io.CONTACT_SHEET_NAME),
-            reference_landmarks(image_size), contact_sheet_size)
+            reference_landmarks(tuple(config["image_size"])), contact_sheet_size)
     report_io.write_json_atomic(os.path.join(output_dir, report_io.SUMMARY_NAME), summary)
     return summary
 
 
+def _remove_stale_crops(output_dir, final, previous, outputs) -> int:
+    """Delete crops that no final record writes: the outputs of earlier records whose source is gone or
+    whose new record has no output, and planned outputs of inputs that failed. Returns how many."""
+    kept = {r["output"] for r in final.values() if r["output"]}
+    candidates = {r.get("output") for rel, r in previous.items() if rel not in final or not final[rel]["output"]}
+    candidates |= {out for rel, out in outputs.items() if not final[rel]["output"]}
+    removed = 0
+    for out in sorted(c for c in candidates if c and c not in kept):
+        try:
+            os.remove(os.path.join(output_dir, out))
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 def _validate(input_dir, output_dir, image_size, image_format, jpeg_quality, min_face_size, thresholds,
-              scale_factor, fallback, workers, min_images) -> dict:
+              scale_factor, fallback, workers, min_images, max_megapixels) -> dict:
     input_dir, output_dir = os.path.abspath(input_dir), os.path.abspath(output_dir)
     if not os.path.isdir(input_dir):
         raise AlignError(f"--input-dir {input_dir} is not a directory")
@@ -228,6 +312,8 @@ def _validate(input_dir, output_dir, image_size, image_format, jpeg_quality, min
         raise AlignError(f"--workers must be >= 1, got {workers}")
     if int(min_images) < 0:
         raise AlignError(f"--min-images must be >= 0, got {min_images}")
+    if not float(max_megapixels) > 0:
+        raise AlignError(f"--max-megapixels must be > 0, got {max_megapixels}")
     thresholds = [float(t) for t in thresholds]
     try:  # the detector's own checks, before any long work
         from align.detector import FaceDetector
@@ -244,7 +330,8 @@ def _validate(input_dir, output_dir, image_size, image_format, jpeg_quality, min
     return {"input_dir": input_dir, "output_dir": output_dir, "tmp_dir": os.path.join(output_dir, TMP_DIR_NAME),
             "image_size": list(image_size), "image_format": image_format, "jpeg_quality": int(jpeg_quality),
             "min_face_size": int(min_face_size), "thresholds": thresholds, "scale_factor": float(scale_factor),
-            "fallback": fallback, "workers": workers, "min_images": int(min_images)}
+            "fallback": fallback, "workers": workers, "min_images": int(min_images),
+            "max_megapixels": float(max_megapixels)}
 
 
 def _check_previous_run(output_dir, config, overwrite, report_path) -> None:
@@ -271,14 +358,19 @@ def _check_previous_run(output_dir, config, overwrite, report_path) -> None:
     report_io.write_json_atomic(config_path, {k: v for k, v in config.items() if k not in ("tmp_dir", "workers")})
 
 
-def _finished(record, output_dir, config, retry_failed) -> bool:
-    if record is None:
+def _finished(record, output_dir, config, retry_failed, stamp) -> bool:
+    """True when ``record`` (the last one for this input, or None) needs no redo; ``stamp``: the
+    source's stamp now. A source replaced since its record was made is redone."""
+    if record is None or not report_io.source_unchanged(record, stamp, output_dir):
         return False
     if record["status"] in ("aligned", "fallback"):
         return record["output"] is not None and os.path.exists(os.path.join(output_dir, record["output"]))
     if record["status"] == "failed":
         if retry_failed or record["reason"] == "error":
             return False
+        if record["reason"] == "too many pixels":  # redone once --max-megapixels admits it
+            height, width = record["input_size"] or (0, 0)
+            return height * width > config["max_megapixels"] * 1e6
         return not (record["reason"] == "no face" and config["fallback"] == "center")
     return False  # excluded / unknown: decide again under this run's settings
 
@@ -286,6 +378,8 @@ def _finished(record, output_dir, config, retry_failed) -> bool:
 def _run_tasks(todo, config, progress, counts, timing):
     """Yield one record per task, from worker processes (or in-process with one worker).
 
+    A worker that dies (kill -9, the out-of-memory killer) yields a `worker died` record for the
+    file it held and is replaced (align/workers.py); a worker that cannot start is an AlignError.
     Sets timing["first"] / timing["last"]: time.time() of the first and last record (start-up cost:
     spawning workers, importing TensorFlow, tracing the detector graphs)."""
     from tqdm import tqdm
@@ -295,30 +389,28 @@ def _run_tasks(todo, config, progress, counts, timing):
     workers = min(config["workers"], len(todo))
     threads = max(1, available_cores() // workers)
     bar = tqdm(total=len(todo), unit="img", disable=not progress or not todo, smoothing=0.05)
-    pool = None
+    results = None
     try:
         if workers == 1:
             _setup_in_process(config, threads)
             results = map(_process, todo)
         else:
-            # spawn, not fork: TensorFlow's thread pools do not survive a fork
-            pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (config, threads))
-            results = pool.imap_unordered(_process, todo, chunksize=8)
+            results = run_pool(todo, workers, _init_worker, (config, threads), _process, _worker_died)
         for record in results:
             timing.setdefault("first", time.time())
             timing["last"] = time.time()
-            counts[record["status"]] += 1
+            if "fatal" not in record:
+                counts[record["status"]] += 1
             bar.update(1)
             bar.set_postfix({k: counts[k] for k in ("aligned", "fallback", "failed") if counts[k]}, refresh=False)
             yield record
-        if pool is not None:
-            pool.close()
-            pool.join()
-            pool = None
+    except WorkerStartError as error:
+        raise AlignError(f"a worker process could not start ({error}); rerun with --workers 1 to see the "
+                         "problem in this process") from None
     finally:
         bar.close()
-        if pool is not None:
-            pool.terminate()
+        if hasattr(results, "close"):
+            results.close()  # stopped early (an error, Ctrl-C): the pool kills its workers
 
 
 def _summary(records, config, started, processed, skipped, timing) -> dict:

@@ -8,23 +8,34 @@ import warnings
 import cv2
 import numpy as np
 
-from fileio import write_bytes_atomic
+from fileio import jpeg_damage, write_bytes_atomic
+
+
+# Measured (MTCNN on one CPU thread): detection takes about 100 MB of memory per megapixel, on top
+# of ~0.7 GB for TensorFlow and the networks; 25 MP (a 24 MP camera, a 12 MP phone) stays near 3 GB.
+DEFAULT_MAX_MEGAPIXELS = 25.0
+MB_PER_MEGAPIXEL = 100
 
 
 class ImageError(Exception):
-    """A per-file problem; `reason` is the short report category, str(self) the detail."""
+    """A per-file problem; `reason` is the short report category, str(self) the detail, `input_size`
+    the [H, W] from the header when it was read."""
 
-    def __init__(self, reason: str, detail: str):
+    def __init__(self, reason: str, detail: str, input_size=None):
         super().__init__(detail)
         self.reason = reason
+        self.input_size = input_size
 
 
-def read_image_rgb(path) -> np.ndarray:
+def read_image_rgb(path, max_megapixels=None) -> np.ndarray:
     """Decode JPEG / PNG / BMP / GIF / TIFF / WebP (grey, palette, RGBA, CMYK, 16-bit) to RGB uint8 [H, W, 3].
 
     Applies the EXIF orientation; transparent pixels are composited over white. Raises ImageError
-    with reason `unreadable` (cannot read the file), `not an image` (no known image format) or
-    `corrupt image` (a known format that does not decode completely, e.g. a truncated JPEG).
+    with reason `unreadable` (cannot read the file), `not an image` (no known image format),
+    `too many pixels` (the header says more than `max_megapixels`; nothing is decoded, so a small
+    file that claims 30000×30000 px costs no memory; None: Pillow's own decompression-bomb limit,
+    reason `too large`) or `corrupt image` (a known format that does not decode completely, e.g. a
+    truncated JPEG or one whose data libjpeg only warns about).
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -35,10 +46,18 @@ def read_image_rgb(path) -> np.ndarray:
         raise ImageError("unreadable", f"cannot read {path}: {error.strerror or error}") from error
     if not data:
         raise ImageError("not an image", f"{path} is an empty file")
+    pillow_limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            if max_megapixels is not None:
+                Image.MAX_IMAGE_PIXELS = None  # our limit, on the same header, replaces Pillow's
+            image = Image.open(io.BytesIO(data))  # reads the header only
+            _check_pixels(path, image.size, max_megapixels)
+            if data[:3] == b"\xff\xd8\xff":  # Pillow decodes damaged JPEG data without a word: check strictly
+                damage = jpeg_damage(data)
+                if damage:
+                    raise ImageError("corrupt image", f"{path} is a damaged JPEG ({damage})")
             image.load()  # PIL decodes lazily: truncated or damaged data fails here, not in open()
             image = ImageOps.exif_transpose(image)
     except UnidentifiedImageError as error:
@@ -47,7 +66,19 @@ def read_image_rgb(path) -> np.ndarray:
         raise ImageError("too large", f"{path}: {error}") from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageError("corrupt image", f"{path} does not decode: {error}") from error
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
     return _to_rgb(image)
+
+
+def _check_pixels(path, size, max_megapixels):
+    width, height = size
+    if max_megapixels is not None and width * height > max_megapixels * 1e6:
+        megapixels = width * height / 1e6
+        raise ImageError("too many pixels", f"{path} is {width}×{height} px ({megapixels:.1f} megapixels), above "
+                         f"the {max_megapixels:g} megapixel limit; not decoded (finding faces in it would take about "
+                         f"{megapixels * MB_PER_MEGAPIXEL / 1000:.1f} GB per worker). Shrink it, or raise "
+                         "--max-megapixels (with fewer --workers if memory is short)", input_size=[height, width])
 
 
 def _to_rgb(image) -> np.ndarray:

@@ -9,7 +9,10 @@ file, sorted by path, and replaced atomically.
 Record fields: input (path relative to the input dir), output (relative to the output dir, or
 null), status (aligned | fallback | failed | excluded), reason (why not aligned, else null),
 detail, landmarks ([5][2] x, y in input pixels used for the warp, or null), box ([x1, y1, x2, y2]
-of the chosen face), score (its ONet probability), faces (number detected), input_size ([H, W]).
+of the chosen face), score (its ONet probability), faces (number detected), input_size ([H, W]),
+source_size and source_mtime_ns (the input file's size and modification time when it was read: a
+rerun re-aligns a source whose stamp changed, and the shard builder skips its crop until then).
+Reading the report (``load_report``, the stamps) lives in fileio/align_report.py: the builder reads it too.
 """
 
 from __future__ import annotations
@@ -19,33 +22,10 @@ import os
 import time
 
 import fileio
+from fileio.align_report import (CONFIG_NAME, CONTACT_SHEET_NAME, REPORT_NAME, SUMMARY_NAME,  # noqa: F401
+                                 load_report, source_stamp, source_unchanged, stamp_of)
 
-REPORT_NAME = "align_report.jsonl"
-SUMMARY_NAME = "align_summary.json"
-CONFIG_NAME = "align_config.json"
-CONTACT_SHEET_NAME = "contact_sheet.png"
 STATUSES = ("aligned", "fallback", "failed", "excluded")
-
-
-def load_report(path) -> dict:
-    """input path -> last record; ignores a truncated (unparsable) last line left by a kill."""
-    records = {}
-    if not os.path.exists(path):
-        return records
-    with open(path, "r", encoding="utf-8") as handle:
-        lines = handle.read().split("\n")
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            if number >= len(lines) - 1:  # the last line: a write cut short by a kill
-                continue
-            raise ValueError(f"{path}:{number}: not a JSON record ({error}); the report is damaged, "
-                             f"rerun with --overwrite to start again") from error
-        records[record["input"]] = record
-    return records
 
 
 class ReportLog:
@@ -59,17 +39,27 @@ class ReportLog:
         self._last_fsync = time.monotonic()
 
     def append(self, record: dict) -> None:
-        self._handle.write(json.dumps(record, sort_keys=True) + "\n")
-        self._handle.flush()
-        if time.monotonic() - self._last_fsync > self._fsync_every_s:
-            os.fsync(self._handle.fileno())
-            self._last_fsync = time.monotonic()
+        try:
+            self._handle.write(json.dumps(record, sort_keys=True) + "\n")
+            self._handle.flush()
+            if time.monotonic() - self._last_fsync > self._fsync_every_s:
+                os.fsync(self._handle.fileno())
+                self._last_fsync = time.monotonic()
+        except OSError as error:  # a write error names no file: name the report (disk full, ...)
+            raise OSError(error.errno, error.strerror, self.path) from None
 
     def close(self) -> None:
         if not self._handle.closed:
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-            self._handle.close()
+            try:
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
+            except OSError as error:
+                raise OSError(error.errno, error.strerror, self.path) from None
+            finally:
+                try:
+                    self._handle.close()
+                except OSError:
+                    pass  # the flush above already failed and said so
 
     def __enter__(self):
         return self

@@ -2,7 +2,10 @@
 
 A ``.bin`` is a pickle of ``(bins, issame_list)``: ``bins`` holds 2P encoded images (JPEG bytes, or
 uint8 numpy buffers), pair i being ``bins[2i], bins[2i+1]``; ``issame_list`` holds P bools. Pairs are
-in protocol order, so the 10 folds are 10 contiguous blocks (sklearn ``KFold(10)``, as insightface).
+in protocol order, so the 10 folds are 10 contiguous blocks (sklearn ``KFold(10)``, as insightface;
+fewer when one kind has fewer than 10 pairs). ``write_bin`` lists the pairs fold by fold, so a .bin
+made from any pairs file (View 2, View 1 whose same and different pairs come in two blocks, or a
+generic list) is read back with exactly the folds the pairs file has.
 
 A pickle can run arbitrary code when loaded, so these files are read with a restricted unpickler that
 only builds builtin containers, bytes, bools/ints/floats/strings and plain numpy arrays; anything
@@ -23,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.images import decode_rgb, resolve_image_files
-from evaluation.pairs import PairSet, contiguous_folds, read_pairs
+from evaluation.pairs import PairSet, contiguous_fold_count, contiguous_folds, fold_order, read_pairs
 from fileio import atomic_output
 
 
@@ -113,14 +116,18 @@ def load_bin(path):
     return list(bins), issame.astype(bool)
 
 
-def bin_pairset(path, issame, num_folds=10) -> PairSet:
-    """PairSet over a .bin: image keys are the indices into bins as strings ("0", "1", ...)."""
+def bin_pairset(path, issame) -> PairSet:
+    """PairSet over a .bin: image keys are the indices into bins as strings ("0", "1", ...); folds are
+    contiguous blocks (10, fewer when a kind has fewer than 10 pairs)."""
     n = len(issame)
+    count = contiguous_fold_count(issame)
+    if count < 1:
+        raise ValueError(f"{path}: needs same and different pairs; has {int(np.sum(issame))} same of {n}")
     return PairSet(
         [str(2 * i) for i in range(n)],
         [str(2 * i + 1) for i in range(n)],
         issame,
-        contiguous_folds(n, num_folds),
+        contiguous_folds(n, count),
         kind="bin",
         source=str(path),
     )
@@ -152,17 +159,19 @@ def bin_image_loader(path, bins, image_size=None, center_crop=False):
 def write_bin(aligned_dir, pairs_path, output, protocol=4) -> int:
     """Pack the encoded files of a pairs list into an insightface .bin (written to a temp file, then renamed).
 
-    Returns the number of pairs. Every image must exist (the error lists the missing ones).
+    Pairs are written fold by fold (``fold_order``), so the .bin is read back with the pairs file's own
+    folds. Returns the number of pairs. Every image must exist (the error lists the missing ones).
     """
     pairs = read_pairs(pairs_path)
+    order = fold_order(pairs)  # fold by fold: the contiguous folds a .bin is read with are the file's folds
     files = resolve_image_files(aligned_dir, pairs.unique_paths())
     bins = []
-    for a, b in zip(pairs.paths_a, pairs.paths_b):
-        bins.append(files[a].read_bytes())
-        bins.append(files[b].read_bytes())
+    for i in order:
+        bins.append(files[pairs.paths_a[i]].read_bytes())
+        bins.append(files[pairs.paths_b[i]].read_bytes())
     with atomic_output(output) as tmp:
         with open(tmp, "wb") as f:
-            pickle.dump((bins, [bool(x) for x in pairs.issame]), f, protocol=protocol)
+            pickle.dump((bins, [bool(pairs.issame[i]) for i in order]), f, protocol=protocol)
     return len(pairs)
 
 

@@ -56,10 +56,28 @@ def run_dir_of(model_path) -> Path:
     return model_path.parent.parent if model_path.parent.name == "export" else model_path.parent
 
 
+def _check_keras_archive(path) -> None:
+    """A .keras file is a zip archive: a truncated or damaged one is named here with the fix, not left to
+    Keras (whose error for it is "File not found")."""
+    import zipfile
+
+    run_dir = run_dir_of(path)
+    fix = (f"export it again (`python train.py --resume --output-dir {run_dir}` re-exports a finished run) "
+           "or copy it again" if Path(path).parent.name == "export" else "copy or export it again")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad_member = archive.testzip()  # reads every member and checks its CRC
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ValueError(f"{path} is not a complete .keras file (truncated or damaged: {e}); {fix}") from None
+    if bad_member is not None:
+        raise ValueError(f"{path} is damaged ({bad_member} fails its checksum); {fix}")
+
+
 def load_embedding_model(path):
     """Load an exported embedding model with safe_mode=True -> (model, (H, W)); errors name the file."""
     import keras
 
+    _check_keras_archive(path)
     try:
         model = keras.saving.load_model(str(path), compile=False, safe_mode=True)
     except Exception as e:

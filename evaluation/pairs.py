@@ -7,8 +7,9 @@ Formats (detected from the first line):
 - View 1 (``pairsDevTrain.txt``, ``pairsDevTest.txt``): header ``N``, then N same lines and N
   different lines. One set, so we make 10 folds to cross-validate the threshold: the same pairs
   are split into 10 contiguous groups in file order and so are the different pairs; fold k holds
-  group k of each. That equals interleaving same and different pairs evenly and cutting the
-  interleaved list into 10 contiguous folds of equal size (220 pairs for DevTrain, 100 for DevTest).
+  group k of each (``stratified_contiguous_folds``). That equals interleaving same and different
+  pairs evenly and cutting the interleaved list into 10 contiguous folds of equal size (220 pairs
+  for DevTrain, 100 for DevTest), and it is how ``evaluation.binset`` lays the pairs out in a .bin.
 - Generic list (written for validation splits): first line ``# generic pairs``, then lines
   ``path_a<TAB>path_b<TAB>1|0`` (1 = same identity). Blank lines and ``#`` comments are skipped.
   Folds as for View 1, with k = min(10, #same, #different) so every fold holds both kinds.
@@ -81,13 +82,45 @@ def contiguous_folds(n: int, k: int) -> np.ndarray:
 
 
 def stratified_contiguous_folds(issame: np.ndarray, k: int = NUM_FOLDS) -> np.ndarray:
-    """Split same pairs into k contiguous groups (file order), different pairs likewise; fold i = group i of each.
-    Returns int64 [P]."""
+    """Fold of each pair (int64 [P]) for a list without folds of its own (View 1, generic).
+
+    The same pairs, in file order, are cut into k contiguous groups as KFold(k) would; the different
+    pairs, in file order, into groups that bring fold i to the size KFold(k) gives fold i of all P
+    pairs. So listing the pairs fold by fold makes exactly the k contiguous blocks that
+    ``contiguous_folds(P, k)`` cuts, the layout an insightface ``.bin`` is read with (see
+    ``fold_order``), and every fold holds both kinds whenever k <= min(#same, #different). With as
+    many same as different pairs, a multiple of k each (LFW View 1: 1100 and 500), both kinds are cut
+    evenly: the folds of interleaving them and cutting 10 contiguous folds.
+    """
     issame = np.asarray(issame, dtype=bool)
+    fold_sizes = np.bincount(contiguous_folds(len(issame), k), minlength=k)
+    same_sizes = np.bincount(contiguous_folds(int(issame.sum()), k), minlength=k)
+    if (fold_sizes < same_sizes).any():
+        raise ValueError(f"cannot make {k} folds holding both kinds from {int(issame.sum())} same and "
+                         f"{int((~issame).sum())} different pairs")
     folds = np.empty(len(issame), dtype=np.int64)
-    for mask in (issame, ~issame):
-        folds[mask] = contiguous_folds(int(mask.sum()), k)
+    folds[issame] = np.repeat(np.arange(k, dtype=np.int64), same_sizes)
+    folds[~issame] = np.repeat(np.arange(k, dtype=np.int64), fold_sizes - same_sizes)
     return folds
+
+
+def contiguous_fold_count(issame) -> int:
+    """How many contiguous folds a list of pairs without fold labels (an insightface .bin) is cut into:
+    10, or fewer when a kind has fewer pairs, so that every fold can hold both kinds."""
+    issame = np.asarray(issame, dtype=bool)
+    return min(NUM_FOLDS, int(issame.sum()), int((~issame).sum()))
+
+
+def fold_order(pairs: "PairSet") -> np.ndarray:
+    """Indices listing ``pairs`` fold by fold (file order within a fold), such that cutting that list
+    into ``contiguous_fold_count`` contiguous folds gives back exactly ``pairs.folds``. ValueError when
+    no order can (e.g. a View 2 file with other than 10 folds)."""
+    order = np.argsort(pairs.folds, kind="stable")
+    count = contiguous_fold_count(pairs.issame)
+    if count < 1 or not np.array_equal(contiguous_folds(len(pairs), count), pairs.folds[order]):
+        raise ValueError(f"{pairs.source}: its {pairs.num_folds} folds cannot be kept in a list cut into "
+                         f"{count} equal contiguous folds (how .bin files are read)")
+    return order
 
 
 def strip_image_extension(path: str) -> str:
@@ -173,7 +206,7 @@ def _read_generic(path, lines):
     n_same, n_diff = int(issame.sum()), int((~issame).sum())
     if n_same == 0 or n_diff == 0:
         raise PairsFormatError(f"{path}: needs at least one same (1) and one different (0) pair; has {n_same} and {n_diff}")
-    folds = stratified_contiguous_folds(issame, min(NUM_FOLDS, n_same, n_diff))
+    folds = stratified_contiguous_folds(issame, contiguous_fold_count(issame))
     return PairSet(paths_a, paths_b, issame, folds, kind="generic", source=str(path))
 
 

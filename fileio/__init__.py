@@ -1,11 +1,15 @@
-"""The rules for files that several stages share, each written once (standard library only).
+"""The rules for files that several stages share, each written once (standard library only, except
+the strict JPEG check, which imports simplejpeg when called).
 
 - ``atomic``: writing a file (or a model, an image, a JSON) so that a reader or a kill never sees
   half of it: a temporary name beside it, then one rename.
-- ``images``: the image file extensions every stage reads, and the image-size rule.
+- ``images``: the image file extensions every stage reads, the image-size rule, and the strict
+  JPEG check (``jpeg_damage``).
 - ``pairs_format``: the generic verification pair list (written by the shard builder, read by
   evaluation).
 - ``sha256_of_file``: the checksum the manifest stores and verification recomputes.
+- ``align_report`` (imported from its module): the aligned folder's report as align resumes from it
+  and the shard builder packs by it (records, source stamps, which crops are training images).
 - ``text_lines``: UTF-8 text inputs read line by line, with errors that name the line.
 - ``quiet_tensorflow`` (imported from its module by each command): TensorFlow's C++ start-up lines
   filtered out of stderr, the one part here about a stream rather than a file.
@@ -13,13 +17,13 @@
 A leaf: it imports nothing from the project, so any package may use it.
 """
 
-from fileio.atomic import atomic_output, write_bytes_atomic, write_json_atomic, write_text_atomic
+from fileio.atomic import DISK_FULL_ERRNOS, atomic_output, write_bytes_atomic, write_json_atomic, write_text_atomic
 from fileio.hashing import sha256_of_file
-from fileio.images import (DOWNSAMPLING, IMAGE_EXTENSIONS, is_image_file, parse_image_size, untrainable_reason,
-                           validate_image_size)
+from fileio.images import (DOWNSAMPLING, IMAGE_EXTENSIONS, is_image_file, jpeg_damage, parse_image_size,
+                           untrainable_reason, validate_image_size)
 from fileio.pairs_format import GENERIC_HEADER, format_generic_pairs
 from fileio.text import TextEncodingError, text_lines
 
-__all__ = ["DOWNSAMPLING", "GENERIC_HEADER", "IMAGE_EXTENSIONS", "TextEncodingError", "text_lines", "atomic_output", "format_generic_pairs",
-           "is_image_file", "parse_image_size", "sha256_of_file", "untrainable_reason", "validate_image_size", "write_bytes_atomic",
+__all__ = ["DISK_FULL_ERRNOS", "DOWNSAMPLING", "GENERIC_HEADER", "IMAGE_EXTENSIONS", "TextEncodingError", "text_lines", "atomic_output", "format_generic_pairs",
+           "is_image_file", "jpeg_damage", "parse_image_size", "sha256_of_file", "untrainable_reason", "validate_image_size", "write_bytes_atomic",
            "write_json_atomic", "write_text_atomic"]

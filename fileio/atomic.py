@@ -6,10 +6,15 @@ over ``path``; on any error the temporary file is removed and ``path`` is untouc
 """
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 from pathlib import Path
+
+# Write failures that mean "no room": a full disk, a quota, a file-size limit. Every stage stops on
+# them with one line naming the file and saying that a rerun resumes.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @contextlib.contextmanager
@@ -27,11 +32,14 @@ def atomic_output(path, tmp_dir=None):
         if tmp.is_dir() and path.is_dir():
             shutil.rmtree(path)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+        if isinstance(error, OSError) and error.filename is None and error.errno is not None:
+            # A failed write() names no file (disk full: "[Errno 28] No space left on device"): name the target.
+            raise OSError(error.errno, error.strerror, str(path)) from error
         raise
 
 

@@ -5,6 +5,9 @@ every backbone halves the map four times with stride-2 convolutions (112x96 -> 7
 The aligner's template exists for 112x96 and 112x112 only (it says so itself); the models refuse any
 other untrainable size; the shard builder stores any size but says at build time when the shards it
 wrote cannot train (``untrainable_reason``), rather than leaving it to the first training step.
+
+``jpeg_damage`` is the one strict JPEG check (align reads photos with it, the builder and
+``tfrecords.verify`` check crops with it).
 """
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -52,3 +55,21 @@ def validate_image_size(image_size):
             f"image_size {height}x{width} is not supported: use 112x96 or 112x112, or a size whose height "
             f"and width are positive multiples of {DOWNSAMPLING} (the backbones' total stride)")
     return height, width
+
+
+def jpeg_damage(data):
+    """None when JPEG ``data`` decodes without one libjpeg warning, else what libjpeg said.
+
+    Damaged bytes in the middle of a JPEG decode "successfully" in OpenCV, Pillow and TensorFlow:
+    libjpeg prints ``Corrupt JPEG data: premature end of data segment`` to stderr, naming no file,
+    and fills the rest with grey. simplejpeg's strict mode turns that warning into an error, so the
+    damage is found per file. (Damage that still forms valid entropy codes decodes to wrong pixels
+    with no warning at all: no decoder can see that; the shards' sha256 guards them afterwards.)
+    """
+    import simplejpeg  # libjpeg-turbo; imported here so fileio stays importable without it
+
+    try:
+        simplejpeg.decode_jpeg(bytes(data), strict=True)
+    except ValueError as error:
+        return str(error).strip() or "undecodable JPEG data"
+    return None

@@ -58,7 +58,7 @@ def read_records(data_dir, split="train"):
 
 def test_round_trip_bytes_labels_names(tmp_path):
     files = make_aligned(tmp_path / "in", [3, 1, 4, 2], png_every=3)
-    (tmp_path / "in" / "align_report.jsonl").write_text("{}\n")  # top-level files are not identities
+    (tmp_path / "in" / "align_summary.json").write_text("{}\n")  # top-level files are not identities
     manifest = build(tmp_path / "in", tmp_path / "out", num_shards=3, progress=False, log=quiet)
     records = read_records(tmp_path / "out")
     assert sorted(r[4] for r in records) == sorted(files)  # every image once, no duplicates

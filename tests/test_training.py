@@ -345,21 +345,56 @@ def test_kill_9_then_resume_continues_the_loss_curve(tmp_path):
     assert not list((killed / "checkpoints").glob("*_temp*"))
 
 
-@pytest.mark.slow
-def test_multiworker_strategy_single_worker_cluster(tmp_path):
-    """--strategy multiworker through TF_CONFIG (a one-worker cluster on localhost): the chief
-    writes the checkpoint and export."""
+def _free_ports(count):
     import socket
-    with socket.socket() as sock:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = dict(os.environ, TF_CONFIG=json.dumps(
-        {"cluster": {"worker": [f"127.0.0.1:{port}"]}, "task": {"type": "worker", "index": 0}}))
-    out = subprocess.run(_tiny_cli(tmp_path / "run", "--strategy", "multiworker", "--max-steps", "2"),
-                         capture_output=True, text=True, env=env, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert (tmp_path / "run" / "checkpoints" / "ckpt-2.index").is_file()
-    assert (tmp_path / "run" / "export" / "embedding.keras").is_file()
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_workers_on_localhost_match_one_worker_and_only_the_chief_writes(tmp_path):
+    """--strategy multiworker for real: two train.py processes on localhost (TF_CONFIG), batch 2
+    each, finish together with the losses of one process at batch 4; worker 0 (the chief) alone
+    writes checkpoints, logs and exports; neither logs an error line. resface20 without batch norm,
+    so per-replica statistics cannot differ."""
+    settings = {"backbone": "resface20", "image_size": "32x32", "embedding_size": 16, "num_classes": 5,
+                "synthetic_images": 32, "log_every": 1, "max_steps": 3, "lr_schedule": "constant", "lr": 0.01,
+                "checkpoint_every": 3}
+    common = [arg for key, value in settings.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
+    common += ["--backbone-option", "batch_norm=false", "--no-collapse-guard"]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    workers = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        workers.append(subprocess.Popen(
+            [sys.executable, str(REPO / "train.py"), "--strategy", "multiworker", "--batch-size", "2",
+             "--output-dir", str(tmp_path / f"worker{index}")] + common,
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        outputs = [worker.communicate(timeout=300) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    for worker, (_, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err[-3000:]
+        errors = [line for line in err.splitlines() if line.startswith("E0") or "ERROR" in line or "Traceback" in line]
+        assert not errors, errors
+    single = tmp_path / "single"
+    config = resolve_config(dict(settings, backbone_options={"batch_norm": False}, batch_size=4, collapse_guard=False))
+    training.run_training(config, training.new_run_dir(single, "r", "l"), log=lambda *_: None)
+    chief, other = tmp_path / "worker0", tmp_path / "worker1"
+    assert sorted(_losses(chief)) == [1, 2, 3]
+    np.testing.assert_allclose([_losses(chief)[s] for s in (1, 2, 3)], [_losses(single)[s] for s in (1, 2, 3)],
+                               rtol=1e-4)
+    assert (chief / "checkpoints" / "ckpt-3.index").is_file() and (chief / "export" / "embedding.keras").is_file()
+    assert (chief / "export" / "saved_model" / "saved_model.pb").is_file()
+    assert not (other / "checkpoints").exists() and not (other / "export").exists()
+    assert not (other / "train_log.jsonl").exists() and not (other / "logs").exists()
 
 
 MIRRORED_SCRIPT = r"""

@@ -4,9 +4,11 @@
     python -m tfrecords.build --rec faces_emore/train.rec --output-dir SHARDS [--center-crop 112x96]
 
 Writes ``SHARDS/train-00000-of-000NN.tfrecord`` (and ``val-*`` for held-out identities),
-``manifest.json`` (last), ``val_pairs.txt`` and, when some inputs could not be read,
-``unreadable.txt``. The steps live beside this driver: the sources (``sources.py``: folder or list;
-``rec_source.py``: an insightface/im2rec ``.rec`` pack; one interface), the plan (``plan.py``: filters, shard assignment, fingerprint), the shard writer
+``manifest.json`` (last), ``val_pairs.txt`` and, when some inputs were left out, ``unreadable.txt``
+(one line per input file, with the reason: unreadable, not an image, misplaced, or not backed by
+the folder's align_report.jsonl). The steps live beside this driver: the sources (``sources.py``:
+folder or list; ``rec_source.py``: an insightface/im2rec ``.rec`` pack; one interface), the plan
+(``plan.py``: filters, shard assignment, fingerprint), the shard writer
 (``shard_writer.py``), and here the resume logic, the manifest and the command line.
 
 - Bytes stored as they are (``--resize`` / ``--center-crop`` re-encode the images they change); labels
@@ -87,7 +89,7 @@ def build(input_dir=None, output_dir=None, *, list_file=None, rec=None, progress
     if rec is not None:
         source = RecSource(rec, log=log)
     else:
-        source = ListSource(list_file, input_dir) if list_file else FolderSource(input_dir)
+        source = ListSource(list_file, input_dir) if list_file else FolderSource(input_dir, log)
     if out.resolve() == Path(source.root).resolve():
         raise BuildError(f"{out}: the output directory must differ from the input directory")
     out.mkdir(parents=True, exist_ok=True)
@@ -128,7 +130,7 @@ def _build_locked(source, out, work, opts, progress, log):
 
     # 2) assign images to shards (plan files), fingerprint the plan
     plan_dir = work / f"plan-{os.getpid()}"
-    write_plan(source, splits, capped, shards, plan_dir, opts.seed)
+    contents = write_plan(source, splits, capped, shards, plan_dir, opts.seed)
     image_size = opts.center_crop or opts.image_size
     if image_size is None and isinstance(source, RecSource):
         image_size = source.declared_image_size or source.first_image_size(log)
@@ -144,7 +146,7 @@ def _build_locked(source, out, work, opts, progress, log):
                            "people": str(Path(opts.people).resolve()) if opts.people else None},
                "val_identities": opts.val_identities, "val_pairs": opts.val_pairs, "seed": opts.seed,
                "shards": shards}
-    fingerprint = plan_fingerprint(options, plan_dir)
+    fingerprint = plan_fingerprint(options, plan_dir, contents)
     log(f"planned {totals['train']} train images / {len(train)} classes in {shards['train']} shards"
         + (f", {totals['val']} val images / {len(val)} held-out identities in {shards['val']} shards" if val else "")
         + f" ({time.time() - t0:.1f}s)")
@@ -366,7 +368,10 @@ def parse_args(argv=None):
                     "list or an insightface/im2rec RecordIO pack (train.rec + train.idx + property) into sharded "
                     "TFRecords + manifest.json, streaming (memory flat in dataset size). "
                     "Only subdirectories of --input-dir are identities; top-level files (align_report.jsonl, "
-                    "align_summary.json, contact_sheet.png, ...) are ignored. A rerun resumes an interrupted build.",
+                    "align_summary.json, contact_sheet.png, ...) are ignored as inputs, but with an "
+                    "align_report.jsonl only the crops it backs (aligned, source unchanged) are packed. Every "
+                    "input left out is listed with its reason in unreadable.txt. A rerun resumes an "
+                    "interrupted build.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     src = p.add_argument_group("input")
     src.add_argument("--input-dir", help="aligned folder; with --list, the root for relative list paths")

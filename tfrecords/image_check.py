@@ -9,6 +9,8 @@ cv2.imdecode releases the GIL, so a thread pool decodes on all cores.
 import cv2
 import numpy as np
 
+from fileio import jpeg_damage
+
 from .features import detect_format
 
 cv2.setNumThreads(1)  # parallelism comes from the builder's worker threads
@@ -36,7 +38,8 @@ def check_image_bytes(data, image_size, resize=False, center_crop=False, name="i
 
     Raises OSError/ValueError with a reason for unreadable data (the builder lists them), and
     WrongImageSize when the size is wrong and neither transform applies. A JPEG with no end-of-image
-    marker (a truncated file, which libjpeg would silently pad with grey) counts as unreadable.
+    marker (a truncated file, which libjpeg would silently pad with grey) or with damaged data in the
+    middle (fileio.jpeg_damage) counts as unreadable.
     center_crop: an image as high as image_size and wider by an even number of pixels keeps its
     middle image_size[1] columns, exactly (no resampling): a 112x112 insightface crop -> our 112x96
     alignment, whose template is the 112x112 one shifted 8 px (align/geometry.py).
@@ -48,6 +51,10 @@ def check_image_bytes(data, image_size, resize=False, center_crop=False, name="i
         raise ValueError("not a JPEG or PNG file (convert it to .jpg or .png)")
     if fmt == "jpeg" and b"\xff\xd9" not in data[-4096:]:
         raise ValueError("truncated JPEG (no end-of-image marker)")
+    if fmt == "jpeg":
+        damage = jpeg_damage(data)
+        if damage:
+            raise ValueError(f"damaged JPEG data ({damage}); re-align or re-export this image")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"cannot decode {fmt} data (corrupt file)")

@@ -11,6 +11,7 @@ import collections
 import hashlib
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -110,7 +111,9 @@ def write_plan(source, splits, capped, num_shards, plan_dir, seed):
     """Assign every selected image to (split, shard) and spill the assignment to plan files.
 
     splits: {split: sorted names}. Identities are laid out in a seeded random order and cut
-    into num_shards[split] equal runs of positions. Returns nothing; files are the result.
+    into num_shards[split] equal runs of positions. Returns the hex sha256 of every planned file's
+    size and modification time (in plan order): the plan files hold names, this holds contents,
+    so a file replaced under the same name changes the build's fingerprint.
     """
     if plan_dir.exists():
         shutil.rmtree(plan_dir)
@@ -135,9 +138,16 @@ def write_plan(source, splits, capped, num_shards, plan_dir, seed):
         writer.add(f"{split}-{shard:05d}", label, name, rel, absolute)
 
     caps = {name: capped[name] for names in splits.values() for name in names}
+    contents = hashlib.sha256()
     for name, k, absolute, rel in source.assigned_files(caps):
         add(name, k, rel, absolute)
+        try:
+            stat = os.stat(absolute)
+            contents.update(f"{rel}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        except OSError:  # listed as unreadable when the shard is written
+            contents.update(f"{rel}\tmissing\n".encode())
     writer.flush()
+    return contents.hexdigest()
 
 
 def read_plan(path):
@@ -146,9 +156,11 @@ def read_plan(path):
         return [line.rstrip("\n").split("\t") for line in f]
 
 
-def plan_fingerprint(options, plan_dir):
-    """sha256 over the options and every plan file: equal fingerprints mean the same shards."""
+def plan_fingerprint(options, plan_dir, contents):
+    """sha256 over the options, every plan file and the planned files' contents stamp (write_plan):
+    equal fingerprints mean the same shards."""
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
+    digest.update(contents.encode())
     for path in sorted(plan_dir.iterdir()):
         digest.update(path.name.encode())
         with open(path, "rb") as f:

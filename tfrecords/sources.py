@@ -3,7 +3,8 @@
 Every source offers the same two passes to the builder (tfrecords/plan.py), one identity (or one
 line) at a time, never holding all paths in memory:
 - ``count_identities(skipped, wanted=None) -> {name: (count, bytes)}``, reporting every input file
-  that is not an image through ``skipped(path, reason)``;
+  it will not pack (not an image, misplaced, not backed by an alignment report) through
+  ``skipped(path, reason)``;
 - ``assigned_files(caps) -> iterator of (name, k, absolute path, relative path)``: the first
   ``caps[name]`` images of each identity, k = 0, 1, ...
 and ``description`` (a dict for the manifest) and ``root`` (the folder paths are relative to).
@@ -14,6 +15,7 @@ import os
 from pathlib import Path
 
 from fileio import IMAGE_EXTENSIONS, is_image_file, text_lines
+from fileio.align_report import CONTACT_SHEET_NAME, NOT_IN_REPORT, crop_verdicts
 
 
 class SourceError(ValueError):
@@ -21,17 +23,31 @@ class SourceError(ValueError):
 
 
 class FolderSource:
-    """``ROOT/<identity>/<image>``; only subdirectories are identities, top-level files are ignored.
+    """``ROOT/<identity>/<image>``; only subdirectories are identities (a linked one is followed).
 
-    Within an identity, files are taken in sorted name order; files without a .jpg/.jpeg/.png
-    extension are reported through ``skipped`` (never silently dropped).
+    Within an identity, files are taken in sorted name order. Every other entry is reported through
+    ``skipped`` with its reason, never silently dropped: files without an image extension, files in
+    a folder nested below an identity, dangling symbolic links, image files directly in ROOT (other
+    top-level files, such as align_report.jsonl, are the aligner's and are not inputs). When ROOT
+    holds an align_report.jsonl, an image is packed only if an aligned record writes it and its
+    source is unchanged (fileio/align_report.py); every other image is reported with the reason.
     """
 
-    def __init__(self, root):
+    def __init__(self, root, log=print):
         self.root = Path(root)
         if not self.root.is_dir():
             raise SourceError(f"{self.root}: input folder does not exist")
         self.description = {"input_dir": str(self.root.resolve())}
+        try:
+            self.verdicts = crop_verdicts(self.root, log)   # None: not an aligned folder, pack every image
+        except (OSError, ValueError) as e:
+            raise SourceError(f"{self.root}: cannot read its alignment report ({e})") from None
+
+    def _refusal(self, rel):
+        """Why the image ``rel`` is not packed (the alignment report says so), or None."""
+        if self.verdicts is None:
+            return None
+        return self.verdicts.get(rel, NOT_IN_REPORT)
 
     def identity_names(self):
         """Sorted identity (subdirectory) names."""
@@ -39,26 +55,42 @@ class FolderSource:
 
     def _entries(self, identity):
         with os.scandir(self.root / identity) as it:
-            return sorted((e for e in it if e.is_file()), key=lambda e: e.name)
+            return sorted(it, key=lambda e: e.name)
 
     def count(self, identity, skipped):
-        """(number of image files, their total bytes); calls skipped(path, reason) for other files."""
+        """(number of image files, their total bytes); calls skipped(path, reason) for every other entry."""
         n = size = 0
         for e in self._entries(identity):
-            if is_image_file(e.name):
+            rel = f"{identity}/{e.name}"
+            if e.is_file() and is_image_file(e.name) and self._refusal(rel):
+                skipped(rel, self._refusal(rel))
+            elif e.is_file() and is_image_file(e.name):
                 n += 1
                 size += e.stat().st_size
-            elif not e.name.startswith("."):
-                skipped(f"{identity}/{e.name}", f"not an image file ({'/'.join(IMAGE_EXTENSIONS)}), skipped")
+            elif e.is_file():
+                skipped(rel, f"not an image file ({'/'.join(IMAGE_EXTENSIONS)}), skipped")
+            elif e.is_dir():
+                _report_nested(e, rel, skipped)
+            elif e.is_symlink():
+                skipped(rel, "dangling symbolic link (its target does not exist), skipped")
+            else:
+                skipped(rel, "not a regular file, skipped")
         return n, size
 
     def files(self, identity):
         """[(absolute path, 'identity/filename')] of one identity's images, sorted by name."""
         return [(e.path, f"{identity}/{e.name}") for e in self._entries(identity)
-                if is_image_file(e.name)]
+                if e.is_file() and is_image_file(e.name) and not self._refusal(f"{identity}/{e.name}")]
 
     def count_identities(self, skipped, wanted=None):
         """{name: (count, bytes)} per identity folder (only names in ``wanted`` when given)."""
+        with os.scandir(self.root) as it:
+            for e in sorted(it, key=lambda e: e.name):
+                if e.is_file() and is_image_file(e.name) and e.name != CONTACT_SHEET_NAME:
+                    skipped(e.name, "directly in the input folder, not in an identity folder "
+                                    "(expected <identity>/<image>), skipped")
+                elif e.is_symlink() and not e.is_dir() and not e.is_file():
+                    skipped(e.name, "dangling symbolic link (its target does not exist), skipped")
         return {name: self.count(name, skipped) for name in self.identity_names()
                 if wanted is None or name in wanted}
 
@@ -73,12 +105,29 @@ class FolderSource:
                 yield name, k, absolute, rel
 
 
-class ListSource:
-    """A text file of ``path label`` lines (label = identity name or integer; last field on the line).
+def _report_nested(entry, rel, skipped):
+    """Report every file under a folder nested below an identity (linked folders as one line)."""
+    why = "in a folder nested below an identity folder (expected <identity>/<image>), skipped"
+    if entry.is_symlink():
+        skipped(rel + "/", "a linked folder nested below an identity folder (expected <identity>/<image>), skipped")
+        return
+    for root, dirs, files in os.walk(entry.path):
+        dirs.sort()
+        below = os.path.relpath(root, entry.path)
+        for name in sorted(files) + sorted(d for d in dirs if os.path.islink(os.path.join(root, d))):
+            path = name if below == "." else f"{below}/{name}"
+            skipped(f"{rel}/{path}".replace(os.sep, "/"), why)
 
-    Relative paths are resolved against ``root`` (default: the list file's folder). Blank lines
-    and lines starting with '#' are ignored. Within an identity, images keep their file order.
-    Use ``counts_and_sizes`` once, then ``stream`` for the second pass.
+
+class ListSource:
+    """A text file of ``path label`` lines (label: the last field on the line).
+
+    Labels are all integers (class numbers, ordered numerically: "10" comes after "2") or all
+    identity names (ordered by name); a list that mixes them is refused at the first line that
+    breaks the rule, as are two spellings of one integer ("7" and "007"), because either would
+    silently renumber classes. Relative paths are resolved against ``root`` (default: the list
+    file's folder). Blank lines and lines starting with '#' are ignored. Within an identity, images
+    keep their file order. Use ``counts_and_sizes`` once, then ``stream`` for the second pass.
     """
 
     def __init__(self, list_file, root=None):
@@ -89,6 +138,7 @@ class ListSource:
         self.description = {"list": str(self.list_file.resolve()), "list_root": str(self.root.resolve())}
 
     def _lines(self):
+        label_rule = _LabelRule(self.list_file)
         for lineno, line in text_lines(self.list_file):
             line = line.strip()
             if not line or line.startswith("#"):
@@ -97,6 +147,7 @@ class ListSource:
             if len(parts) != 2:
                 raise SourceError(f"{self.list_file}:{lineno}: expected 'path label', got {line!r}")
             path, label = parts
+            label_rule.check(label, lineno)
             absolute = path if os.path.isabs(path) else str(self.root / path)
             try:
                 rel = os.path.relpath(absolute, self.root)
@@ -136,10 +187,39 @@ class ListSource:
                 seen[name] += 1
 
 
+def is_integer_label(label):
+    """True for "0", "17", "-3": a class number, ordered numerically (sort_identities)."""
+    return label.lstrip("-").isdigit()
+
+
+class _LabelRule:
+    """One kind of label per list file: integers or names, and one spelling per integer."""
+
+    def __init__(self, list_file):
+        self.list_file = list_file
+        self.first = None          # (label, line) that fixed the kind
+        self.spellings = {}        # int value -> (label, line)
+
+    def check(self, label, lineno):
+        if self.first is None:
+            self.first = (label, lineno)
+        first_label, first_line = self.first
+        if is_integer_label(label) != is_integer_label(first_label):
+            kinds = ("an integer", "a name") if is_integer_label(first_label) else ("a name", "an integer")
+            raise SourceError(f"{self.list_file}:{lineno}: label {label!r} is {kinds[1]}, but line {first_line} "
+                              f"has {kinds[0]} ({first_label!r}); use integer class numbers on every line or "
+                              "identity names on every line (mixing them would renumber the integers by text order)")
+        if is_integer_label(label):
+            earlier = self.spellings.setdefault(int(label), (label, lineno))
+            if earlier[0] != label:
+                raise SourceError(f"{self.list_file}:{lineno}: label {label!r} is the class number of {earlier[0]!r} "
+                                  f"(line {earlier[1]}) written differently; write each class number one way")
+
+
 def sort_identities(names):
     """Sorted identity names; all-integer labels sort numerically (so labels 0..C-1 keep their values)."""
     names = list(names)
-    if names and all(n.lstrip("-").isdigit() for n in names):
+    if names and all(is_integer_label(n) for n in names):
         return sorted(names, key=int)
     return sorted(names)
 

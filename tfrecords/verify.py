@@ -1,4 +1,5 @@
-"""Check a shard directory end to end: manifest, shard sizes and sha256, every record and image.
+"""Check a shard directory end to end: manifest, shard sizes and sha256, every record and image
+(decoded, and every JPEG strictly: damaged data that libjpeg only warns about is an error here).
 
     python -m tfrecords.verify SHARDS [--no-decode]
 
@@ -15,6 +16,8 @@ from pathlib import Path
 def verify(data_dir, decode=True, log=print):
     """Raise ManifestError/ShardError naming the first bad shard or record; returns {split: images checked}."""
     import tensorflow as tf
+
+    from fileio import jpeg_damage
 
     from . import features as F
     from .manifest import read_manifest
@@ -38,9 +41,20 @@ def verify(data_dir, decode=True, log=print):
                     if not 0 <= label < num_labels:
                         raise ShardError(f"{path}: record {n - 1} has label {label}, outside 0..{num_labels - 1}")
                     if decode:
-                        shape = tuple(tf.io.decode_image(ex[F.ENCODED], channels=3, expand_animations=False).shape)
+                        name = ex[F.PATH].numpy().decode()
+                        damage = jpeg_damage(ex[F.ENCODED].numpy()) if ex[F.FORMAT].numpy() == b"jpeg" else None
+                        if damage:
+                            raise ShardError(f"{path}: record {n - 1} ({name}) is a damaged JPEG ({damage}); "
+                                             "rebuild with `python -m tfrecords.build ... --overwrite`, which "
+                                             "lists it in unreadable.txt instead of packing it")
+                        try:
+                            image = tf.io.decode_image(ex[F.ENCODED], channels=3, expand_animations=False)
+                        except tf.errors.OpError as e:
+                            raise ShardError(f"{path}: record {n - 1} ({name}) does not decode "
+                                             f"({e.message.strip()}); rebuild with --overwrite") from None
+                        shape = tuple(image.shape)
                         if shape[:2] != (height, width):
-                            raise ShardError(f"{path}: record {n - 1} ({ex[F.PATH].numpy().decode()}) is "
+                            raise ShardError(f"{path}: record {n - 1} ({name}) is "
                                              f"{shape[0]}x{shape[1]}, manifest says {height}x{width}")
             except tf.errors.OpError as e:
                 raise ShardError(f"{path}: unreadable after record {n} ({e.message.strip()})") from None

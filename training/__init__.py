@@ -12,7 +12,7 @@ _HOMES = {
     "TrainConfig": "training.config", "parse_option_items": "training.config", "resolve_config": "training.config",
     "reference_lr": "training.config",
     "load_run_config": "training.run_dir", "new_run_dir": "training.run_dir", "run_to_resume": "training.run_dir",
-    "save_run_config": "training.run_dir",
+    "save_run_config": "training.run_dir", "RunWriteError": "training.run_dir",
     "FaceLRSchedule": "training.schedules", "build_lr_schedule": "training.schedules",
     "TrainingCollapsed": "training.guard", "TrainingDiverged": "training.guard",
     "run_training": "training.trainer",

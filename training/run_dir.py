@@ -1,6 +1,7 @@
 """Run directories: RUN/config.json, RUN/checkpoints/, RUN/logs/, RUN/train_log.jsonl, RUN/export/."""
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -46,3 +47,20 @@ def load_run_config(run_dir):
 
 def save_run_config(run_dir, config):
     write_text_atomic(Path(run_dir) / "config.json", config.to_json() + "\n")
+
+
+class RunWriteError(RuntimeError):
+    """A file of the run could not be written (a full disk, a quota, a file-size limit, ...)."""
+
+
+def write_failure(run_dir, what, error, latest_checkpoint) -> RunWriteError:
+    """One line: what could not be written and why, and how the run continues once there is room."""
+    if isinstance(error, OSError):
+        reason = error.strerror or str(error)
+    else:  # tf.errors.OpError: "{{function_node ...}} /path/...tempstate123; File too large [Op:SaveV2]"
+        reason = re.sub(r"\s*\[Op:\w+\].*$", "", getattr(error, "message", str(error)).strip(), flags=re.S)
+        reason = reason.rsplit("; ", 1)[-1].splitlines()[0]
+    then = (f"`python train.py --resume --output-dir {run_dir}` continues from {Path(latest_checkpoint).name}"
+            if latest_checkpoint else "rerun the same command (no checkpoint was written yet)")
+    return RunWriteError(f"cannot write {what}: {reason}; free space in {run_dir} (or lift the file-size "
+                         f"limit), then {then}")

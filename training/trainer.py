@@ -16,6 +16,7 @@ from training.export import export_embedding_model
 from training.hardware import resolve_auto_settings
 from training.guard import TrainingGuard
 from training.logger import RunLogger
+from training.run_dir import write_failure
 from training.state import build_training_state, peak_lr
 from training.validation import Validation, best_rule, make_bin_validators, make_validator
 
@@ -166,9 +167,9 @@ def run_training(config, run_dir, strategy=None, log=print):
     guard = TrainingGuard(lambda: checkpoints.latest, enabled=config.collapse_guard,
                           warmup_steps=config.warmup_steps)
     checkpoints = RunCheckpoints(run_dir, strategy, chief, guard, state.backbone, state.head, state.optimizer)
-    start = checkpoints.restore() if config.resume else 0
+    start = checkpoints.restore(log) if config.resume else 0
     if config.resume:
-        log(f"resumed from {checkpoints.latest} at step {start} "
+        log(f"resumed from {checkpoints.restored} at step {start} "
             f"(lr {float(state.schedule(state.optimizer.iterations)):.6g})")
     iterator = iter(strategy.distribute_datasets_from_function(lambda ctx: data.dataset_fn(ctx, start)))
     train_step = make_train_step(strategy, state.model, state.head, state.optimizer, config, global_batch)
@@ -202,7 +203,10 @@ def run_training(config, run_dir, strategy=None, log=print):
     finally:
         logger.close()
 
-    exports = export_embedding_model(state.model, run_dir / "export") if chief else {}
+    try:
+        exports = export_embedding_model(state.model, run_dir / "export") if chief else {}
+    except (OSError, tf.errors.OpError) as error:
+        raise write_failure(run_dir, f"the export in {run_dir / 'export'}", error, checkpoints.latest) from None
     summary = {"run_dir": str(run_dir), "steps": steps, "start_step": start, "last_step": last_step,
                "time_limited": time_limited, "global_batch": global_batch,
                "final_loss": logger.last["loss"], "final_accuracy": logger.last["accuracy"],

@@ -1,0 +1,470 @@
+"""The fault suite (issue 14): hostile inputs and faults at every stage end in exactly one place:
+packed/aligned, or a report line with its reason, or one error line naming the file and the fix.
+Never a hang, never a traceback, never a silent loss.
+
+Small inputs throughout; real LFW faces (``lfw_dir``) where alignment needs a face.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def quiet(*_):
+    pass
+
+
+def damage_middle(data: bytes) -> bytes:
+    """16 bytes scrambled at 60 % of a JPEG: libjpeg warns (naming no file) and fills in grey."""
+    data = bytearray(data)
+    start = int(len(data) * 0.6)
+    for k in range(start, start + 16):
+        data[k] = (data[k] * 7 + 13) & 0xFF
+    return bytes(data)
+
+
+def smooth_jpeg(path, size=(16, 12), seed=0):
+    """A small JPEG with smooth content (so damaged middle bytes break the entropy coding)."""
+    rng = np.random.default_rng(seed)
+    image = cv2.resize(rng.integers(0, 256, (4, 3, 3), dtype=np.uint8), size[::-1], interpolation=cv2.INTER_LINEAR)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return path
+
+
+def unreadable_lines(out):
+    """{path: reason} of SHARDS/unreadable.txt."""
+    path = Path(out) / "unreadable.txt"
+    if not path.exists():
+        return {}
+    return dict(line.split("\t", 1) for line in path.read_text().splitlines() if not line.startswith("#"))
+
+
+# ---- #5: a JPEG with damaged middle bytes ------------------------------------------------------------
+def test_damaged_jpeg_is_listed_by_the_build_and_caught_by_verify(lfw_dir, tmp_path, monkeypatch):
+    from fileio import jpeg_damage
+    from tfrecords import image_check
+    from tfrecords.build import build
+    from tfrecords.reader import ShardError
+    from tfrecords.verify import verify
+
+    good = (lfw_dir / "images" / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg").read_bytes()
+    bad = damage_middle(good)
+    assert cv2.imdecode(np.frombuffer(bad, np.uint8), cv2.IMREAD_COLOR) is not None  # OpenCV takes it
+    assert jpeg_damage(good) is None and jpeg_damage(bad)
+    from align.image_io import ImageError, read_image_rgb
+    (tmp_path / "bad.jpg").write_bytes(bad)
+    with pytest.raises(ImageError, match="damaged JPEG") as refused:   # align reports it too
+        read_image_rgb(tmp_path / "bad.jpg")
+    assert refused.value.reason == "corrupt image"
+    for person in ("A", "B"):
+        for k in range(2):
+            (tmp_path / "in" / person).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "in" / person / f"{k}.jpg").write_bytes(good)
+    (tmp_path / "in" / "B" / "1.jpg").write_bytes(bad)
+    manifest = build(tmp_path / "in", tmp_path / "out", progress=False, log=quiet)
+    assert manifest["num_images"] == 3
+    assert "damaged JPEG" in unreadable_lines(tmp_path / "out")["B/1.jpg"]
+    # Shards packed before this check existed: verify finds the record and names it.
+    monkeypatch.setattr(image_check, "jpeg_damage", lambda data: None)
+    build(tmp_path / "in", tmp_path / "old", progress=False, log=quiet)
+    with pytest.raises(ShardError, match=r"B/1\.jpg.*damaged JPEG.*--overwrite"):
+        verify(tmp_path / "old", log=quiet)
+    assert verify(tmp_path / "out", log=quiet) == {"train": 3}
+
+
+# ---- align ---------------------------------------------------------------------------------------------
+FACES = ["Aaron_Eckhart/Aaron_Eckhart_0001.jpg", "George_W_Bush/George_W_Bush_0010.jpg",
+         "George_W_Bush/George_W_Bush_0011.jpg", "Serena_Williams/Serena_Williams_0003.jpg"]
+
+
+def copy_faces(lfw_dir, raw, names=FACES):
+    for name in names:
+        (raw / name).parent.mkdir(parents=True, exist_ok=True)
+        (raw / name).write_bytes((lfw_dir / "images" / name).read_bytes())
+
+
+def align_quietly(raw, out, **kwargs):
+    from align import align_folder
+
+    return align_folder(raw, out, **{"workers": 1, "progress": False, "contact_sheet_size": 0,
+                                     "log": quiet, **kwargs})
+
+
+def align_cli(raw, out, *extra, env=None, preexec_fn=None, timeout=300):
+    command = [sys.executable, "align/align_lfw.py", "--input-dir", str(raw), "--output-dir", str(out),
+               "--no-progress", "--contact-sheet", "0", *extra]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1", **(env or {})), preexec_fn=preexec_fn)
+
+
+def one_error_line(stderr):
+    """The command's stderr holds one error line and no traceback."""
+    lines = [line for line in stderr.splitlines() if "error" in line.lower()]
+    assert "Traceback" not in stderr and len(lines) == 1, stderr[-3000:]
+    return lines[0]
+
+
+def test_killed_align_worker_is_reported_and_the_run_finishes(lfw_dir, tmp_path):
+    """#2: kill -9 of one pool worker (what the OOM killer does): no hang; the file it held is reported
+    as `worker died`, a fresh worker takes over, every other file is aligned."""
+    from align import load_report
+    from align.workers import KILL_HOOK_ENV
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    copy_faces(lfw_dir, raw)
+    killed = FACES[1]
+    result = align_cli(raw, out, "--workers", "2", env={KILL_HOOK_ENV: killed}, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = load_report(out / "align_report.jsonl")
+    assert sorted(report) == sorted(FACES)
+    assert report[killed]["status"] == "failed" and report[killed]["reason"] == "worker died"
+    assert "SIGKILL" in report[killed]["detail"] and not (out / killed).exists()
+    assert all(report[name]["status"] == "aligned" for name in FACES if name != killed)
+    # --retry-failed redoes it (nothing kills it now)
+    summary = align_quietly(raw, out, retry_failed=True)
+    assert summary["processed_this_run"] == 1 and summary["aligned"] == len(FACES)
+
+
+def huge_png_header(path, width=30000, height=30000):
+    """A 100-byte PNG whose header claims width x height px (its data would not even decode)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_huge_dimensions_are_refused_from_the_header(lfw_dir, tmp_path):
+    """#2: a small file claiming 30000x30000 px is refused before decoding (900 MP would need ~90 GB
+    in the detector), reported as its own reason; a larger --max-megapixels admits what it covers."""
+    import resource
+
+    from align import load_report
+    from align.image_io import ImageError, read_image_rgb
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    copy_faces(lfw_dir, raw, FACES[:1])
+    bomb = huge_png_header(raw / "Big" / "bomb.png")
+    assert bomb.stat().st_size < 200
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ImageError) as refused:
+        read_image_rgb(bomb, max_megapixels=25)
+    assert refused.value.reason == "too many pixels" and refused.value.input_size == [30000, 30000]
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000   # KiB: nothing decoded
+    huge_png_header(raw / "Big" / "mid.png", 6000, 6000)   # 36 MP
+    align_quietly(raw, out)
+    report = load_report(out / "align_report.jsonl")
+    assert report["Big/bomb.png"]["reason"] == report["Big/mid.png"]["reason"] == "too many pixels"
+    assert "900.0 megapixels" in report["Big/bomb.png"]["detail"] and "--max-megapixels" in report["Big/bomb.png"]["detail"]
+    assert report[FACES[0]]["status"] == "aligned"
+    summary = align_quietly(raw, out, max_megapixels=40)   # admits mid.png only: it is decoded now
+    report = load_report(out / "align_report.jsonl")
+    assert summary["processed_this_run"] == 1
+    assert report["Big/mid.png"]["reason"] == "corrupt image" and report["Big/bomb.png"]["reason"] == "too many pixels"
+
+
+def test_disk_full_in_align_is_one_line_naming_the_file_then_resumes(lfw_dir, tmp_path):
+    """#7: a file-size limit (EFBIG, as ENOSPC would) stops align with one line naming the file it could
+    not write and the fix; rerun without the limit, it resumes and completes."""
+    import resource
+    import signal
+
+    from align import load_report
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    copy_faces(lfw_dir, raw, FACES[:2])
+
+    def tiny_file_limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # then the write fails with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3000, resource.RLIM_INFINITY))
+
+    result = align_cli(raw, out, "--workers", "1", preexec_fn=tiny_file_limit)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = one_error_line(result.stderr)
+    assert "File too large" in line and str(out) in line and "rerun" in line
+    summary = align_quietly(raw, out)
+    assert summary["aligned"] == 2 and sorted(load_report(out / "align_report.jsonl")) == sorted(FACES[:2])
+    assert not (out / ".align_tmp").exists()
+
+
+# ---- #4: stale and orphan crops ----------------------------------------------------------------------
+def packed(shards):
+    """{image path: stored bytes} of a shard folder's train split."""
+    import tensorflow as tf
+
+    import tfrecords
+    from tfrecords import features as F
+
+    manifest = tfrecords.read_manifest(shards)
+    images = {}
+    for shard in manifest["splits"]["train"]["shards"]:
+        for raw in tf.data.TFRecordDataset(str(Path(shards) / shard["file"])):
+            example = tf.io.parse_single_example(raw, F.feature_spec())
+            images[example[F.PATH].numpy().decode()] = example[F.ENCODED].numpy()
+    return images
+
+
+def packed_paths(shards):
+    return sorted(packed(shards))
+
+
+def test_changed_and_removed_sources_are_realigned_and_never_packed_stale(lfw_dir, tmp_path):
+    """A replaced source is re-aligned on rerun, a removed one's crop is removed, one that no longer
+    aligns loses its crop; until the rerun, the builder packs none of those crops (nor a crop that no
+    record writes) and says why for each."""
+    from skimage import data as skimage_data
+
+    from align import load_report
+    from tfrecords.build import build
+
+    raw, out = tmp_path / "raw", tmp_path / "aligned"
+    copy_faces(lfw_dir, raw)
+    align_quietly(raw, out)
+    # A report from before source stamps: its crops are newer than their sources, so they still count.
+    report_path = out / "align_report.jsonl"
+    stamped = report_path.read_text()
+    report_path.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if not k.startswith("source_")})
+                                   + "\n" for line in stamped.splitlines()))
+    build(out, tmp_path / "unstamped", progress=False, log=quiet)
+    assert packed_paths(tmp_path / "unstamped") == sorted(FACES)
+    assert align_quietly(raw, out)["processed_this_run"] == 0 and report_path.read_text() == stamped
+    old_crop = (out / FACES[0]).read_bytes()
+    shutil.copy(out / FACES[1], out / "George_W_Bush" / "by_hand.jpg")   # no record writes it
+    (raw / FACES[0]).write_bytes((lfw_dir / "images" / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg").read_bytes())
+    cv2.imwrite(str(raw / FACES[2]), cv2.cvtColor(skimage_data.coffee(), cv2.COLOR_RGB2BGR))  # now: no face
+    (raw / FACES[3]).unlink()
+
+    build(out, tmp_path / "before", progress=False, log=quiet)
+    assert packed_paths(tmp_path / "before") == [FACES[1]]
+    left_out = unreadable_lines(tmp_path / "before")
+    assert "changed after alignment" in left_out[FACES[0]] and "changed after alignment" in left_out[FACES[2]]
+    assert "removed after alignment" in left_out[FACES[3]]
+    assert "no aligned record" in left_out["George_W_Bush/by_hand.jpg"]
+
+    summary = align_quietly(raw, out)
+    report = load_report(out / "align_report.jsonl")
+    assert summary["processed_this_run"] == 2 and summary["removed_crops"] == 2
+    assert FACES[3] not in report and not (out / FACES[3]).exists()
+    assert report[FACES[2]]["reason"] == "no face" and not (out / FACES[2]).exists()
+    assert report[FACES[0]]["status"] == "aligned" and (out / FACES[0]).read_bytes() != old_crop
+    build(out, tmp_path / "after", progress=False, log=quiet)
+    assert packed_paths(tmp_path / "after") == sorted(FACES[:2])
+    assert list(unreadable_lines(tmp_path / "after")) == ["George_W_Bush/by_hand.jpg"]
+
+
+def test_symlinked_identity_folder_is_followed_by_align_and_build_alike(lfw_dir, tmp_path):
+    """#5: a linked identity folder is an identity for both stages (a link loop ends the walk)."""
+    from align import load_report
+    from tfrecords.build import build
+
+    raw, out = tmp_path / "raw", tmp_path / "aligned"
+    copy_faces(lfw_dir, tmp_path / "elsewhere", FACES[1:3])
+    copy_faces(lfw_dir, raw, FACES[:1])
+    (raw / "George_W_Bush").symlink_to(tmp_path / "elsewhere" / "George_W_Bush", target_is_directory=True)
+    (raw / "Aaron_Eckhart" / "loop").symlink_to(raw, target_is_directory=True)
+    align_quietly(raw, out)
+    report = load_report(out / "align_report.jsonl")
+    assert sorted(report) == sorted(FACES[:3]) and all(r["status"] == "aligned" for r in report.values())
+    build(out, tmp_path / "shards", progress=False, log=quiet)
+    assert packed_paths(tmp_path / "shards") == sorted(FACES[:3])
+
+
+# ---- #5: the builder accounts for every input file ----------------------------------------------------
+def test_build_accounts_for_every_input_file(tmp_path):
+    """Nested folders, dangling links (file or identity), loose images, non-images: each gets a line
+    in unreadable.txt with its reason; a linked identity folder is packed. Nothing vanishes."""
+    from tfrecords.build import build
+
+    inp = tmp_path / "in"
+    for name in ("A/0.jpg", "A/1.jpg", "A/sub/2.jpg", "A/sub/deeper/3.jpg", "loose.jpg"):
+        smooth_jpeg(inp / name)
+    for name in ("0.jpg", "1.jpg"):
+        smooth_jpeg(tmp_path / "elsewhere" / "B" / name)
+    (inp / "A" / "notes.txt").write_text("not an image")
+    (inp / "A" / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
+    (inp / "B").symlink_to(tmp_path / "elsewhere" / "B", target_is_directory=True)
+    (inp / "C").symlink_to(tmp_path / "missing_folder", target_is_directory=True)
+    build(inp, tmp_path / "out", progress=False, log=quiet)
+    packed = packed_paths(tmp_path / "out")
+    listed = unreadable_lines(tmp_path / "out")
+    assert packed == ["A/0.jpg", "A/1.jpg", "B/0.jpg", "B/1.jpg"]
+    assert "nested below an identity" in listed["A/sub/2.jpg"] and "nested" in listed["A/sub/deeper/3.jpg"]
+    assert "dangling" in listed["A/gone.jpg"] and "dangling" in listed["C"]
+    assert "not in an identity folder" in listed["loose.jpg"] and "not an image" in listed["A/notes.txt"]
+    everything = {str(p.relative_to(inp)) for p in inp.rglob("*") if p.is_symlink() and not p.exists()}
+    for root, _, files in os.walk(inp, followlinks=True):
+        everything |= {os.path.relpath(os.path.join(root, f), inp) for f in files}
+    assert set(packed) | set(listed) == everything and not set(packed) & set(listed)   # exactly one place each
+
+
+def test_build_resume_compares_contents_not_names(tmp_path):
+    """#4: an input replaced under the same name is not 'nothing to do': the rerun is refused until
+    --overwrite, which packs the new bytes."""
+    from tfrecords.build import BuildError, build
+
+    inp = tmp_path / "in"
+    for k in range(2):
+        smooth_jpeg(inp / "A" / f"{k}.jpg", seed=k)
+    build(inp, tmp_path / "out", progress=False, log=quiet)
+    replaced = smooth_jpeg(inp / "A" / "0.jpg", seed=7).read_bytes()
+    with pytest.raises(BuildError, match="other inputs or options.*--overwrite"):
+        build(inp, tmp_path / "out", progress=False, log=quiet)
+    build(inp, tmp_path / "out", overwrite=True, progress=False, log=quiet)
+    assert packed(tmp_path / "out")["A/0.jpg"] == replaced
+
+
+# ---- #6: --list labels ---------------------------------------------------------------------------------
+def test_list_labels_are_integers_in_numeric_order_or_names_never_mixed(tmp_path):
+    """Integer labels keep their values ("10" is class 10, not class 2 by text order); a list that
+    mixes integers and names, or spells one integer two ways, is refused at the line, before work."""
+    from tfrecords.build import build
+    from tfrecords.sources import SourceError
+
+    lines = []
+    for label in range(11):
+        lines.append(f"img/{label}.jpg {label}")
+        smooth_jpeg(tmp_path / "img" / f"{label}.jpg", seed=label)
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    manifest = build(None, tmp_path / "out", list_file=tmp_path / "list.txt", progress=False, log=quiet)
+    assert manifest["labels"] == [str(k) for k in range(11)]
+    import tensorflow as tf
+
+    from tfrecords import features as F
+    for shard in manifest["splits"]["train"]["shards"]:
+        for raw in tf.data.TFRecordDataset(str(tmp_path / "out" / shard["file"])):
+            example = tf.io.parse_single_example(raw, F.feature_spec())
+            assert f"img/{int(example[F.LABEL])}.jpg" == example[F.PATH].numpy().decode()
+    (tmp_path / "mixed.txt").write_text("img/0.jpg 0\n# a comment\nimg/1.jpg 1\nimg/2.jpg George_W_Bush\n")
+    with pytest.raises(SourceError, match=r"mixed\.txt:4: label 'George_W_Bush' is a name, but line 1 has an integer"):
+        build(None, tmp_path / "out2", list_file=tmp_path / "mixed.txt", progress=False, log=quiet)
+    (tmp_path / "spelled.txt").write_text("img/0.jpg 7\nimg/1.jpg 007\n")
+    with pytest.raises(SourceError, match=r"spelled\.txt:2: label '007' is the class number of '7'"):
+        build(None, tmp_path / "out3", list_file=tmp_path / "spelled.txt", progress=False, log=quiet)
+    assert not (tmp_path / "out2" / "manifest.json").exists()
+
+
+# ---- training: disk full, damaged checkpoint, truncated .keras ------------------------------------------
+TINY = {"backbone": "mobilefacenet", "image_size": "32x32", "embedding_size": 32, "batch_size": 4,
+        "num_classes": 10, "synthetic_images": 64, "log_every": 1}
+
+
+def tiny_train_cli(run_dir, *extra):
+    args = [sys.executable, str(REPO / "train.py"), "--output-dir", str(run_dir)]
+    for key, value in TINY.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    return args + list(extra)
+
+
+def test_disk_full_while_checkpointing_is_one_line_naming_the_run(tmp_path):
+    """#7: a checkpoint that cannot be written (EFBIG from a file-size limit; ENOSPC alike) stops
+    training with one line naming the run directory and how to continue; no partial save is left."""
+    import resource
+    import signal
+
+    def small_file_limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))   # the weights are ~4 MB
+
+    run = tmp_path / "run"
+    result = subprocess.run(tiny_train_cli(run, "--max-steps", "3", "--checkpoint-every", "2"), capture_output=True,
+                            text=True, timeout=300, preexec_fn=small_file_limit,
+                            env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    assert result.returncode == 1, result.stderr[-3000:]
+    line = one_error_line(result.stderr)
+    assert "checkpoint of step 2" in line and "File too large" in line and str(run) in line, line
+    assert not list((run / "checkpoints").glob("*_temp*"))
+
+
+def test_damaged_checkpoint_and_truncated_model_are_named_with_the_fix(tmp_path, capsys):
+    """#7: --resume skips a damaged newest checkpoint (one warning line naming it) for the older one;
+    none readable is one error line. A truncated .keras is named as such (Keras says "File not found"),
+    with the fix, which works: --resume of the finished run exports it again."""
+    import training
+    from evaluation.model_io import load_embedding_model
+    from training.config import resolve_config
+
+    import evaluate
+
+    run = tmp_path / "run"
+    config = dict(TINY, max_steps=4, checkpoint_every=2, lr_schedule="constant")
+    training.run_training(resolve_config(config), training.new_run_dir(run, "m", "l"), log=quiet)
+    model = run / "export" / "embedding.keras"
+    model.write_bytes(model.read_bytes()[:4000])
+    with pytest.raises(ValueError, match=r"embedding\.keras is not a complete \.keras file.*--resume --output-dir"):
+        load_embedding_model(model)
+    images = tmp_path / "faces"
+    for name in ("A/A_0001.jpg", "B/B_0001.jpg"):
+        smooth_jpeg(images / name, size=(32, 32))
+    (tmp_path / "pairs.txt").write_text("# generic pairs\nA/A_0001.jpg\tA/A_0001.jpg\t1\nA/A_0001.jpg\tB/B_0001.jpg\t0\n")
+    assert evaluate.main(["--model", str(model), "--lfw-pairs", str(tmp_path / "pairs.txt"),
+                          "--lfw-dir", str(images), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "not a complete .keras file" in one_error_line(err)
+
+    newest = sorted((run / "checkpoints").glob("ckpt-4.data-*"))[0]
+    newest.write_bytes(newest.read_bytes()[:1000])
+    messages = []
+    summary = training.run_training(resolve_config(dict(config, resume=True)), run, log=messages.append)
+    assert summary["start_step"] == 2 and summary["last_step"] == 4
+    assert any("ckpt-4" in m and "cannot be read" in m and "resuming from the older ckpt-2" in m for m in messages)
+    load_embedding_model(model)   # exported again by the resumed run
+    for data in (run / "checkpoints").glob("ckpt-*.data-*"):
+        data.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"no checkpoint in .*checkpoints can be read: ckpt-4 .*ckpt-2"):
+        training.run_training(resolve_config(dict(config, resume=True)), run, log=quiet)
+
+
+# ---- our .bin writer and reader agree for every pairs format --------------------------------------------
+def test_bin_written_from_view1_and_generic_pairs_is_read_with_the_files_own_folds(lfw_dir, tmp_path):
+    """A View 1 file lists its same pairs, then its different pairs: the writer used to keep that order,
+    so the reader's contiguous fold 0 held only same pairs ('fold 0 has 2 same and 0 different
+    pairs'). Now pairs go in fold by fold and the .bin evaluates exactly as its pairs file does."""
+    import hashlib
+
+    from evaluation.binset import bin_pairset, load_bin, main as binset_main
+    from evaluation.metrics import verification_metrics
+    from evaluation.pairs import read_pairs
+
+    generic = tmp_path / "generic.txt"
+    names = sorted(p.relative_to(lfw_dir / "images").as_posix() for p in (lfw_dir / "images").glob("A[a-b]*/*.jpg"))
+    pairs = [(names[i], names[i + 1], 1) for i in range(13)] + [(names[i], names[-1 - i], 0) for i in range(17)]
+    generic.write_text("# generic pairs\n" + "".join(f"{a}\t{b}\t{s}\n" for a, b, s in pairs))
+
+    def feature(image_bytes):   # any fixed function of the image will do: the folds are what is compared
+        return np.random.default_rng(int.from_bytes(hashlib.sha256(image_bytes).digest()[:8], "little")).normal(size=8)
+
+    for pairs_file in (lfw_dir / "pairsDevTest.txt", generic):
+        out = tmp_path / f"{pairs_file.stem}.bin"
+        assert binset_main(["--aligned-dir", str(lfw_dir / "images"), "--pairs", str(pairs_file),
+                            "--output", str(out)]) == 0
+        from_file = read_pairs(pairs_file)
+        bins, issame = load_bin(out)
+        from_bin = bin_pairset(out, issame)
+        emb = np.array([feature(b) for b in bins])
+        bin_result = verification_metrics(emb[0::2], emb[1::2], from_bin.issame, from_bin.folds)
+        images = lfw_dir / "images"
+
+        def read(path):
+            return (images / (path if path.endswith(".jpg") else path + ".jpg")).read_bytes()
+
+        file_result = verification_metrics(np.array([feature(read(p)) for p in from_file.paths_a]),
+                                           np.array([feature(read(p)) for p in from_file.paths_b]),
+                                           from_file.issame, from_file.folds)
+        assert bin_result["num_folds"] == file_result["num_folds"] == min(10, int(issame.sum()), int((~issame).sum()))
+        assert bin_result["fold_accuracies"] == file_result["fold_accuracies"]
