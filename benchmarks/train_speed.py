@@ -46,8 +46,8 @@ TORCH_ROWS = [("PyTorch eager", "torch", "eager"), ("PyTorch torch.compile", "to
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbones", default="resface20,mobilefacenet",
-                        help="comma-separated, from: " + ", ".join(TWINS) + " (default: both)")
+    parser.add_argument("--backbones", default="mobilefacenet,resface20,lresnet50e_ir",
+                        help="comma-separated, from: " + ", ".join(TWINS) + " (default: all three)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
     parser.add_argument("--image-size", default="112x96", help="HEIGHTxWIDTH (default 112x96)")
     parser.add_argument("--num-classes", type=int, default=1000, help="AM-Softmax classes (default 1000)")

@@ -220,7 +220,7 @@ def test_pack_without_header_every_bad_record_named_by_key(tmp_path, faces):
     assert manifest["source"]["header_record"] is None and manifest["num_classes"] == 6
     listed = dict(line.split("\t", 1) for line in (tmp_path / "shards" / "unreadable.txt").read_text().splitlines()
                   if not line.startswith("#"))
-    reasons = {"100": "truncated JPEG", "101": "cannot decode jpeg", "102": r"label 9 is outside 0\.\.5",
+    reasons = {"100": "truncated JPEG", "101": "cannot decode jpeg|damaged JPEG data", "102": r"label 9 is outside 0\.\.5",
                "103": "label 2.5 is not a non-negative integer", "104": "no image bytes",
                "106": f"no RecordIO magic at byte {offsets[102] + 4}", "107": "has cflag 3, not a start of a record",
                "3": "duplicate key", "108": "truncated", "109": "truncated: .*past the end"}

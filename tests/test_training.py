@@ -364,7 +364,7 @@ def test_two_workers_on_localhost_match_one_worker_and_only_the_chief_writes(tmp
     so per-replica statistics cannot differ."""
     settings = {"backbone": "resface20", "image_size": "32x32", "embedding_size": 16, "num_classes": 5,
                 "synthetic_images": 32, "log_every": 1, "max_steps": 3, "lr_schedule": "constant", "lr": 0.01,
-                "checkpoint_every": 3}
+                "checkpoint_every": 3, "mixed_precision": "off"}   # float32: sums must agree across layouts
     common = [arg for key, value in settings.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
     common += ["--backbone-option", "batch_norm=false", "--no-collapse-guard"]
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
@@ -407,7 +407,7 @@ import training
 from training.config import resolve_config
 base = dict(backbone="resface20", backbone_options={"batch_norm": False}, image_size="32x32", embedding_size=16, num_classes=5,
             synthetic_images=32, log_every=1, max_steps=3, lr_schedule="constant", lr=0.01,
-            checkpoint_every=3, val_every=3)
+            checkpoint_every=3, val_every=3, mixed_precision="off")   # float32: sums must agree across layouts
 out = {}
 for name, strategy, batch in [("single", tf.distribute.OneDeviceStrategy("/cpu:0"), 4),
                               ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), 2)]:
