@@ -83,6 +83,8 @@ def format_report(result: dict) -> str:
     if "flip" in result:
         rows.append(("features", f"flip={result['flip']}"))
     if result.get("num_images"):
-        rows.append(("embedding", f"{result['num_images']} images in {result['embed_seconds']:.1f} s ({result['images_per_second']:.1f} img/s)"))
+        engine = f", {result['engine']} engine" if "engine" in result else ""
+        rows.append(("embedding", f"{result['num_images']} images in {result['embed_seconds']:.1f} s "
+                                  f"({result['images_per_second']:.1f} img/s{engine})"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
