@@ -217,8 +217,9 @@ def _emit(step, args, tf, kernels):
         for other in inputs[1:]:
             y = y + other
         return y
-    if kind == "flatten":
-        return tf.reshape(args[0], (tf.shape(args[0])[0], -1))
+    if kind == "flatten":  # the static width, so that layers after it (Dense, norms) see a known shape
+        width = step.node.outputs[0].shape[1]
+        return tf.reshape(args[0], (-1, width) if width is not None else (tf.shape(args[0])[0], -1))
     if kind == "rescaling":
         return args[0] * p["scale"] + p["offset"]
     if kind == "identity":
