@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import tempfile
+import warnings
 from pathlib import Path
 
 from fileio import atomic_output
@@ -66,7 +67,11 @@ def export_onnx(model, path, fingerprint=None, source=None, opset=None) -> Path:
     twin(np.zeros((1, *twin.input_shape[1:]), np.float32))
     with tempfile.TemporaryDirectory(prefix="faceid-onnx-") as tmp:
         raw = Path(tmp) / "model.onnx"
-        twin.export(str(raw), format="onnx", verbose=False, opset_version=opset)
+        with warnings.catch_warnings():
+            # Keras' numpy-2 shim for tf2onnx probes hasattr(np, "object"), which numpy answers with a
+            # FutureWarning about itself: noise to whoever exports, nothing they can act on.
+            warnings.filterwarnings("ignore", message=r".*`np\.object` will be defined", category=FutureWarning)
+            twin.export(str(raw), format="onnx", verbose=False, opset_version=opset)
         graph_model = onnx.load(str(raw))
     (output,) = graph_model.graph.output
     _rename_output(graph_model, output.name, OUTPUT_NAME)

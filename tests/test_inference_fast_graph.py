@@ -3,56 +3,16 @@
 import numpy as np
 import pytest
 
-import models
 from evaluation import combine_flips
 from evaluation.model_io import default_engine, make_embed_fn
 from inference.fast_graph import computes_in_float32, make_fast_embed_fn
-from training.export import build_embedding_model
+from inference_helpers import embedding_model, randomize_inference_statistics
 
 SIZE = (32, 32)
 
 
-def randomize_inference_statistics(model, seed):
-    """Inference statistics like a trained model's, far from their initial values (initial BN is the
-    identity, initial PReLU slopes 0.25), so that folding them is not a no-op: BN moving statistics
-    set to the statistics of a batch (one training-mode pass with momentum 0), then gammas, betas and
-    PReLU slopes drawn at random around trained values (test_prelu_is_bitwise_the_keras_layer covers
-    slopes below 0 and above 1)."""
-    import keras
-
-    rng = np.random.default_rng(seed)
-    norms = [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
-    momenta = [layer.momentum for layer in norms]
-    for layer in norms:
-        layer.momentum = 0.0
-    model(rng.uniform(0, 255, (16, *model.input_shape[1:])).astype("float32"), training=True)
-    for layer, momentum in zip(norms, momenta):
-        layer.momentum = momentum
-    for layer in _all_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            channels = layer.moving_mean.shape[0]
-            if layer.scale:
-                layer.gamma.assign(rng.uniform(0.7, 1.3, channels).astype("float32"))
-            if layer.center:
-                layer.beta.assign(rng.normal(0, 0.2, channels).astype("float32"))
-        elif isinstance(layer, keras.layers.PReLU):
-            layer.alpha.assign(rng.uniform(-0.1, 0.6, layer.alpha.shape).astype("float32"))
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
-
-
 def built(name, seed=0, **options):
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    model = build_embedding_model(models.build_backbone(name, image_size=SIZE, embedding_size=64, **options), SIZE)
-    randomize_inference_statistics(model, seed)
-    return model
+    return embedding_model(name, SIZE, 64, seed, **options)
 
 
 def images(count=6, seed=0):
