@@ -274,7 +274,26 @@ def make_fast_embed_fn(model):
 
     shape = (None,) + tuple(model.input_shape[1:])
     compiled = tf.function(forward, input_signature=[tf.TensorSpec(shape, tf.float32)], autograph=False)
-    return (lambda x: compiled(tf.convert_to_tensor(x, tf.float32)).numpy()), summarize_plan(plan)
+    embed = micro_batched(lambda x: compiled(tf.convert_to_tensor(x, tf.float32)).numpy(), FAST_MICRO_BATCH)
+    return embed, summarize_plan(plan)
+
+
+# Images per forward pass inside the fast engine, whatever batch it is handed. Why: on a CPU the
+# activations of a large batch do not fit in cache, and every pass over them (convolution, PReLU,
+# residual add) goes to memory. Measured on MobileFaceNet 112x96, 2-core EPYC (forward images/s,
+# keras graph / fast graph): batch 256: 112 / 224; 64: 172 / 317; 16: 270 / 452; 8: 215 / 415.
+FAST_MICRO_BATCH = 16
+
+
+def micro_batched(embed_fn, size):
+    """embed_fn run on consecutive slices of at most ``size`` images; the outputs concatenated in order."""
+
+    def embed(images):
+        if len(images) <= size:
+            return embed_fn(images)
+        return np.concatenate([embed_fn(images[start:start + size]) for start in range(0, len(images), size)])
+
+    return embed
 
 
 def computes_in_float32(model) -> bool:
