@@ -66,12 +66,13 @@ def print_enroll(summary) -> None:
         print("\n".join(f"  {name}: {why}" for name, why in summary.skipped.items()))
 
 
-def print_search(results, threshold, model, as_json) -> None:
+def print_search(results, threshold, model, note, as_json) -> None:
     if as_json:
         for result in results:
             print(json.dumps({"photo": result.photo, "name": result.name, "candidates": result.candidates,
                               "status": result.record.status, "detail": result.record.detail,
-                              "threshold": threshold.cosine, "threshold_source": threshold.source}))
+                              "threshold": threshold.cosine, "threshold_source": threshold.source,
+                              "threshold_note": note}))
         return
     for result in results:
         if result.name is None:
@@ -86,6 +87,8 @@ def print_search(results, threshold, model, as_json) -> None:
         if result.record.note():
             print(f"  note: {result.record.note()}")
     print(threshold.description)
+    if note:
+        print(note)
     print(f"model: {model}")
 
 
@@ -108,13 +111,13 @@ def main(argv=None) -> int:
             return 0 if (summary.added or summary.replaced) else 1
         if args.top_k < 1:
             raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
-        results, threshold, described = search_photos(args.gallery, args.photos, model, args.top_k, args.threshold,
+        results, threshold, described, note = search_photos(args.gallery, args.photos, model, args.top_k, args.threshold,
                                                       args.eval_report, args.fallback, args.engine,
                                                       progress=not args.no_progress)
     except (FileNotFoundError, ValueError) as error:  # GalleryError, PhotoError, ThresholdError are ValueErrors
         print(f"identify {args.command}: error: {error}", file=sys.stderr)
         return 1
-    print_search(results, threshold, described, args.json)
+    print_search(results, threshold, described, note, args.json)
     return 0 if any(result.name is not None for result in results) else 1
 
 

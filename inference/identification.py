@@ -112,6 +112,25 @@ def _gallery_model(gallery, gallery_path):
     return gallery.model_path
 
 
+def open_set_note(threshold: Threshold, gallery_size: int):
+    """A warning when a pairwise verification threshold is used to reject strangers, or None.
+
+    The evaluation's FAR is per comparison; a stranger is compared with every enrolled person, and is
+    taken for someone when any of them passes: about 1 − (1 − FAR)^N of strangers. Measured on the
+    LFW DevTest gallery of 496 people (benchmarks/identification.py): at MobileFaceNet's verification
+    threshold (FAR 11.4 % per pair) every stranger matched someone.
+    """
+    if threshold.far is None or gallery_size < 2:
+        return None
+    strangers = 1.0 - (1.0 - threshold.far) ** gallery_size
+    if strangers < 2 * threshold.far:
+        return None
+    return (f"note: this is a verification threshold (FAR {100 * threshold.far:.2f} % per comparison); with "
+            f"{gallery_size} people enrolled, about {100 * strangers:.0f} % of strangers will match someone above "
+            f"it. For open-set use pass a stricter --threshold (benchmarks/identification.py measures the one "
+            f"for FAR 1 % of strangers)")
+
+
 @dataclass
 class Identification:
     """One photo's answer: candidates [(name, cosine)] best first (top-k); name: the best candidate if its
@@ -125,7 +144,8 @@ class Identification:
 
 def search_photos(gallery_path, photos, model=None, top_k=5, threshold=None, report_path=None, fallback="none",
                   engine="auto", progress=False, detector=None):
-    """Identify the person in each photo: (list of Identification, Threshold used, model description).
+    """Identify the person in each photo: (list of Identification, Threshold used, model description,
+    note: open_set_note for this gallery, or None).
 
     model: None = the model recorded in the gallery; another model is refused (GalleryError).
     threshold: open-set threshold as a cosine (else the model's evaluation report, or report_path).
@@ -146,4 +166,4 @@ def search_photos(gallery_path, photos, model=None, top_k=5, threshold=None, rep
             candidates = [(gallery.names[r], float(c)) for r, c in zip(row, cos)]
             results[i].candidates = candidates
             results[i].name = candidates[0][0] if candidates[0][1] > decision.cosine else UNKNOWN
-    return results, decision, model.describe()
+    return results, decision, model.describe(), open_set_note(decision, len(gallery))

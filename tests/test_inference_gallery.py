@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from inference.gallery import Gallery, GalleryError
-from inference.thresholds import ThresholdError, model_threshold
+from inference.identification import open_set_note
+from inference.thresholds import Threshold, ThresholdError, model_threshold
 
 
 def unit(rows):
@@ -115,3 +116,11 @@ def test_threshold_from_the_models_own_report(tmp_path):
     write_report(tmp_path / "r.json", model_fingerprint="sha256:other", model="m2.keras")
     with pytest.raises(ThresholdError, match="evaluated another model"):
         model_threshold(model, report_path=tmp_path / "r.json")
+
+
+def test_open_set_note_warns_when_a_pairwise_threshold_guards_a_large_gallery():
+    verification = Threshold(0.201, "evaluation", Path("r.json"), 0.114, "")
+    assert "100 % of strangers will match someone" in open_set_note(verification, 496)  # 1 - 0.886^496
+    assert "about 30 % of strangers" in open_set_note(verification, 3)
+    assert open_set_note(verification, 2) is None  # 21 %: not much above the pairwise 11 %
+    assert open_set_note(Threshold(0.6, "--threshold", None, None, ""), 496) is None  # the user chose it
