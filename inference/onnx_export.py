@@ -16,8 +16,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from fileio import atomic_output
-from inference.model import ONNX_FINGERPRINT_KEY, ONNX_SOURCE_KEY
+from fileio import atomic_output, sha256_of_file
+from inference.model import ONNX_FINGERPRINT_KEY, ONNX_SOURCE_KEY, ONNX_SOURCE_SHA256_KEY
 
 OUTPUT_NAME = "embedding"
 
@@ -53,8 +53,9 @@ def float32_twin(model):
 def export_onnx(model, path, fingerprint=None, source=None, opset=None) -> Path:
     """Write the Keras embedding model to ``path`` as ONNX (atomically); returns the path.
 
-    fingerprint: the model's evaluation.model_io.model_fingerprint (computed when None); source: a
-    name for the metadata (the .keras file it came from).
+    fingerprint: the model's evaluation.model_io.model_fingerprint (computed when None); source: the
+    .keras file it came from (its name and sha256 go into the metadata: load_model(engine="auto") then
+    runs this export in place of that file) or another name.
     """
     import numpy as np
     import onnx
@@ -75,9 +76,12 @@ def export_onnx(model, path, fingerprint=None, source=None, opset=None) -> Path:
         graph_model = onnx.load(str(raw))
     (output,) = graph_model.graph.output
     _rename_output(graph_model, output.name, OUTPUT_NAME)
-    for key, value in ((ONNX_FINGERPRINT_KEY, fingerprint), (ONNX_SOURCE_KEY, str(source or model.name)),
-                       ("faceid_input", "RGB float32 [B, H, W, 3] in [0, 255]; input scaling inside"),
-                       ("faceid_output", "raw (not normalised) embedding [B, D]")):
+    metadata = [(ONNX_FINGERPRINT_KEY, fingerprint), (ONNX_SOURCE_KEY, str(source or model.name)),
+                ("faceid_input", "RGB float32 [B, H, W, 3] in [0, 255]; input scaling inside"),
+                ("faceid_output", "raw (not normalised) embedding [B, D]")]
+    if source is not None and Path(source).is_file():
+        metadata.append((ONNX_SOURCE_SHA256_KEY, sha256_of_file(source)))
+    for key, value in metadata:
         entry = graph_model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(graph_model)
