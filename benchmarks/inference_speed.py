@@ -16,7 +16,9 @@ Results: each engine's features and the 10-fold metrics on the pairs file, again
 max |difference| of the unit features, of the pair cosines, and of every metric.
 
 --profile (or --profile-only): per-op-type time of one batch in the keras and fast graphs (TensorFlow's
-profiler), to see where the time goes.
+profiler), to see where the time goes; forward images/s of both graphs at batch sizes 8 to 256 on
+random images (round-robin), which is why the fast engine runs micro-batches of 16; and the GFLOP/s
+of a 2048x2048 float32 matrix product, the rate the convolutions are held against.
 """
 
 import argparse
@@ -148,14 +150,53 @@ def profile(keras_model, image_size, batch_size, repeats=3):
     return table
 
 
-def print_profile(table, batch_size):
-    print(f"\nwhere the time goes: one batch of {batch_size} forward images, op time summed over threads (ms)")
+def batch_sweep(keras_model, image_size, sizes=(8, 16, 32, 64, 256), images=512, rounds=3):
+    """Forward images/s of the keras graph and the fast graph without its micro-batching, per batch size."""
+    from evaluation.model_io import make_embed_fn
+    from inference.fast_graph import make_fast_embed_fn
+
+    x = np.random.default_rng(0).uniform(0, 255, (images, *image_size, 3)).astype(np.float32)
+    # the fast graph as compiled, handed each batch whole (its micro-batch size set past the largest)
+    fast_fn = make_fast_embed_fn(keras_model, micro_batch=max(sizes))[0]
+    fns = {"keras": make_embed_fn(keras_model, "keras"), "fast": fast_fn}
+    seconds = {(name, size): 0.0 for name in fns for size in sizes}
+    for (name, size) in seconds:
+        fns[name](x[:size])
+    for _ in range(rounds):
+        for (name, size) in seconds:
+            start = time.perf_counter()
+            for begin in range(0, images, size):
+                fns[name](x[begin:begin + size])
+            seconds[(name, size)] += time.perf_counter() - start
+    return {name: {size: rounds * images / seconds[(name, size)] for size in sizes} for name in fns}
+
+
+def matmul_gflops(n=2048, repeats=10):
+    """GFLOP/s of an n x n float32 matrix product in TensorFlow (oneDNN): the CPU's attainable rate."""
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n))
+    product = tf.function(lambda a: tf.matmul(a, a))
+    product(a).numpy()
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            out = product(a)
+        out.numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 * repeats / best / 1e9
+
+
+def profile_lines(table, batch_size):
+    lines = [f"\nWhere the time goes: one batch of {batch_size} forward images, op time summed over threads (ms)\n",
+             f"| op type | {' | '.join(table)} |", "|---|" + "---:|" * len(table)]
     types = sorted(set().union(*(t["ops_ms"] for t in table.values())),
                    key=lambda k: -max(t["ops_ms"].get(k, 0) for t in table.values()))
-    print(f"| op type | {' | '.join(table)} |\n|---|" + "---:|" * len(table))
     for op in types[:14]:
-        print(f"| {op} | " + " | ".join(f"{t['ops_ms'].get(op, 0):.1f}" for t in table.values()) + " |")
-    print("| **wall time per batch** | " + " | ".join(f"**{t['wall_ms']:.0f}**" for t in table.values()) + " |")
+        lines.append(f"| {op} | " + " | ".join(f"{t['ops_ms'].get(op, 0):.1f}" for t in table.values()) + " |")
+    lines.append("| **wall time per batch** | " + " | ".join(f"**{t['wall_ms']:.0f}**" for t in table.values()) + " |")
+    return lines
 
 
 def main():
@@ -172,7 +213,7 @@ def main():
     parser.add_argument("--num-images", type=int, help="embed only the first N images (the metrics need all)")
     parser.add_argument("--profile", action="store_true", help="also profile the keras and fast graphs per op type")
     parser.add_argument("--profile-only", action="store_true", help="only the profile")
-    parser.add_argument("--output", help="write the figures as JSON")
+    parser.add_argument("--output-dir", help="write inference_speed.json and inference_speed.md (the tables) here")
     args = parser.parse_args()
 
     from benchmarks.lfw_view1 import cpu_name
@@ -185,7 +226,7 @@ def main():
     keras_path, keras_model, engines = load_engines(args.model, [] if args.profile_only else args.engines, args.onnx)
     image_size = tuple(keras_model.input_shape[1:3])
     gflop = forward_gflop(keras_model)
-    print(f"model {keras_path}: {image_size[0]}x{image_size[1]}, {gflop:.3f} GFLOP per forward image; CPU: {cpu_name()}")
+    lines = [f"model {keras_path}: {image_size[0]}x{image_size[1]}, {gflop:.3f} GFLOP per forward image; CPU: {cpu_name()}"]
     figures = {"model": str(keras_path), "cpu": cpu_name(), "gflop_per_forward_image": gflop,
                "batch_size": args.batch_size}
     if not args.profile_only:
@@ -198,10 +239,10 @@ def main():
         seconds, first, raw = throughput(engines, paths, load, image_size, args.batch_size, args.chunk)
         results = compare(raw, paths, pairs) if len(paths) == len(pairs.unique_paths()) else None
         base = seconds.get("keras")
-        print(f"\n{len(paths)} images of {Path(args.lfw_pairs).name}, each with its mirror image, batch {args.batch_size}, "
-              f"round-robin in chunks of {args.chunk}:")
-        print("| engine | images/s | forward GFLOP/s | speed-up vs keras | first batch (s) | max feature diff | "
-              "max cosine diff | max metric diff |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+        lines += [f"\n{len(paths)} images of {Path(args.lfw_pairs).name}, each with its mirror image, batch "
+                  f"{args.batch_size}, round-robin in chunks of {args.chunk}:\n",
+                  "| engine | images/s | forward GFLOP/s | speed-up vs keras | first batch (s) | max feature diff | "
+                  "max cosine diff | max metric diff |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
         figures["engines"] = {}
         for name, secs in seconds.items():
             rate = len(paths) / secs
@@ -214,18 +255,30 @@ def main():
             figures["engines"][name] = row
             diffs = (" | ".join(f"{row[k]:.1e}" for k in ("max_feature_difference", "max_cosine_difference",
                                                            "max_metric_difference")) if results else "– | – | –")
-            print(f"| {name} | {rate:.1f} | {row['forward_gflops']:.1f} | "
-                  f"{(base / secs if base else float('nan')):.2f}x | {first[name]:.1f} | {diffs} |")
+            lines.append(f"| {name} | {rate:.1f} | {row['forward_gflops']:.1f} | "
+                         f"{(base / secs if base else float('nan')):.2f}x | {first[name]:.1f} | {diffs} |")
         if results:
-            print("\nmetrics on the pairs (10-fold): " + "; ".join(
-                f"{n}: acc {r['metrics']['accuracy_mean']:.4f}, threshold {r['metrics']['threshold']:.3f}, "
+            lines.append("\nMetrics on the pairs (10-fold): " + "; ".join(
+                f"{n}: accuracy {r['metrics']['accuracy_mean']:.4f}, threshold {r['metrics']['threshold']:.3f}, "
                 f"VAL {r['metrics']['val']:.4f}, AUC {r['metrics']['auc']:.4f}" for n, r in results.items()))
     if args.profile or args.profile_only:
         figures["profile"] = profile(keras_model, image_size, args.batch_size)
-        print_profile(figures["profile"], args.batch_size)
-    if args.output:
-        Path(args.output).write_text(json.dumps(figures, indent=2) + "\n")
-        print(f"wrote {args.output}")
+        lines += profile_lines(figures["profile"], args.batch_size)
+        figures["batch_sweep"] = batch_sweep(keras_model, image_size)
+        sizes = list(next(iter(figures["batch_sweep"].values())))
+        lines += ["\nForward images/s by batch size (random images; the fast graph handed each batch whole)\n",
+                  "| graph | " + " | ".join(f"batch {size}" for size in sizes) + " |", "|---|" + "---:|" * len(sizes)]
+        lines += [f"| {name} | " + " | ".join(f"{rate:.0f}" for rate in rates.values()) + " |"
+                  for name, rates in figures["batch_sweep"].items()]
+        figures["matmul_gflops"] = matmul_gflops()
+        lines.append(f"\n2048x2048 float32 matrix product: {figures['matmul_gflops']:.0f} GFLOP/s (best of 3)")
+    print("\n".join(lines))
+    if args.output_dir:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "inference_speed.json").write_text(json.dumps(figures, indent=2) + "\n")
+        (out / "inference_speed.md").write_text("\n".join(lines) + "\n")
+        print(f"wrote {out / 'inference_speed.json'}, {out / 'inference_speed.md'}")
 
 
 if __name__ == "__main__":

@@ -237,9 +237,10 @@ def _call_arguments(layer):
         return set()
 
 
-def make_fast_embed_fn(model):
+def make_fast_embed_fn(model, micro_batch=None):
     """float32 numpy [B, H, W, 3] in [0, 255] -> float32 numpy [B, D]: the folded graph, one tf.function
-    (traced once for any batch size). Also returns the plan summary: (embed_fn, summary)."""
+    (traced once for any batch size) run on micro-batches of ``micro_batch`` images (default
+    FAST_MICRO_BATCH). Also returns the plan summary: (embed_fn, summary)."""
     import tensorflow as tf
 
     plan = plan_inference_graph(model)
@@ -274,7 +275,8 @@ def make_fast_embed_fn(model):
 
     shape = (None,) + tuple(model.input_shape[1:])
     compiled = tf.function(forward, input_signature=[tf.TensorSpec(shape, tf.float32)], autograph=False)
-    embed = micro_batched(lambda x: compiled(tf.convert_to_tensor(x, tf.float32)).numpy(), FAST_MICRO_BATCH)
+    embed = micro_batched(lambda x: compiled(tf.convert_to_tensor(x, tf.float32)).numpy(),
+                          micro_batch or FAST_MICRO_BATCH)
     return embed, summarize_plan(plan)
 
 
