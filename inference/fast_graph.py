@@ -11,15 +11,19 @@ memory. This module rewrites the model into one compiled TensorFlow function wit
   convolution);
 - a BatchNormalization that follows no linear layer (LResNet's pre-activation BN) as one
   precomputed scale and shift;
-- PReLU as ``max(x, 0) + α · min(x, 0)``: the same values as Keras' ``relu(x) − α · relu(−x)``
-  (every product and sum in it is exact but the one rounding both share), in fewer passes.
+- PReLU as ``max(x, 0) + α · min(x, 0)``, compiled by XLA into one pass: bitwise the values of
+  Keras' ``relu(x) − α · relu(−x)`` (every product and sum in either is exact but the one rounding of
+  α·x both share);
+- micro-batches of FAST_MICRO_BATCH images, whatever batch it is handed, so activations stay in cache.
 
-Layers it does not know are called as they are (``layer(x, training=False)``), so a new layer type
-stays correct, only not faster. Nested functional models (the backbone inside the exported model)
-are flattened into the one graph. Results differ from the Keras graph only by float rounding
-(the folded kernel is rounded once more): max |Δ| ≈ 1e-6 on raw embeddings of norm ~10–30, see
-tests/test_inference_fast_graph.py. A model whose layers compute in float16/bfloat16 (mixed
-precision) is run here in float32, as the ONNX export does.
+Layers it does not know (and layouts it does not write itself: grouped or channels-first
+convolutions, Dense on more than two axes) are called as they are (``layer(x, training=False)``), so a
+new layer type stays correct, only not faster. Nested functional models (the backbone inside the
+exported model) are flattened into the one graph. Results differ from the Keras graph by float
+rounding only (a folded kernel is rounded once more): on the trained MobileFaceNet, View 2 features
+within 1.6e-7 and every metric identical (benchmarks/inference_speed.py); on random backbones with
+batch statistics within 2e-6 (tests/test_inference_fast_graph.py). A model whose layers compute in
+float16/bfloat16 (mixed precision) is run here in float32, as the ONNX export does.
 
 The models' layer code (models/) is untouched: this reads weights from any built model.
 """
@@ -40,13 +44,13 @@ class _Step:
         self.layer = layer
         self.node = node
         self.kind = kind            # "linear", "batch_norm", "prelu", "add", ... or "layer" (called as is)
-        self.params = {}            # numpy weights after folding
+        self.params = {}            # its weights after folding (numpy; tf.Variables once compiled)
         self.folded_into = None     # a BatchNormalization merged into the linear step before it
 
 
 def _layer_kind(layer, node) -> str:
     name = type(layer).__name__
-    if name in LINEAR_LAYERS and _activation_name(layer) == "linear":
+    if name in LINEAR_LAYERS and _activation_name(layer) == "linear" and _plain_linear(layer, node):
         return "linear"
     if name == "BatchNormalization" and _normalises_last_axis(layer, node) and not getattr(layer, "renorm", False):
         return "batch_norm"
@@ -61,6 +65,14 @@ def _layer_kind(layer, node) -> str:
     if name in IDENTITY_LAYERS or (name == "Activation" and _activation_name(layer) == "linear"):
         return "identity"
     return "layer"
+
+
+def _plain_linear(layer, node) -> bool:
+    """The cases _emit writes itself: channels-last 2-D convolutions without groups, Dense on [B, C]."""
+    if type(layer).__name__ == "Dense":
+        return len(node.input_tensors[0].shape) == 2
+    return getattr(layer, "data_format", "channels_last") == "channels_last" and getattr(layer, "groups", 1) == 1 \
+        and len(node.input_tensors[0].shape) == 4
 
 
 def _activation_name(layer) -> str:
@@ -131,8 +143,9 @@ def _linear_params(layer, bn=None):
             "has_bias": bn is not None or bool(getattr(layer, "use_bias", False))}
 
 
-def plan_inference_graph(model) -> list:
-    """The model's operations as a list of steps, BN folded where possible (numpy weights only, no TF ops)."""
+def plan_inference_graph(model) -> dict:
+    """The model's operations, BN folded where possible (numpy weights only, no TF ops):
+    {"steps": [_Step in topological order], "alias": tensor id map, "inputs": [ids], "outputs": [ids]}."""
     steps, alias = [], {}
     _flatten_graph(model, steps, alias)
     consumers = {}
@@ -178,10 +191,12 @@ def _elementwise_kernels(tf):
     """The element-wise parts, each compiled by XLA into one pass over memory.
 
     Why XLA here and not for the whole graph: XLA's CPU convolutions (depthwise above all) are several
-    times slower than oneDNN's, while TensorFlow runs ``max(x, 0) + α·min(x, 0)`` as four separate
-    passes. Measured on MobileFaceNet (benchmarks/inference_speed.py --profile), PReLU went from ~50 %
-    of the folded graph's time to ~15 %. XLA may contract α·min(x, 0) + max(x, 0) into one fused
-    multiply-add: one of the two terms is always 0, so the result is the same.
+    times slower than oneDNN's (the whole MobileFaceNet under XLA: 27 forward images/s against 323),
+    while TensorFlow runs ``max(x, 0) + α·min(x, 0)`` as four separate passes. Measured while building
+    this (MobileFaceNet, one thread, batch 32): those four ops took about half of the folded graph's op
+    time, the XLA pass about 15 %; the graph went from 321 to 431 forward images/s. XLA may contract
+    α·min(x, 0) + max(x, 0) into one fused multiply-add: one of the two terms is always 0, so the
+    result is the same.
     """
     prelu = tf.function(lambda x, alpha: tf.maximum(x, 0.0) + alpha * tf.minimum(x, 0.0), jit_compile=True,
                         autograph=False)
