@@ -297,8 +297,10 @@ def make_fast_embed_fn(model, micro_batch=None):
 
 # Images per forward pass inside the fast engine, whatever batch it is handed. Why: on a CPU the
 # activations of a large batch do not fit in cache, and every pass over them (convolution, PReLU,
-# residual add) goes to memory. Measured on MobileFaceNet 112x96, 2-core EPYC (forward images/s,
-# keras graph / fast graph): batch 256: 112 / 224; 64: 172 / 317; 16: 270 / 452; 8: 215 / 415.
+# residual add) goes to memory. Measured on MobileFaceNet 112x96, 2-core EPYC, forward images/s of
+# the keras / fast graph: with other jobs on the CPU, batch 256: 112 / 224, 64: 172 / 317,
+# 16: 270 / 452, 8: 215 / 415; idle (benchmarks/inference_speed.py --profile), batch 256: 272 / 551,
+# 16: 327 / 552, 8: 293 / 450.
 FAST_MICRO_BATCH = 16
 
 

@@ -21,7 +21,8 @@ from typing import Callable
 
 ENGINES = ("fast", "keras", "onnx")
 # Images per ONNX Runtime call, whatever batch the caller hands over: smaller batches stay in cache.
-# Measured on MobileFaceNet 112x96, 2-core EPYC (forward images/s): batch 256: 94; 64: 122; 16: 175; 8: 203; 4: 220.
+# Measured on MobileFaceNet 112x96, 2-core EPYC shared with other jobs (forward images/s):
+# batch 256: 94; 64: 122; 16: 175; 8: 203; 4: 220.
 ONNX_MICRO_BATCH = 8
 ONNX_FINGERPRINT_KEY = "faceid_model_fingerprint"
 ONNX_SOURCE_KEY = "faceid_source_model"
@@ -62,7 +63,7 @@ def load_model(model=None, engine: str = "auto", runs_dir="runs", threads: int |
     model: None (the newest run under runs_dir), a run directory, a .keras or .onnx file, a Keras model
     object, or an EmbeddingModel (returned as is). engine: "auto" (fast for a float32 model, keras for a
     mixed-precision one; onnx for an .onnx file, and for a .keras whose own ONNX export lies beside it:
-    ONNX Runtime embeds one photo in 7.6 ms against the fast graph's 12.6 ms, benchmarks/
+    ONNX Runtime embeds one photo in 7.8 ms against the fast graph's 10.1 ms, benchmarks/
     identification.py), "fast", "keras" or "onnx" (the .onnx beside the .keras).
     threads: ONNX Runtime intra-op threads (default: its own choice, one per core).
     Errors (FileNotFoundError, ValueError) name the file and what to do.
