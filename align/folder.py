@@ -15,7 +15,7 @@ import numpy as np
 
 from align import report as report_io
 from align.detector import DEFAULT_MIN_FACE_SIZE, DEFAULT_SCALE_FACTOR, DEFAULT_THRESHOLDS
-from align.geometry import align_face, fallback_landmarks, reference_landmarks
+from align.geometry import reference_landmarks
 from align.image_io import DEFAULT_MAX_MEGAPIXELS, ImageError, encode_image, read_image_rgb, write_atomic
 from align.workers import WorkerStartError, run_pool
 from fileio import DISK_FULL_ERRNOS
@@ -148,34 +148,21 @@ def _worker_died(task, how) -> dict:
 
 
 def _align_one(rel, out_rel, config, detector) -> dict:
-    from align.detector import pick_face
+    from align.photo import align_image
 
-    image_size = tuple(config["image_size"])
     path = os.path.join(config["input_dir"], rel)
     stamp = report_io.source_stamp(path) or {}  # before reading: a later replacement must look changed
     try:
         image = read_image_rgb(path, config["max_megapixels"])
     except ImageError as error:
         return _record(rel, "failed", error.reason, str(error), input_size=error.input_size, **stamp)
-    height, width = image.shape[:2]
-    if min(height, width) < config["min_face_size"]:
-        return _record(rel, "failed", "too small", f"{width}×{height} px is smaller than the minimum face size "
-                       f"{config['min_face_size']} px (--min-face-size)", input_size=[height, width], **stamp)
-    faces = detector.detect(image)
-    chosen = pick_face(faces, image.shape)
-    extra = {"input_size": [height, width], "faces": len(faces), **stamp}
-    if chosen >= 0:
-        box, score, landmarks = faces[chosen]
-        status, reason, detail = "aligned", None, None
-        extra.update(box=_rounded(box), score=round(float(score), 5))
-    elif config["fallback"] == "center":
-        landmarks = fallback_landmarks(image.shape, image_size)
-        status, reason, detail = "fallback", "no face", "no face detected; centred crop (--fallback center)"
-    else:
-        return _record(rel, "failed", "no face", "no face detected (use --fallback center to get a centred crop)",
-                       **extra)
-    crop = align_face(image, landmarks, image_size)
-    data = encode_image(crop, config["image_format"], config["jpeg_quality"])
+    result = align_image(image, detector, tuple(config["image_size"]), config["fallback"])
+    extra = {"input_size": list(result.input_size), "faces": result.faces, **stamp}
+    if result.status == "failed":
+        return _record(rel, "failed", result.reason, result.detail, **extra)
+    if result.box is not None:
+        extra.update(box=_rounded(result.box), score=round(result.score, 5))
+    data = encode_image(result.crop, config["image_format"], config["jpeg_quality"])
     out_path = os.path.join(config["output_dir"], out_rel)
     try:
         write_atomic(out_path, data, config["tmp_dir"])
@@ -183,7 +170,8 @@ def _align_one(rel, out_rel, config, detector) -> dict:
         if error.errno in DISK_FULL_ERRNOS:
             raise _OutputDiskFull(str(disk_full_error(error, out_path))) from None
         raise
-    return _record(rel, status, reason, detail, output=out_rel, landmarks=_rounded(landmarks), **extra)
+    return _record(rel, result.status, result.reason, result.detail, output=out_rel,
+                   landmarks=_rounded(result.landmarks), **extra)
 
 
 def _rounded(values) -> list:

@@ -136,7 +136,8 @@ def verification_metrics(emb_a, emb_b, issame, folds, far_target=1e-3) -> dict:
     emb_a, emb_b: [P, D] features (L2-normalised here); issame: bool [P]; folds: int [P] in 0..K-1
     (every fold needs a same and a different pair). Returns a JSON-serialisable dict: accuracy_mean,
     accuracy_std, fold_accuracies, fold_thresholds, threshold (mean fold threshold, squared L2),
-    threshold_std, threshold_cosine (= 1 - threshold / 2), val, val_std, far, fold_vals, fold_fars,
+    threshold_std, threshold_cosine (= 1 - threshold / 2), far_at_threshold and tar_at_threshold (mean over
+    folds of the held-out false / true accept rate at that fold's threshold), val, val_std, far, fold_vals, fold_fars,
     far_target, auc, eer, num_pairs, num_same, num_different, num_folds, and the mean/std of the
     cosine similarity of same and of different pairs.
     """
@@ -161,6 +162,10 @@ def verification_metrics(emb_a, emb_b, issame, folds, far_target=1e-3) -> dict:
     rows = np.arange(k)
     fold_acc = (tp[rows, best] + n_diff - fp[rows, best]) / (n_same + n_diff)
     fold_thr = t_acc[best]
+    # What deciding at that threshold means on the held-out fold: the false accept rate (different
+    # pairs called same) and true accept rate. Commands that decide with this threshold quote them.
+    fold_far_thr = fp[rows, best] / n_diff
+    fold_tar_thr = tp[rows, best] / n_same
 
     # VAL@FAR: threshold interpolated on the training folds' FAR curve, measured on the held-out fold.
     t_val = VAL_THRESHOLDS
@@ -182,6 +187,8 @@ def verification_metrics(emb_a, emb_b, issame, folds, far_target=1e-3) -> dict:
         "threshold_std": float(np.std(fold_thr)),
         "threshold_cosine": 1.0 - threshold / 2.0,
         "fold_thresholds": [float(x) for x in fold_thr],
+        "far_at_threshold": float(np.mean(fold_far_thr)),
+        "tar_at_threshold": float(np.mean(fold_tar_thr)),
         "val": float(np.mean(fold_val)),
         "val_std": float(np.std(fold_val)),
         "far": float(np.mean(fold_far)),

@@ -74,13 +74,17 @@ def format_report(result: dict) -> str:
         ("VAL @ FAR", f"{100 * result['val']:.2f} +- {100 * result['val_std']:.2f} % @ {result['far']:.5f} (target {result['far_target']:g})"),
         ("AUC", f"{result['auc']:.4f}"),
         ("EER", f"{100 * result['eer']:.2f} %"),
-        ("threshold", f"squared L2 {result['threshold']:.3f} +- {result['threshold_std']:.3f} = cosine {result['threshold_cosine']:.3f}"),
+        ("threshold", f"squared L2 {result['threshold']:.3f} +- {result['threshold_std']:.3f} = cosine {result['threshold_cosine']:.3f}"
+                      + (f" (held-out FAR {100 * result['far_at_threshold']:.2f} %, TAR {100 * result['tar_at_threshold']:.2f} %)"
+                         if "far_at_threshold" in result else "")),
         ("similarity", f"same {result['same_similarity_mean']:.3f} +- {result['same_similarity_std']:.3f}, "
                        f"different {result['different_similarity_mean']:.3f} +- {result['different_similarity_std']:.3f}"),
     ]
     if "flip" in result:
         rows.append(("features", f"flip={result['flip']}"))
     if result.get("num_images"):
-        rows.append(("embedding", f"{result['num_images']} images in {result['embed_seconds']:.1f} s ({result['images_per_second']:.1f} img/s)"))
+        engine = f", {result['engine']} engine" if "engine" in result else ""
+        rows.append(("embedding", f"{result['num_images']} images in {result['embed_seconds']:.1f} s "
+                                  f"({result['images_per_second']:.1f} img/s{engine})"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -13,7 +13,7 @@ from evaluation.embed import combine_flips, embed_paths, embed_paths_raw, gather
 from fileio import atomic_output
 from evaluation.images import read_rgb, resolve_image_files
 from evaluation.metrics import verification_metrics
-from evaluation.model_io import load_embedding_model, make_embed_fn
+from evaluation.model_io import default_engine, load_embedding_model, make_embed_fn, model_fingerprint
 from evaluation.pairs import read_pairs, strip_image_extension
 
 
@@ -82,18 +82,27 @@ def save_embeddings_npz(path, paths, emb, emb_flip=None):
     return path
 
 
+def _load_for_embedding(model_path, engine):
+    """(model, image_size, engine, embed_fn, fields for the result: engine and model_fingerprint)."""
+    model, image_size = load_embedding_model(model_path)
+    engine = engine or default_engine(model)
+    return model, image_size, make_embed_fn(model, engine), {"engine": engine,
+                                                             "model_fingerprint": model_fingerprint(model)}
+
+
 def evaluate_model_on_pairs(model_path, pairs_path, image_dir, flip="concat", batch_size=256, far_target=1e-3,
-                            progress=True, save_embeddings=None):
+                            progress=True, save_embeddings=None, engine=None):
     """Embed the aligned crops a pairs file names (each once, plus flips) with the model; metrics.
 
     save_embeddings: optional E.npz path for the raw embeddings (paths relative to image_dir, with extension).
+    engine: "fast" or "keras" (evaluation.model_io.make_embed_fn); None: default_engine(model).
     """
     pairs = read_pairs(pairs_path)
     paths = pairs.unique_paths()
     files = resolve_image_files(image_dir, paths)  # checks every file exists before the model is even loaded
-    model, image_size = load_embedding_model(model_path)
+    model, image_size, embed_fn, model_fields = _load_for_embedding(model_path, engine)
     start = time.perf_counter()
-    emb, emb_flip = embed_paths_raw(make_embed_fn(model), paths, lambda p: read_rgb(files[p]), batch_size, flip,
+    emb, emb_flip = embed_paths_raw(embed_fn, paths, lambda p: read_rgb(files[p]), batch_size, flip,
                                     image_size, progress)
     seconds = time.perf_counter() - start
     features = combine_flips(emb, emb_flip, flip)
@@ -104,15 +113,17 @@ def evaluate_model_on_pairs(model_path, pairs_path, image_dir, flip="concat", ba
     result.update(
         flip=flip, model=str(model_path), pairs=str(pairs_path), image_dir=str(image_dir), pairs_kind=pairs.kind,
         image_size=list(image_size), num_images=len(paths), embed_seconds=seconds, images_per_second=len(paths) / seconds,
+        **model_fields,
     )
     return result, emb_a, emb_b, pairs.issame
 
 
-def evaluate_model_on_bin(model_path, bin_path, flip="concat", batch_size=256, far_target=1e-3, center_crop=False, progress=True):
+def evaluate_model_on_bin(model_path, bin_path, flip="concat", batch_size=256, far_target=1e-3, center_crop=False, progress=True,
+                          engine=None):
     """Embed an insightface .bin set with the model; metrics over its 10 contiguous folds."""
     bins, issame = load_bin(bin_path)
     pairs = bin_pairset(bin_path, issame)
-    model, image_size = load_embedding_model(model_path)
+    model, image_size, embed_fn, model_fields = _load_for_embedding(model_path, engine)
     load = bin_image_loader(bin_path, bins, image_size, center_crop)
     first = load("0")
     if first.shape[:2] != tuple(image_size):
@@ -122,11 +133,12 @@ def evaluate_model_on_bin(model_path, bin_path, flip="concat", batch_size=256, f
                          f"{image_size[0]}x{image_size[1]}{hint}")
     paths = pairs.unique_paths()
     start = time.perf_counter()
-    features = embed_paths(make_embed_fn(model), paths, load, batch_size, flip, image_size, progress)
+    features = embed_paths(embed_fn, paths, load, batch_size, flip, image_size, progress)
     seconds = time.perf_counter() - start
     result, emb_a, emb_b = _metrics(features, paths, pairs, far_target)
     result.update(
         flip=flip, model=str(model_path), bin=str(bin_path), pairs_kind="bin", center_crop=bool(center_crop),
         image_size=list(image_size), num_images=len(paths), embed_seconds=seconds, images_per_second=len(paths) / seconds,
+        **model_fields,
     )
     return result, emb_a, emb_b, issame

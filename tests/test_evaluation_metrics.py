@@ -29,7 +29,7 @@ def reference_metrics(emb_a, emb_b, issame, folds, far_target=1e-3):
     emb_a = emb_a / np.linalg.norm(emb_a, axis=1, keepdims=True)
     emb_b = emb_b / np.linalg.norm(emb_b, axis=1, keepdims=True)
     dist = np.sum(np.square(np.subtract(emb_a, emb_b)), 1)
-    accuracies, best_thresholds, vals, fars = [], [], [], []
+    accuracies, best_thresholds, vals, fars, thr_tars, thr_fars = [], [], [], [], [], []
     for fold in np.unique(folds):
         train, test = folds != fold, folds == fold
         thresholds = np.arange(0, 4, 0.01)
@@ -37,6 +37,9 @@ def reference_metrics(emb_a, emb_b, issame, folds, far_target=1e-3):
         best = np.argmax(acc_train)
         best_thresholds.append(thresholds[best])
         accuracies.append(ref_accuracy(thresholds[best], dist[test], issame[test]))
+        tar, far = ref_val_far(thresholds[best], dist[test], issame[test])  # what deciding at it means
+        thr_tars.append(tar)
+        thr_fars.append(far)
         thresholds = np.arange(0, 4, 0.001)
         far_train = np.array([ref_val_far(t, dist[train], issame[train])[1] for t in thresholds])
         if np.max(far_train) >= far_target:
@@ -47,7 +50,8 @@ def reference_metrics(emb_a, emb_b, issame, folds, far_target=1e-3):
         val, far = ref_val_far(threshold, dist[test], issame[test])
         vals.append(val)
         fars.append(far)
-    return dict(fold_accuracies=accuracies, fold_thresholds=best_thresholds, vals=vals, fars=fars)
+    return dict(fold_accuracies=accuracies, fold_thresholds=best_thresholds, vals=vals, fars=fars,
+                tars_at_threshold=thr_tars, fars_at_threshold=thr_fars)
 
 
 def view2_layout(num_folds, per_fold):
@@ -78,6 +82,8 @@ def assert_matches_reference(emb_a, emb_b, issame, folds, far_target=1e-3):
     assert ours["val"] == pytest.approx(np.mean(ref["vals"]), abs=1e-12)
     assert ours["val_std"] == pytest.approx(np.std(ref["vals"]), abs=1e-12)
     assert ours["far"] == pytest.approx(np.mean(ref["fars"]), abs=1e-12)
+    assert ours["far_at_threshold"] == pytest.approx(np.mean(ref["fars_at_threshold"]), abs=1e-12)
+    assert ours["tar_at_threshold"] == pytest.approx(np.mean(ref["tars_at_threshold"]), abs=1e-12)
     return ours
 
 

@@ -249,6 +249,21 @@ def test_mixed_precision_trains_and_exports_float32(tmp_path, precision):
     model = keras.saving.load_model(summary["exports"]["keras"], safe_mode=True)
     out = model(np.zeros((1, 32, 32, 3), "float32"))
     assert str(out.dtype) in ("float32", "<dtype: 'float32'>")
+    # The ONNX export beside it is float32 throughout and computes the model in float32.
+    import onnx
+
+    from inference.model import load_model
+    from inference.onnx_export import float32_twin
+
+    graph = onnx.load(summary["exports"]["onnx"]).graph
+    sixteen_bit = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+    assert not [t.name for t in graph.initializer if t.data_type in sixteen_bit]
+    assert not [n.name for n in graph.node if n.op_type == "Cast" and any(a.i in sixteen_bit for a in n.attribute)]
+    assert [v.type.tensor_type.elem_type for v in (*graph.input, *graph.output)] == [onnx.TensorProto.FLOAT] * 2
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    want = np.asarray(float32_twin(model)(images))
+    got = load_model(summary["exports"]["onnx"]).embed_fn(images)
+    assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max())
 
 
 def test_validation_picks_best_export(tmp_path):

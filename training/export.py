@@ -1,9 +1,12 @@
 """The embedding model, trained and exported as one: uint8-range RGB images -> embedding, scaling inside.
 
-Written as Keras (``.keras``, loads with ``safe_mode=True``: only built-in layers) and as a
-TensorFlow SavedModel (serving signature) for TF Serving / TFLite users.
+Written as Keras (``.keras``, loads with ``safe_mode=True``: only built-in layers), as a
+TensorFlow SavedModel (serving signature) for TF Serving / TFLite users, and as ONNX
+(``embedding.onnx``, inference.onnx_export: float32 even after mixed-precision training) for
+runtimes without TensorFlow.
 """
 
+import sys
 from pathlib import Path
 
 import keras
@@ -34,11 +37,25 @@ def save_keras_atomic(model, path):
 
 
 def export_embedding_model(model, export_dir):
-    """Write EXPORT/embedding.keras and EXPORT/saved_model/; returns their paths."""
+    """Write EXPORT/embedding.keras, EXPORT/saved_model/ and EXPORT/embedding.onnx; returns their paths.
+
+    An ONNX conversion that fails does not fail the run (its Keras and SavedModel exports are written
+    by then): the error is printed with the command that retries it, and returned as "onnx_error".
+    """
+    from inference.onnx_export import export_onnx
+
     export_dir = Path(export_dir)
-    model = with_stock_layers(model)   # once, for both files
+    model = with_stock_layers(model)   # once, for every file below
     keras_path = save_keras_atomic(model, export_dir / "embedding.keras")
     saved = export_dir / "saved_model"
     with atomic_output(saved) as tmp:
         model.export(str(tmp), format="tf_saved_model", verbose=False)
-    return {"keras": str(keras_path), "saved_model": str(saved)}
+    paths = {"keras": str(keras_path), "saved_model": str(saved)}
+    try:
+        paths["onnx"] = str(export_onnx(model, export_dir / "embedding.onnx", source=keras_path))
+    except Exception as error:  # tf2onnx/onnx raise many types; the run's other exports stand regardless
+        paths["onnx_error"] = f"{type(error).__name__}: {error}"
+        print(f"warning: ONNX export failed ({paths['onnx_error']}); {keras_path} and {saved} are written. "
+              f"Retry with: python export_onnx.py --model {keras_path} --output {export_dir / 'embedding.onnx'}",
+              file=sys.stderr)
+    return paths

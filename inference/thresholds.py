@@ -1,0 +1,105 @@
+"""Where a decision threshold comes from: the model's own evaluation, or the user.
+
+``evaluate.py`` writes RUN/eval/<name>.json for each pairs file or .bin set it scores a model on; each
+holds the 10-fold cross-validated threshold (squared L2 distance of the normalised features; the
+cosine is 1 − d/2), the held-out false accept rate at it (``far_at_threshold``) and the fingerprint
+of the model it scored. The commands decide "same" when cosine > that threshold (the evaluation's
+strict d < t), and say which report it came from and its FAR there.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+EVALUATE_HINT = ("python evaluate.py --model {model} --lfw-pairs ../shared/data/lfw/pairsDevTest.txt "
+                 "--lfw-dir data/lfw_aligned")
+
+
+class ThresholdError(ValueError):
+    """No usable threshold: the message says why and what to do."""
+
+
+@dataclass
+class Threshold:
+    """cosine: decide "same" / "known" when similarity > cosine; source: "evaluation" or "--threshold";
+    report: the evaluation report's path (None for --threshold); far: held-out false accept rate of
+    the evaluation at this threshold (None if unknown); description: one line for the output."""
+
+    cosine: float
+    source: str
+    report: Path | None
+    far: float | None
+    description: str
+
+
+def given_threshold(cosine: float) -> Threshold:
+    """A threshold the user chose (--threshold), checked to be a cosine."""
+    if not -1.0 <= cosine <= 1.0:
+        raise ThresholdError(f"--threshold is a cosine similarity in [-1, 1], got {cosine}")
+    return Threshold(float(cosine), "--threshold", None, None,
+                     f"threshold {cosine:.3f} (cosine) from --threshold; its false accept rate is not known here")
+
+
+def _read_report(path: Path) -> dict | None:
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return report if isinstance(report, dict) and "threshold_cosine" in report and "num_pairs" in report else None
+
+
+def _made_by(report: dict, model) -> bool:
+    """True when the report scored this model: same fingerprint, or (reports written before fingerprints
+    were recorded) the same model file."""
+    if "model_fingerprint" in report:
+        return report["model_fingerprint"] == model.fingerprint
+    try:
+        return Path(report.get("model", "")).resolve() == Path(model.path).resolve()
+    except (OSError, ValueError):
+        return False
+
+
+def describe_report_threshold(report: dict, path: Path) -> Threshold:
+    """The Threshold an evaluation report defines, with its one-line description."""
+    what = Path(report.get("pairs") or report.get("bin") or path.name).name
+    far = report.get("far_at_threshold")
+    far_text = (f"false accept rate {100 * far:.2f} % there (held-out folds)" if far is not None else
+                "false accept rate not in this report (written before evaluate.py recorded it; rerun evaluate.py)")
+    description = (f"threshold {report['threshold_cosine']:.3f} (cosine) from the model's evaluation on {what} "
+                   f"({report['num_pairs']} pairs, {report.get('num_folds', 10)}-fold accuracy "
+                   f"{100 * report['accuracy_mean']:.2f} %; {path}); {far_text}")
+    return Threshold(float(report["threshold_cosine"]), "evaluation", path, far, description)
+
+
+def model_threshold(model, threshold: float | None = None, report_path=None) -> Threshold:
+    """The threshold to decide with: ``threshold`` if given, else the report at ``report_path``, else the
+    best of the model's own evaluation reports in model.eval_dir (most pairs; View 2 beats View 1).
+
+    model: an inference.model.EmbeddingModel. Raises ThresholdError when there is none, naming the
+    command that makes one.
+    """
+    if threshold is not None:
+        return given_threshold(threshold)
+    if report_path is not None:
+        path = Path(report_path)
+        report = _read_report(path)
+        if report is None:
+            raise ThresholdError(f"{path} is not an evaluation report written by evaluate.py (no threshold_cosine)")
+        if "model_fingerprint" in report and report["model_fingerprint"] != model.fingerprint:
+            raise ThresholdError(f"{path} evaluated another model ({report.get('model')}), not {model.path}; "
+                                 f"evaluate this one or pass --threshold")
+        return describe_report_threshold(report, path)
+    candidates = []
+    eval_dir = Path(model.eval_dir)
+    for path in sorted(eval_dir.glob("*.json")) if eval_dir.is_dir() else []:
+        report = _read_report(path)
+        if report is not None and _made_by(report, model):
+            candidates.append((report["num_pairs"], path.name, report, path))
+    if not candidates:
+        raise ThresholdError(
+            f"no evaluation report for {model.path} in {eval_dir}, so no threshold to decide with: evaluate the model "
+            f"first ({EVALUATE_HINT.format(model=model.path)}), or pass --eval-report R.json or --threshold COSINE")
+    _, _, report, path = max(candidates, key=lambda c: (c[0], c[1]))
+    return describe_report_threshold(report, path)

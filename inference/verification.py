@@ -1,0 +1,55 @@
+"""Are two photos the same person? Cosine of their features against the model's threshold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from inference.embedding import PhotoError, PhotoRecord, embed_photos
+from inference.thresholds import Threshold, model_threshold
+
+
+@dataclass
+class Verification:
+    """cosine: similarity of the two features in [-1, 1]; same: cosine > threshold.cosine; threshold:
+    where the threshold came from; photos: the two PhotoRecords (alignment notes); model: description."""
+
+    cosine: float
+    same: bool
+    threshold: Threshold
+    photos: list
+    model: str
+
+    def lines(self) -> list:
+        """What verify.py prints: the decision, the threshold's origin and FAR, alignment notes."""
+        verdict = "same person" if self.same else "different people"
+        relation = ">" if self.same else "<="
+        out = [f"{verdict}: cosine similarity {self.cosine:.4f} {relation} threshold {self.threshold.cosine:.4f}",
+               self.threshold.description, f"model: {self.model}"]
+        out += [note for note in (record.note() for record in self.photos) if note]
+        return out
+
+
+def verify_photos(photo_a, photo_b, model=None, threshold=None, report_path=None, fallback="none", engine="auto",
+                  detector=None, progress=False) -> Verification:
+    """Compare two raw photos. model: as inference.model.load_model; threshold: a cosine (else the model's
+    evaluation report, or report_path); fallback: "none" or "center" for photos without a face.
+
+    Raises PhotoError naming every photo that could not be aligned or read (and the fix), ThresholdError
+    when no threshold is known.
+    """
+    from inference.model import load_model
+
+    model = load_model(model, engine)
+    decision = model_threshold(model, threshold, report_path)  # before the slow part: fail fast
+    features, records = embed_photos([photo_a, photo_b], model, fallback=fallback, detector=detector,
+                                     progress=progress)
+    failed = [record for record in records if not record.ok]
+    if failed:
+        raise PhotoError("; ".join(record.note() for record in failed))
+    cosine = float(np.clip(np.dot(features[0].astype(np.float64), features[1].astype(np.float64)), -1.0, 1.0))
+    return Verification(cosine, cosine > decision.cosine, decision, records, model.describe())
+
+
+__all__ = ["Verification", "verify_photos", "PhotoRecord"]
