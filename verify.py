@@ -34,7 +34,8 @@ def add_model_arguments(parser, default="the newest run under --runs-dir") -> No
     parser.add_argument("--engine", choices=("auto", "fast", "keras", "onnx"), default="auto",
                         help="fast: the model with batch norm folded into its convolutions (same results, faster); "
                         "keras: the model's own graph; onnx: the .onnx export beside the .keras under ONNX Runtime; "
-                        "auto: onnx for an .onnx --model, else fast (keras for a mixed-precision model)")
+                        "auto: onnx for an .onnx --model or when the .keras has its own ONNX export beside it "
+                        "(fastest per photo), else fast (keras for a mixed-precision model)")
     parser.add_argument("--fallback", choices=("none", "center"), default="none",
                         help="a photo without a detected face: none = error naming it (default); center = use a "
                         "centred crop, said in the output")
