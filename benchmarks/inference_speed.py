@@ -8,7 +8,7 @@ Workload: what evaluate.py does, the distinct images of a pairs file (View 2: 7,
 each read from its JPEG and embedded with its mirror image, batch 256 (evaluation.embed_paths_raw).
 Engines (inference.model): ``keras``, the exported model's own graph in one tf.function (what
 evaluate.py ran before the fast engine); ``fast``, batch norm folded into the convolutions and PReLU
-as one XLA pass (inference.fast_graph); ``onnx``, the ONNX export under ONNX Runtime. They take turns
+as one XLA pass (evaluation.fast_graph); ``onnx``, the ONNX export under ONNX Runtime. They take turns
 on chunks of --chunk images (round-robin, the order rotating), so load from other jobs on the machine
 hits all of them alike; the first batch of each (tracing, XLA and ORT set-up) is timed apart.
 
@@ -153,7 +153,7 @@ def profile(keras_model, image_size, batch_size, repeats=3):
 def batch_sweep(keras_model, image_size, sizes=(8, 16, 32, 64, 256), images=512, rounds=3):
     """Forward images/s of the keras graph and the fast graph without its micro-batching, per batch size."""
     from evaluation.model_io import make_embed_fn
-    from inference.fast_graph import make_fast_embed_fn
+    from evaluation.fast_graph import make_fast_embed_fn
 
     x = np.random.default_rng(0).uniform(0, 255, (images, *image_size, 3)).astype(np.float32)
     # the fast graph as compiled, handed each batch whole (its micro-batch size set past the largest)

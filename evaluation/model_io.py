@@ -6,7 +6,7 @@ deserialise Python lambdas from a file, so a model file cannot run code of its a
 
 Engines that run it (``make_embed_fn``): ``keras``, the model's own graph in one tf.function, and
 ``fast``, its inference graph with batch norm folded into the convolutions
-(``inference.fast_graph``: the same function up to float rounding, about 2× faster on a CPU).
+(``evaluation.fast_graph``: the same function up to float rounding, about 2× faster on a CPU).
 ``default_engine`` picks ``fast`` where it computes what the model computes (float32 layers) and
 ``keras`` for a model whose layers compute in float16/bfloat16 (the fast graph runs those in float32).
 """
@@ -113,7 +113,7 @@ ENGINES = ("fast", "keras")
 
 def default_engine(model) -> str:
     """"fast" when every layer computes in float32 (the fast graph is then the same function), else "keras"."""
-    from inference.fast_graph import computes_in_float32
+    from evaluation.fast_graph import computes_in_float32
 
     return "fast" if computes_in_float32(model) else "keras"
 
@@ -121,14 +121,14 @@ def default_engine(model) -> str:
 def make_embed_fn(model, engine="keras"):
     """float32 [B, H, W, 3] numpy -> float32 [B, D] numpy, compiled once (one trace for any batch size on TF).
 
-    engine: "keras" (the model's graph) or "fast" (batch norm folded, inference.fast_graph; TensorFlow only).
+    engine: "keras" (the model's graph) or "fast" (batch norm folded, evaluation.fast_graph; TensorFlow only).
     """
     import keras
 
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine == "fast":
-        from inference.fast_graph import make_fast_embed_fn
+        from evaluation.fast_graph import make_fast_embed_fn
 
         return make_fast_embed_fn(model)[0]
     if keras.backend.backend() == "tensorflow":

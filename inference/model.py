@@ -5,7 +5,7 @@
     model = load_model("model.onnx")                # an ONNX export on its own
     raw = model.embed_fn(images_float32)            # [B, H, W, 3] in [0, 255] -> [B, D]
 
-Engines: ``fast`` (the inference graph with batch norm folded, inference.fast_graph), ``keras`` (the
+Engines: ``fast`` (the inference graph with batch norm folded, evaluation.fast_graph), ``keras`` (the
 model's own graph), ``onnx`` (the ONNX export under ONNX Runtime; no TensorFlow needed to run it).
 All three compute the same function up to float rounding; the fingerprint (evaluation.model_io.
 model_fingerprint: the weights, not the file) is the same for all three, so a gallery enrolled with
@@ -136,7 +136,7 @@ def from_keras_model(keras_model, path=None, engine="auto") -> EmbeddingModel:
 def _from_onnx(path: Path, threads=None) -> EmbeddingModel:
     import numpy as np
 
-    from inference.fast_graph import micro_batched
+    from evaluation.fast_graph import micro_batched
 
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {path}")

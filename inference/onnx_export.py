@@ -41,7 +41,7 @@ def float32_twin(model):
     float32 layers and the same weights (a mixed-precision model's variables are float32 already)."""
     import keras
 
-    from inference.fast_graph import computes_in_float32
+    from evaluation.fast_graph import computes_in_float32
 
     if computes_in_float32(model):
         return model

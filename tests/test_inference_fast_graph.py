@@ -5,7 +5,7 @@ import pytest
 
 from evaluation import combine_flips
 from evaluation.model_io import default_engine, make_embed_fn
-from inference.fast_graph import computes_in_float32, make_fast_embed_fn
+from evaluation.fast_graph import computes_in_float32, make_fast_embed_fn
 from inference_helpers import embedding_model, randomize_inference_statistics
 
 SIZE = (32, 32)

@@ -48,8 +48,17 @@ class _Step:
         self.folded_into = None     # a BatchNormalization merged into the linear step before it
 
 
+def _class_name(layer) -> str:
+    """The Keras class a layer computes as: models/layers.py's fused BN and one-select PReLU are
+    subclasses of the stock layers with the same maths (a live training model holds them)."""
+    for cls in type(layer).__mro__:
+        if cls.__module__.startswith("keras"):
+            return cls.__name__
+    return type(layer).__name__
+
+
 def _layer_kind(layer, node) -> str:
-    name = type(layer).__name__
+    name = _class_name(layer)
     if name in LINEAR_LAYERS and _activation_name(layer) == "linear" and _plain_linear(layer, node):
         return "linear"
     if name == "BatchNormalization" and _normalises_last_axis(layer, node) and not getattr(layer, "renorm", False):
