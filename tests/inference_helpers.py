@@ -3,6 +3,7 @@
 import numpy as np
 
 import models
+from models.layers import with_stock_layers
 from training.export import build_embedding_model
 
 
@@ -49,4 +50,5 @@ def embedding_model(name="mobilefacenet", image_size=(112, 96), embedding_size=6
     model = build_embedding_model(models.build_backbone(name, image_size=image_size, embedding_size=embedding_size,
                                                         **options), image_size)
     randomize_inference_statistics(model, seed)
-    return model
+    # What an export holds: Keras' stock BatchNormalization/PReLU (training/export.py swaps out the fused ones).
+    return with_stock_layers(model)
