@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from training.hardware import cpu_description  # no TensorFlow: --help stays instant
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -111,18 +113,6 @@ def parse_backbone_spec(spec):
     return name, [o for o in options.split(",") if o], precision or "off"
 
 
-def cpu_name():
-    """The CPU model and whether it has bf16 instructions, for the table (figures vary by CPU)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown CPU"
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    extras = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
-    return f"{model}, {os.cpu_count()} cores" + (f" ({', '.join(extras)})" if extras else "")
-
-
 def lfw_identities(pairs_file):
     from evaluation import read_pairs
     pairs = read_pairs(pairs_file)
@@ -178,7 +168,7 @@ def main(argv=None):
     bench = Bench(args, lfw, work, Path(args.aligned_dir).resolve() if args.aligned_dir else work / "aligned",
                   work / "shards", Stages(work), set(),
                   {"command": " ".join(["python -m benchmarks.lfw_view1"] + (argv or sys.argv[1:])),
-                   "settings": vars(args), "stages": {}, "runs": {}, "cpu": cpu_name()})
+                   "settings": vars(args), "stages": {}, "runs": {}, "cpu": cpu_description()})
     align_and_build(bench)
     # One run per backbone and loss, each under the same budget, each evaluated. With a single
     # --backbone the runs are named by loss alone (runs/am_softmax, ...), as before.
@@ -279,22 +269,19 @@ def train_and_evaluate(bench, key, common, schedule, entry):
                      train_wall_seconds=bench.stages.seconds.get(f"train_{key}"))
         return entry
     s = summaries[-1]
+    heldout = [e for e in read_jsonl(run / "train_log.jsonl") if e.get("validation") == "heldout"]
     entry.update({"steps": s["last_step"], "planned_steps": s["steps"], "time_limited": s["time_limited"],
                   "images_seen": s["last_step"] * s["global_batch"],
                   "epochs": s["last_step"] * s["global_batch"] / bench.results["data"]["train_images"],
                   "train_wall_seconds": sum(x["wall_seconds"] for x in summaries),
                   "images_per_sec": s["images_per_sec"],
                   "final_train_loss": s["final_loss"],
-                  "heldout_curve": [(e["step"], e["accuracy_mean"]) for e in read_jsonl(run / "train_log.jsonl")
-                                    if e.get("validation") == "heldout"],
-                  "heldout_curve_full": [e for e in read_jsonl(run / "train_log.jsonl")
-                                         if e.get("validation") == "heldout"]})
+                  "heldout_curve": [(e["step"], e["accuracy_mean"]) for e in heldout]})
     # best.keras holds the last step an invocation chose (a resumed run's may come from an earlier one).
     selected_step = next((x["best_validation_step"] for x in reversed(summaries) if x.get("best_validation_step")), None)
-    chosen = [e for e in entry["heldout_curve_full"] if e["step"] == selected_step]
+    chosen = [e for e in heldout if e["step"] == selected_step]
     entry["selected_step"] = selected_step
     entry["selected_heldout_accuracy"] = chosen[0]["accuracy_mean"] if chosen else None
-    del entry["heldout_curve_full"]
     # Both models are reported: the final one, and best.keras (held-out AUC, ties to the later step).
     for pairs in args.eval_pairs:
         for model, suffix in (("embedding.keras", ""), ("best.keras", "_selected")):
