@@ -31,6 +31,13 @@ def build_parser():
     g.add_argument("--synthetic-images", type=int, help="synthetic data only: distinct images (default 1024)")
     g.add_argument("--shuffle-buffer", type=int, help="examples in the shuffle buffer (default 20000)")
     g.add_argument("--config", metavar="FILE", help="YAML/JSON file of option values; flags override it")
+    g.add_argument("--augment-scale", type=float, metavar="X",
+                   help="--data only, like the three below (each adds to the random flip; default 0 = off): "
+                        "random zoom in [1-X, 1+X] (a random crop when > 1)")
+    g.add_argument("--augment-shift", type=float, metavar="X", help="random shift up to X of the height and width")
+    g.add_argument("--augment-rotate", type=float, metavar="DEG", help="random rotation up to DEG degrees")
+    g.add_argument("--augment-color", type=float, metavar="X",
+                   help="random brightness, contrast and saturation factors in [1-X, 1+X]")
 
     g = p.add_argument_group("model and loss")
     g.add_argument("--backbone", help="resface20 (default with --data), resface36, lresnet50e_ir, mobilefacenet")

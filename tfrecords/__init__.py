@@ -10,7 +10,8 @@ on first use, so the builder's worker code and manifest tools stay light.
 from .features import ENCODED, FORMAT, IDENTITY, LABEL, PATH, shard_file_name
 from .manifest import ManifestError, read_manifest
 
-_READER_NAMES = ("make_train_dataset", "read_split_images", "resolve_image_size", "iterate_split", "check_shards", "ShardError")
+_READER_NAMES = ("make_train_dataset", "read_split_images", "resolve_image_size", "iterate_split", "check_shards", "ShardError",
+                 "Augmentation")
 
 __all__ = ["ENCODED", "FORMAT", "IDENTITY", "LABEL", "PATH", "ManifestError", "read_manifest",
            "shard_file_name", *_READER_NAMES]

@@ -2,7 +2,8 @@
 
 make_train_dataset: shard list shuffled -> parallel interleave of TFRecord files -> shuffle buffer
 (of serialized records, ~5 KB each, not pixels) -> batch -> vectorised parse -> JPEG decode +
-random horizontal flip on uint8 -> (x - 127.5) / 128 -> prefetch. Batches are processed in
+random horizontal flip on uint8 -> optional warp and colour jitter of the float batch
+(tfrecords/augment.py) -> prefetch. Batches are processed in
 parallel (map with AUTOTUNE).
 
 Records are batched *before* parsing: one ``parse_example`` per batch instead of one
@@ -18,6 +19,7 @@ import tensorflow as tf
 from fileio import sha256_of_file
 
 from . import features as F
+from .augment import Augmentation, augment_batch  # noqa: F401  (Augmentation: re-exported as tfrecords.Augmentation)
 from .manifest import MANIFEST_NAME, ManifestError, read_manifest, shard_paths
 
 
@@ -67,7 +69,7 @@ def resolve_image_size(data_dir, manifest, image_size=None):
 
 def make_train_dataset(data_dir, batch_size, *, image_size=None, num_classes=None, shuffle_buffer=16384,
                        seed=None, deterministic=False, verify_checksums=False, repeat=True, input_context=None,
-                       drop_remainder=True, flip=True, split="train", cycle_length=None):
+                       drop_remainder=True, flip=True, augmentation=None, split="train", cycle_length=None):
     """tf.data.Dataset of (images float32 [B,H,W,3] RGB pixel values in [0, 255], labels int32 [B]).
 
     The pixels are not scaled here: the trained model scales its own input (models/scaling.py,
@@ -80,6 +82,7 @@ def make_train_dataset(data_dir, batch_size, *, image_size=None, num_classes=Non
     is then reproducible (parallel stages keep order). verify_checksums: sha256 every shard first
     (shard sizes are always checked). input_context: shards by file when there are at least as
     many shards as input pipelines, else by record. flip: random horizontal flip (p = 0.5).
+    augmentation: an Augmentation (random scale/shift/rotation and colour jitter), or None.
     """
     manifest = read_manifest(data_dir)
     height, width = resolve_image_size(data_dir, manifest, image_size)
@@ -134,8 +137,11 @@ def make_train_dataset(data_dir, batch_size, *, image_size=None, num_classes=Non
 
         images = tf.map_fn(decode_one, (parsed[F.ENCODED], flips),
                            fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
-        images = tf.ensure_shape(images, [None, height, width, 3])
-        return tf.cast(images, tf.float32), tf.cast(parsed[F.LABEL], tf.int32)
+        images = tf.cast(tf.ensure_shape(images, [None, height, width, 3]), tf.float32)
+        if augmentation is not None and augmentation.active:
+            # Its own stream (seed + 1), so adding augmentation does not change which images flip.
+            images = augment_batch(images, augmentation, tf.stack([tf.constant(seed + 1, tf.int64), index]))
+        return images, tf.cast(parsed[F.LABEL], tf.int32)
 
     ds = ds.map(parse_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     ds = ds.prefetch(tf.data.AUTOTUNE)

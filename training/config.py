@@ -44,6 +44,10 @@ class TrainConfig:
     collapse_guard: bool = True          # stop a collapsed or stuck run (training/guard.py)
     deterministic: bool = False
     shuffle_buffer: int = 20000
+    augment_scale: float = 0.0           # random zoom in [1 - x, 1 + x] (tfrecords/augment.py); 0 = off
+    augment_shift: float = 0.0           # random translation, fraction of H and W
+    augment_rotate: float = 0.0          # random rotation, degrees
+    augment_color: float = 0.0           # brightness / contrast / saturation factors in [1 - x, 1 + x]
     output_dir: str | None = None
     resume: bool = False
     strategy: str = "default"            # default | mirrored | multiworker
@@ -192,6 +196,14 @@ def resolve_config(cli_values, config_file=None, base=None):
     return config
 
 
+def augmentation(config):
+    """The run's tfrecords.Augmentation (the flip is always on; these add to it)."""
+    from tfrecords.augment import Augmentation
+
+    return Augmentation(scale=config.augment_scale, shift=config.augment_shift, rotate=config.augment_rotate,
+                        color=config.augment_color)
+
+
 def reference_lr(global_batch):
     """The default peak lr: the reference's 0.1 per global batch of 256, scaled linearly (Goyal et al.
     2017): 0.025 at batch 64. Measured on LFW DevTrain (benchmarks/README.md): ResFace20-BN reached
@@ -277,6 +289,7 @@ def _check(config):
         raise ValueError(f"--xla must be auto, on or off, not {config.xla!r}")
     if config.strategy not in ("default", "mirrored", "multiworker"):
         raise ValueError(f"--strategy must be default, mirrored or multiworker, not {config.strategy!r}")
+    augmentation(config)   # its own range checks, with the flag's name
     if (config.val_pairs is None) != (config.val_dir is None):
         raise ValueError("--val-pairs and --val-dir go together (a pairs file and its aligned images)")
     if isinstance(config.val_bin, str):   # a config file may give one set as a plain string

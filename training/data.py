@@ -93,8 +93,9 @@ def synthetic_data(num_classes, image_size, per_replica_batch, num_images=1024, 
 
 
 def tfrecord_data(data_dir, per_replica_batch, image_size=None, shuffle_buffer=20000, seed=0,
-                  deterministic=False):
-    """The TFRecord shards written by ``python -m tfrecords.build`` (see tfrecords/)."""
+                  deterministic=False, augmentation=None):
+    """The TFRecord shards written by ``python -m tfrecords.build`` (see tfrecords/); ``augmentation``:
+    a tfrecords.Augmentation applied after the flip, or None (flip only)."""
     import tfrecords
 
     manifest = tfrecords.read_manifest(data_dir)
@@ -108,12 +109,13 @@ def tfrecord_data(data_dir, per_replica_batch, image_size=None, shuffle_buffer=2
         return tfrecords.make_train_dataset(
             data_dir, per_replica_batch, image_size=size, shuffle_buffer=shuffle_buffer,
             seed=None if seed is None else seed + start_step, deterministic=deterministic,
-            input_context=input_context)
+            input_context=input_context, augmentation=augmentation)
 
     return TrainData(num_classes=manifest["num_classes"], image_size=size, num_images=num_images,
                      dataset_fn=dataset_fn, synthetic=False, manifest=manifest, data_dir=str(data_dir),
                      description=f"{data_dir}: {num_images} images of {manifest['num_classes']} "
-                                 f"identities, {size[0]}x{size[1]}")
+                                 f"identities, {size[0]}x{size[1]}; augmentation: "
+                                 f"{augmentation.describe() if augmentation else 'flip only'}")
 
 
 def total_steps(config, data, global_batch):

@@ -11,6 +11,7 @@ import tensorflow as tf
 import losses
 import models
 from training.checkpoints import RunCheckpoints
+from training.config import augmentation
 from training.data import synthetic_data, tfrecord_data, total_steps
 from training.export import export_embedding_model
 from training.hardware import resolve_auto_settings
@@ -124,7 +125,7 @@ def open_data(config, per_replica_batch):
     if config.data:
         return tfrecord_data(config.data, per_replica_batch, image_size=image_size,
                              shuffle_buffer=config.shuffle_buffer, seed=config.seed,
-                             deterministic=config.deterministic)
+                             deterministic=config.deterministic, augmentation=augmentation(config))
     return synthetic_data(config.num_classes, image_size or (112, 96), per_replica_batch,
                           num_images=config.synthetic_images, seed=config.seed)
 
