@@ -151,7 +151,8 @@ def _align_one(rel, out_rel, config, detector) -> dict:
     from align.photo import align_image
 
     path = os.path.join(config["input_dir"], rel)
-    stamp = report_io.source_stamp(path) or {}  # before reading: a later replacement must look changed
+    # Before reading: a later replacement must look changed (its bytes would not be these).
+    stamp = report_io.source_stamp(path, content_hash=True) or {}
     try:
         image = read_image_rgb(path, config["max_megapixels"])
     except ImageError as error:
@@ -244,9 +245,16 @@ def _align_folder(config, report_path, overwrite, retry_failed, contact_sheet_si
     if missing:  # every task yields a record (a dead worker's too); say so rather than write an incomplete report
         raise AlignError(f"{len(missing)} input files have no report record (first: {missing[0]}); rerun to resume")
     records = [final[rel] for rel in inputs]
-    for record in records:  # a record kept from before stamps existed gets its (unchanged) source's stamp
-        if report_io.stamp_of(record) is None and stamps.get(record["input"]):
-            record.update(stamps[record["input"]])
+    redone = {rel for rel, _ in todo}
+    for record in records:
+        # A kept record whose source is unchanged but whose stamp is not today's (made before stamps or
+        # hashes existed, or the source was copied or touched since) gets today's, hash included, so
+        # the next run compares sizes and times only.
+        now = stamps.get(record["input"])
+        if record["input"] not in redone and now and (report_io.stamp_of(record) != now
+                                                      or not record.get("source_sha256")):
+            record.update(report_io.source_stamp(os.path.join(config["input_dir"], record["input"]),
+                                                 content_hash=True) or {})
     report_io.compact_report(report_path, records)
     removed = _remove_stale_crops(output_dir, {r["input"]: r for r in records}, previous, outputs)
     if removed:
@@ -349,7 +357,8 @@ def _check_previous_run(output_dir, config, overwrite, report_path) -> None:
 def _finished(record, output_dir, config, retry_failed, stamp) -> bool:
     """True when ``record`` (the last one for this input, or None) needs no redo; ``stamp``: the
     source's stamp now. A source replaced since its record was made is redone."""
-    if record is None or not report_io.source_unchanged(record, stamp, output_dir):
+    if record is None or not report_io.source_unchanged(record, stamp, output_dir,
+                                                         os.path.join(config["input_dir"], record["input"])):
         return False
     if record["status"] in ("aligned", "fallback"):
         return record["output"] is not None and os.path.exists(os.path.join(output_dir, record["output"]))

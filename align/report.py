@@ -10,8 +10,9 @@ Record fields: input (path relative to the input dir), output (relative to the o
 null), status (aligned | fallback | failed | excluded), reason (why not aligned, else null),
 detail, landmarks ([5][2] x, y in input pixels used for the warp, or null), box ([x1, y1, x2, y2]
 of the chosen face), score (its ONet probability), faces (number detected), input_size ([H, W]),
-source_size and source_mtime_ns (the input file's size and modification time when it was read: a
-rerun re-aligns a source whose stamp changed, and the shard builder skips its crop until then).
+source_size, source_mtime_ns and source_sha256 (the input file's size, modification time and
+content hash when it was read: a rerun re-aligns a source whose size or bytes changed, and the shard
+builder skips its crop until then; a new time alone, as a copy or touch makes, is checked by hash).
 Reading the report (``load_report``, the stamps) lives in fileio/align_report.py: the builder reads it too.
 """
 

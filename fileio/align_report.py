@@ -2,13 +2,16 @@
 
 ``ALIGNED/align_report.jsonl`` holds one JSON record per input file (the fields are listed in
 align/report.py, which writes it). ``ALIGNED/align_config.json`` names the input folder. Each record
-carries its source's stamp when it was read (``source_size``, ``source_mtime_ns``), so a source that
-was replaced or removed since is noticed by both stages.
+carries its source's stamp when it was read (``source_size``, ``source_mtime_ns``, ``source_sha256``),
+so a source that was replaced or removed since is noticed by both stages, while one that was only
+copied, restored or touched (a new modification time, the same bytes) is not re-aligned.
 """
 
 import json
 import os
 from pathlib import Path
+
+from fileio.hashing import sha256_of_file
 
 REPORT_NAME = "align_report.jsonl"
 SUMMARY_NAME = "align_summary.json"
@@ -41,13 +44,16 @@ def load_report(path) -> dict:
     return records
 
 
-def source_stamp(path):
-    """{"source_size", "source_mtime_ns"} of a source file now, or None when it cannot be stat'ed."""
+def source_stamp(path, content_hash=False):
+    """{"source_size", "source_mtime_ns"} of a source file now (+ "source_sha256" with
+    ``content_hash``), or None when it cannot be read."""
     try:
         stat = os.stat(path)
+        digest = sha256_of_file(path) if content_hash else None
     except OSError:
         return None
-    return {"source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
+    stamp = {"source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
+    return {**stamp, "source_sha256": digest} if content_hash else stamp
 
 
 def stamp_of(record):
@@ -57,16 +63,27 @@ def stamp_of(record):
     return {"source_size": record["source_size"], "source_mtime_ns": record.get("source_mtime_ns")}
 
 
-def source_unchanged(record, now, aligned_dir) -> bool:
-    """True when ``record`` still describes its source (``now``: the source's stamp today, or None).
+def source_unchanged(record, now, aligned_dir, source_path=None) -> bool:
+    """True when ``record`` still describes its source (``now``: the source's stamp today, or None;
+    ``source_path``: the source, read only when its size is the same but its time is not).
 
+    A source with a new modification time but the size and sha256 the record holds is unchanged: a
+    copy (``cp`` without ``-p``), a restore or a ``touch`` must not re-align a whole dataset.
     Records written before stamps existed carry none: their source counts as unchanged when it is
     older than the crop the record wrote (or, for a record without a crop, when it still exists), so
     an aligned folder made by an older version is neither re-aligned nor refused wholesale.
     """
     stamp = stamp_of(record)
     if stamp is not None or now is None:
-        return stamp == now
+        if stamp == now:
+            return True
+        if (stamp is None or now is None or stamp["source_size"] != now["source_size"]
+                or not record.get("source_sha256") or source_path is None):
+            return False
+        try:
+            return sha256_of_file(source_path) == record["source_sha256"]
+        except OSError:
+            return False
     if record.get("output"):
         try:
             return os.stat(os.path.join(aligned_dir, record["output"])).st_mtime_ns >= now["source_mtime_ns"]
@@ -109,7 +126,7 @@ def crop_verdicts(aligned_dir, log=print):
         if now is None:
             verdicts[output] = (f"its source {source} was removed after alignment; rerun align "
                                 "(it removes such crops), skipped")
-        elif not source_unchanged(record, now, aligned_dir):
+        elif not source_unchanged(record, now, aligned_dir, source):
             verdicts[output] = (f"its source {source} changed after alignment; rerun align "
                                 "(it re-aligns changed sources), skipped")
     return verdicts

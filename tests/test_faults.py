@@ -268,6 +268,36 @@ def test_changed_and_removed_sources_are_realigned_and_never_packed_stale(lfw_di
     assert list(unreadable_lines(tmp_path / "after")) == ["George_W_Bush/by_hand.jpg"]
 
 
+def test_touched_or_copied_sources_are_not_realigned_but_same_size_edits_are(lfw_dir, tmp_path):
+    """A new modification time with the same bytes (cp without -p, a restore, touch) keeps the crops:
+    the recorded sha256 decides; a same-size edit of the bytes is re-aligned and not packed before."""
+    from align import load_report
+    from tfrecords.build import build
+
+    raw, out = tmp_path / "raw", tmp_path / "aligned"
+    copy_faces(lfw_dir, raw, FACES[:2])
+    align_quietly(raw, out)
+    report_path = out / "align_report.jsonl"
+    before = load_report(report_path)
+    later = before[FACES[0]]["source_mtime_ns"] + 3_600 * 10**9
+    for name in FACES[:2]:
+        os.utime(raw / name, ns=(later, later))
+    build(out, tmp_path / "touched", progress=False, log=quiet)
+    assert packed_paths(tmp_path / "touched") == sorted(FACES[:2])
+    assert align_quietly(raw, out)["processed_this_run"] == 0
+    after = load_report(report_path)   # today's times recorded, so the next run does not hash again
+    assert all(after[n]["source_mtime_ns"] == later and after[n]["source_sha256"] == before[n]["source_sha256"]
+               for n in FACES[:2])
+    edited = bytearray((raw / FACES[1]).read_bytes())
+    edited[len(edited) // 2] ^= 0x01
+    (raw / FACES[1]).write_bytes(bytes(edited))
+    os.utime(raw / FACES[1], ns=(later + 10**9, later + 10**9))   # a new time, the same size: the hash decides
+    build(out, tmp_path / "edited", progress=False, log=quiet)
+    assert packed_paths(tmp_path / "edited") == [FACES[0]]
+    assert "changed after alignment" in unreadable_lines(tmp_path / "edited")[FACES[1]]
+    assert align_quietly(raw, out)["processed_this_run"] == 1
+
+
 def test_symlinked_identity_folder_is_followed_by_align_and_build_alike(lfw_dir, tmp_path):
     """#5: a linked identity folder is an identity for both stages (a link loop ends the walk)."""
     from align import load_report
