@@ -62,15 +62,11 @@ def make_real_step(backbone, batch_size, image_size, num_classes, *, lr=0.01, xl
 
 
 def _with_stock_layers(state, config, image_size):
-    import keras
-
     from models.layers import with_stock_layers
     from training.export import build_embedding_model
+    from training.state import build_optimizer
 
     backbone = with_stock_layers(state.backbone)
-    optimizer = keras.optimizers.SGD(learning_rate=state.schedule, momentum=config.momentum)
-    if config.mixed_precision == "float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    optimizer.build(backbone.trainable_variables + state.head.trainable_variables)
+    optimizer = build_optimizer(config, state.schedule, backbone.trainable_variables + state.head.trainable_variables)
     return dataclasses.replace(state, backbone=backbone, model=build_embedding_model(backbone, tuple(image_size)),
                                optimizer=optimizer)

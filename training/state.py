@@ -47,15 +47,22 @@ def build_training_state(config, num_classes, image_size, total_steps, global_ba
         head.build((None, config.embedding_size))
         schedule = build_lr_schedule(config.lr_schedule, peak_lr(config, global_batch or config.batch_size),
                                      total_steps, config.warmup_steps)
-        # clipnorm is per variable in Keras; global_clipnorm bounds the whole update direction,
-        # which is what guards against one exploding step (None = no clipping).
-        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum,
-                                         global_clipnorm=config.clip_grad_norm)
-        if config.mixed_precision == "float16":
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        optimizer.build(backbone.trainable_variables + head.trainable_variables)
+        optimizer = build_optimizer(config, schedule, backbone.trainable_variables + head.trainable_variables)
         model = build_embedding_model(backbone, image_size)
     return TrainingState(model, backbone, head, optimizer, schedule)
+
+
+def build_optimizer(config, schedule, variables):
+    """SGD with momentum over ``variables`` (built, so its slots exist before a checkpoint restore);
+    wrapped in loss scaling for float16."""
+    # clipnorm is per variable in Keras; global_clipnorm bounds the whole update direction,
+    # which is what guards against one exploding step (None = no clipping).
+    optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum,
+                                     global_clipnorm=config.clip_grad_norm)
+    if config.mixed_precision == "float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(variables)
+    return optimizer
 
 
 def peak_lr(config, global_batch):
