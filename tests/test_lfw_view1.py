@@ -52,7 +52,7 @@ def test_lfw_view1_pipeline_table_rerun_and_identity_check(lfw_dir, tmp_path):
     lfw, work = tmp_path / "lfw", tmp_path / "work"
     _mini_lfw(lfw_dir, lfw, train, test)
 
-    out = _run(lfw, work)
+    out = _run(lfw, work, "--losses", "am_softmax", "arcface")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     results = json.loads((work / "results.json").read_text())
     assert results["data"]["train_identities"] == 3 and results["data"]["train_images"] == 9
@@ -75,7 +75,7 @@ def test_lfw_view1_pipeline_table_rerun_and_identity_check(lfw_dir, tmp_path):
     assert (work / "learning_curves.png").stat().st_size > 10_000
 
     # A rerun redoes nothing that finished (only the align resume check runs).
-    again = _run(lfw, work)
+    again = _run(lfw, work, "--losses", "am_softmax", "arcface")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "train_am_softmax:" not in again.stdout and "eval_arcface_pairs:" not in again.stdout
     rerun = json.loads((work / "results.json").read_text())
@@ -95,11 +95,15 @@ def test_lfw_view1_pipeline_table_rerun_and_identity_check(lfw_dir, tmp_path):
     lfw3 = tmp_path / "lfw3"
     _mini_lfw(lfw_dir, lfw3, train, test)
     multi = _run(lfw3, tmp_path / "work3", "--losses", "am_softmax",
-                 "--backbones", "mobilefacenet", "resface20:batch_norm=false", "--eval-pairs", "pairsDevTest")
+                 "--backbones", "mobilefacenet", "resface20:batch_norm=false", "--eval-pairs", "pairsDevTest",
+                 "--augment-scale", "0", "--augment-rotate", "5", "--seed", "3")
     assert multi.returncode == 0, multi.stdout[-3000:] + multi.stderr[-3000:]
     runs = json.loads((tmp_path / "work3" / "results.json").read_text())["runs"]
     assert set(runs) == {"mobilefacenet-am_softmax", "resface20-batch_norm-false-am_softmax"}
     assert "--backbone-option batch_norm=false" in runs["resface20-batch_norm-false-am_softmax"]["command"]
+    # only the nonzero augmentations reach train.py, with the seed
+    assert all("--augment-rotate 5.0" in r["command"] and "--augment-scale" not in r["command"]
+               and "--seed 3" in r["command"] for r in runs.values())
     assert all("pairs" not in r and r["pairsDevTest"]["num_pairs"] == 20 for r in runs.values())
     table = (tmp_path / "work3" / "results.md").read_text()
     assert "| resface20:batch_norm=false + am_softmax | off |" in table and "CPU: " in table
@@ -131,3 +135,37 @@ def test_backbone_specs_and_a_guard_stopped_run_in_the_table(tmp_path):
     assert "stopped by the collapse guard: training collapsed at step 60 |" in table
     assert "Some CPU, 2 cores" in table
 
+
+
+def test_lever_table_names_what_changed_and_the_deltas(tmp_path):
+    """benchmarks/lfw_levers.py: the changed settings come from results.json, not from a label."""
+    from benchmarks import lfw_levers
+
+    def results(accuracy, selected, command_extra="", **settings):
+        evaluation = lambda a: {"accuracy_mean": a, "accuracy_std": 0.02, "auc": 0.95}
+        command = ("train.py --data W/shards --backbone mobilefacenet --embedding-size 128 --batch-size 64 "
+                   "--loss am_softmax --lr 0.1 --max-steps 1695 --output-dir W/runs/am_softmax" + command_extra)
+        return {"command": "python -m benchmarks.lfw_view1 ...", "cpu": "Some CPU, 2 cores",
+                "settings": {"min_images": 2, "lr": 0.1, "work_dir": "W", **settings},
+                "runs": {"am_softmax": {"command": command, "steps": 1695, "time_limited": False, "epochs": 16.7,
+                                        "train_wall_seconds": 1474.0, "images_per_sec": 75.0,
+                                        "heldout_curve": [[1695, 0.92]], "selected_heldout_accuracy": 0.913,
+                                        "selected_step": 1415, "pairsDevTest": evaluation(accuracy),
+                                        "pairsDevTest_selected": evaluation(selected)}}}
+
+    base = results(0.884, 0.888)
+    more = results(0.871, 0.866, min_images=1, work_dir="X")
+    augmented = results(0.9, 0.897, " --augment-rotate 8.0 --seed 1")
+    assert lfw_levers.changed_settings(more, base) == "min_images 2 -> 1"
+    assert lfw_levers.changed_settings(augmented, base) == "--augment-rotate 8.0; --seed 0 -> 1"
+    rows = [lfw_levers.lever_row("B", base, base), lfw_levers.lever_row("M", more, base),
+            lfw_levers.lever_row("A", augmented, base)]
+    assert [r["delta_final"] for r in rows] == ["+0.00", "-1.30", "+1.60"]
+    assert rows[2]["delta_selected"] == "+0.90"
+    table = lfw_levers.format_lever_table(rows)
+    assert "| (baseline) |" in table and "| min_images 2 -> 1 |" in table and "**87.10 ± 2.00 %**" in table
+    assert "Some CPU, 2 cores" in table
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "results.json").write_text(json.dumps({**base, "runs": {**base["runs"], "b": {}}}))
+    with pytest.raises(SystemExit, match="holds 2 runs"):
+        lfw_levers.read_results(tmp_path / "one")

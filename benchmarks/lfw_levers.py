@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""One table of LFW View 1 runs that each change one setting of a baseline run, read from each
+work folder's results.json (written by benchmarks.lfw_view1):
+
+    python -m benchmarks.lfw_levers --baseline data/lfw_view1_fused \\
+        data/levers/min_images_1 data/levers/augment --output benchmarks/results/lfw_levers
+
+The "changed" column is computed, not typed: the settings (and the train.py command's flags) that
+differ from the baseline's. Deltas are in accuracy points on pairsDevTest (identity-disjoint),
+for the final model and for best.keras. The same CPU and budget must hold for the deltas to mean
+anything, so the table shows each run's steps, img/s and CPU.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from benchmarks.lfw_view1 import parse_args as view1_args
+
+# Settings that say where files are, not how the model trains; and the two that only size the
+# schedule (a lever run given the baseline's step count by --max-steps trains the same length: the
+# steps column shows it).
+_PLACES = {"lfw_dir", "work_dir", "aligned_dir", "align_workers", "eval_pairs", "max_steps", "images_per_sec"}
+
+
+def read_results(work):
+    path = Path(work) / "results.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: run `python -m benchmarks.lfw_view1 --work-dir {work} ...` first")
+    results = json.loads(path.read_text())
+    if len(results["runs"]) != 1:
+        raise SystemExit(f"{path} holds {len(results['runs'])} runs; a lever table compares one run per folder "
+                         "(pass --losses with one loss)")
+    return results
+
+
+def train_flags(command):
+    """{flag: value} of a train.py command line (paths and run-specific flags left out)."""
+    words = command.split()[1:]
+    flags, key = {}, None
+    for word in words:
+        if word.startswith("--"):
+            key = word[2:]
+            flags[key] = True
+        elif key is not None:
+            flags[key] = word if flags[key] is True else f"{flags[key]} {word}"
+    for dropped in ("data", "output-dir", "time-limit", "max-steps", "val-every", "checkpoint-every"):
+        flags.pop(dropped, None)
+    return flags
+
+
+def changed_settings(results, baseline):
+    """"min_images 2 -> 1; --augment-scale 0.1": what differs from the baseline's settings and train flags."""
+    # A setting a results.json predates has the benchmark's default value (as its run used).
+    defaults = vars(view1_args([]))
+    a, b = {**defaults, **baseline["settings"]}, {**defaults, **results["settings"]}
+    out = [f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b))
+           if k not in _PLACES and not k.startswith("augment_") and k not in ("extra_train_args", "seed") and a.get(k) != b.get(k)]
+    flags_a = {"seed": "0", **train_flags(next(iter(baseline["runs"].values()))["command"])}
+    flags_b = {"seed": "0", **train_flags(next(iter(results["runs"].values()))["command"])}
+    for k in sorted(set(flags_a) | set(flags_b)):
+        if flags_a.get(k) != flags_b.get(k) and k not in ("embedding-size", "batch-size", "lr", "seed"):
+            out.append(f"--{k} {flags_b.get(k, '(off)')}" if k in flags_b else f"no --{k}")
+    for k in ("embedding-size", "batch-size", "lr", "seed"):
+        if flags_a.get(k) != flags_b.get(k):
+            out.append(f"--{k} {flags_a.get(k)} -> {flags_b.get(k)}")
+    return "; ".join(dict.fromkeys(out)) or "(baseline)"
+
+
+def lever_row(work, results, baseline):
+    run = next(iter(results["runs"].values()))
+    base = next(iter(baseline["runs"].values()))
+    final, selected = run["pairsDevTest"], run.get("pairsDevTest_selected") or run["pairsDevTest"]
+
+    def delta(now, then):
+        return f"{100 * (now - then):+.2f}"
+
+    curve = run.get("heldout_curve") or [[None, float("nan")]]
+    return {
+        "work_dir": str(work), "changed": changed_settings(results, baseline) if results is not baseline else "(baseline)",
+        "steps": run["steps"], "time_limited": run["time_limited"], "epochs": run["epochs"],
+        "train_minutes": run["train_wall_seconds"] / 60, "images_per_sec": run["images_per_sec"],
+        "heldout_final": curve[-1][1], "heldout_selected": run.get("selected_heldout_accuracy"),
+        "selected_step": run.get("selected_step"),
+        "final": final, "selected": selected,
+        "delta_final": delta(final["accuracy_mean"], base["pairsDevTest"]["accuracy_mean"]),
+        "delta_selected": delta(selected["accuracy_mean"],
+                                (base.get("pairsDevTest_selected") or base["pairsDevTest"])["accuracy_mean"]),
+        "cpu": results.get("cpu", "?"), "command": results["command"],
+    }
+
+
+def format_lever_table(rows):
+    def acc(e):
+        return f"{100 * e['accuracy_mean']:.2f} ± {100 * e['accuracy_std']:.2f} %"
+
+    lines = ["| changed from the baseline | steps (epochs) | train time | img/s | held-out: final / best (step) | "
+             "**pairsDevTest, final** | Δ | AUC | pairsDevTest, best.keras | Δ |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        limited = " (time limit)" if r["time_limited"] else ""
+        best = "-" if r["heldout_selected"] is None else f"{100 * r['heldout_selected']:.1f} % ({r['selected_step']})"
+        lines.append(f"| {r['changed']} | {r['steps']}{limited} ({r['epochs']:.1f}) | {r['train_minutes']:.1f} min | "
+                     f"{r['images_per_sec']:.1f} | {100 * r['heldout_final']:.1f} % / {best} | **{acc(r['final'])}** | "
+                     f"{r['delta_final']} | {r['final']['auc']:.4f} | {acc(r['selected'])} | {r['delta_selected']} |")
+    cpus = sorted({r["cpu"] for r in rows})
+    lines += ["", f"CPU: {'; '.join(cpus)}. One training at a time, nothing else running. Commands:"]
+    lines += [f"- `{r['command']}`" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--baseline", required=True, help="work folder of the baseline run")
+    p.add_argument("levers", nargs="+", metavar="WORK", help="work folders of the runs to compare with it")
+    p.add_argument("--output", help="write OUTPUT.md (the table) and OUTPUT.json (every figure)")
+    args = p.parse_args(argv)
+    baseline = read_results(args.baseline)
+    rows = [lever_row(args.baseline, baseline, baseline)]
+    rows += [lever_row(work, read_results(work), baseline) for work in args.levers]
+    table = format_lever_table(rows)
+    print(table)
+    if args.output:
+        Path(args.output + ".md").write_text(table + "\n")
+        Path(args.output + ".json").write_text(json.dumps(rows, indent=1) + "\n")
+        print(f"\nwrote {args.output}.md, {args.output}.json")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
