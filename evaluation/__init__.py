@@ -8,6 +8,7 @@ from evaluation.embed import FLIP_MODES, combine_flips, embed_images, embed_path
 from evaluation.metrics import (
     ACCURACY_THRESHOLDS,
     VAL_THRESHOLDS,
+    auc_standard_error,
     l2_normalize,
     roc_points,
     squared_distances,
@@ -21,6 +22,7 @@ __all__ = [
     "PairSet",
     "PairsFormatError",
     "VAL_THRESHOLDS",
+    "auc_standard_error",
     "combine_flips",
     "embed_images",
     "embed_paths",

@@ -130,6 +130,17 @@ def _val_threshold(far_train, thresholds, far_target):
     return float(slope * (far_target - far_train[lo]) + thresholds[lo])
 
 
+def auc_standard_error(auc, num_same, num_different):
+    """Standard error of a ROC AUC measured on ``num_same`` positive and ``num_different`` negative
+    pairs (Hanley & McNeil 1982, eq. 2): 0.003-0.005 for AUC 0.98-0.99 on 500 + 500 pairs."""
+    if num_same < 1 or num_different < 1:
+        return 0.0
+    q1, q2 = auc / (2.0 - auc), 2.0 * auc * auc / (1.0 + auc)
+    variance = (auc * (1.0 - auc) + (num_same - 1) * (q1 - auc * auc)
+                + (num_different - 1) * (q2 - auc * auc)) / (num_same * num_different)
+    return float(np.sqrt(max(variance, 0.0)))
+
+
 def verification_metrics(emb_a, emb_b, issame, folds, far_target=1e-3) -> dict:
     """K-fold verification metrics of pairs (emb_a[i], emb_b[i]).
 

@@ -216,7 +216,9 @@ def run_training(config, run_dir, strategy=None, log=print):
                "images_per_sec": logger.images_per_sec,
                "wall_seconds": time.perf_counter() - wall_start, "validation": val_metrics,
                "bin_validation": validate.last_bins, "best_rule": validate.rule,
-               "best_validation_auc": validate.best, "best_validation_step": validate.best_step,
+               # the AUC of the model best.keras holds (on a resumed run without a new choice: the best seen)
+               "best_validation_auc": validate.best if validate.best_score is None else validate.best_score,
+               "best_validation_step": validate.best_step,
                "best_validation_accuracy": validate.best_accuracy, "exports": exports, "synthetic": data.synthetic,
                "peak_lr": peak_lr(config, global_batch)}
     if chief:
