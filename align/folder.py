@@ -247,14 +247,17 @@ def _align_folder(config, report_path, overwrite, retry_failed, contact_sheet_si
     records = [final[rel] for rel in inputs]
     redone = {rel for rel, _ in todo}
     for record in records:
-        # A kept record whose source is unchanged but whose stamp is not today's (made before stamps or
-        # hashes existed, or the source was copied or touched since) gets today's, hash included, so
-        # the next run compares sizes and times only.
+        # A kept record whose source is unchanged but whose stamp is not today's (the source was copied or
+        # touched: _finished already matched its hash) gets today's size and time, so the next run compares
+        # those only; one made before stamps or hashes existed is hashed once here.
         now = stamps.get(record["input"])
-        if record["input"] not in redone and now and (report_io.stamp_of(record) != now
-                                                      or not record.get("source_sha256")):
+        if record["input"] in redone or not now:
+            continue
+        if not record.get("source_sha256"):
             record.update(report_io.source_stamp(os.path.join(config["input_dir"], record["input"]),
                                                  content_hash=True) or {})
+        elif report_io.stamp_of(record) != now:
+            record.update(now)
     report_io.compact_report(report_path, records)
     removed = _remove_stale_crops(output_dir, {r["input"]: r for r in records}, previous, outputs)
     if removed:
