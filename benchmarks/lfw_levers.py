@@ -51,21 +51,24 @@ def train_flags(command):
 
 
 def changed_settings(results, baseline):
-    """"min_images 2 -> 1; --augment-scale 0.1": what differs from the baseline's settings and train flags."""
+    """"min_images 2 -> 1; --augment-scale 0.1": what differs from the baseline's benchmark settings and
+    train.py flags (a setting that reaches train.py as a flag is named once, as the flag)."""
+    flags_a = {"seed": "0", **train_flags(next(iter(baseline["runs"].values()))["command"])}
+    flags_b = {"seed": "0", **train_flags(next(iter(results["runs"].values()))["command"])}
     # A setting a results.json predates has the benchmark's default value (as its run used).
     defaults = vars(view1_args([]))
     a, b = {**defaults, **baseline["settings"]}, {**defaults, **results["settings"]}
-    out = [f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b))
-           if k not in _PLACES and not k.startswith("augment_") and k not in ("extra_train_args", "seed") and a.get(k) != b.get(k)]
-    flags_a = {"seed": "0", **train_flags(next(iter(baseline["runs"].values()))["command"])}
-    flags_b = {"seed": "0", **train_flags(next(iter(results["runs"].values()))["command"])}
-    for k in sorted(set(flags_a) | set(flags_b)):
-        if flags_a.get(k) != flags_b.get(k) and k not in ("embedding-size", "batch-size", "lr", "seed"):
-            out.append(f"--{k} {flags_b.get(k, '(off)')}" if k in flags_b else f"no --{k}")
-    for k in ("embedding-size", "batch-size", "lr", "seed"):
-        if flags_a.get(k) != flags_b.get(k):
-            out.append(f"--{k} {flags_a.get(k)} -> {flags_b.get(k)}")
-    return "; ".join(dict.fromkeys(out)) or "(baseline)"
+    as_flags = {k for k in set(a) | set(b) if k.replace("_", "-") in flags_a.keys() | flags_b.keys()}
+    out = [f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted((set(a) | set(b)) - _PLACES - as_flags - {"extra_train_args"})
+           if a.get(k) != b.get(k)]
+    for k in sorted(flags_a.keys() | flags_b.keys()):
+        if flags_a.get(k) == flags_b.get(k):
+            continue
+        if k in flags_a and k in flags_b:
+            out.append(f"--{k} {flags_a[k]} -> {flags_b[k]}")
+        else:
+            out.append(f"--{k} {flags_b[k]}" if k in flags_b else f"no --{k}")
+    return "; ".join(out) or "(baseline)"
 
 
 def lever_row(work, results, baseline):
@@ -78,7 +81,7 @@ def lever_row(work, results, baseline):
 
     curve = run.get("heldout_curve") or [[None, float("nan")]]
     return {
-        "work_dir": str(work), "changed": changed_settings(results, baseline) if results is not baseline else "(baseline)",
+        "work_dir": str(work), "changed": changed_settings(results, baseline),
         "steps": run["steps"], "time_limited": run["time_limited"], "epochs": run["epochs"],
         "train_minutes": run["train_wall_seconds"] / 60, "images_per_sec": run["images_per_sec"],
         "heldout_final": curve[-1][1], "heldout_selected": run.get("selected_heldout_accuracy"),

@@ -158,6 +158,9 @@ def test_lever_table_names_what_changed_and_the_deltas(tmp_path):
     augmented = results(0.9, 0.897, " --augment-rotate 8.0 --seed 1")
     assert lfw_levers.changed_settings(more, base) == "min_images 2 -> 1"
     assert lfw_levers.changed_settings(augmented, base) == "--augment-rotate 8.0; --seed 0 -> 1"
+    faster = results(0.88, 0.88, lr=0.2)   # a setting that is also a train.py flag is named once
+    faster["runs"]["am_softmax"]["command"] = faster["runs"]["am_softmax"]["command"].replace("--lr 0.1", "--lr 0.2")
+    assert lfw_levers.changed_settings(faster, base) == "--lr 0.1 -> 0.2"
     rows = [lfw_levers.lever_row("B", base, base), lfw_levers.lever_row("M", more, base),
             lfw_levers.lever_row("A", augmented, base)]
     assert [r["delta_final"] for r in rows] == ["+0.00", "-1.30", "+1.60"]
