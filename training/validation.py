@@ -188,5 +188,6 @@ class Validation:
 
     @property
     def best(self):
-        """The selection score (AUC) of best.keras, or None before any validation."""
+        """The highest selection score (AUC) seen so far, or None before any validation (best.keras holds
+        the latest model within one standard error of it: ``best_score``)."""
         return float(self.best_val) if float(self.best_val) >= 0 else None
