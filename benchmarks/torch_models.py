@@ -198,7 +198,7 @@ def build(name, image_size=(112, 96), embedding_size=512):
 
 
 def decayed_parameters(*modules):
-    """Split parameters like training.trainer.decayed_variables: conv/linear weights and the head's
+    """Split parameters like training.state.decayed_variables: conv/linear weights and the head's
     class centres get weight decay (every parameter with ndim > 1); biases, BN and PReLU do not."""
     decay, no_decay = [], []
     for module in modules:

@@ -161,7 +161,7 @@ def test_reference_step_schedule_and_warmup():
 def test_weight_decay_selects_kernels_only():
     import losses
     import models
-    from training.trainer import decayed_variables
+    from training.state import decayed_variables
     backbone = models.build_backbone("mobilefacenet", image_size=(32, 32), embedding_size=8)
     head = losses.build_head("arcface", 3)
     head.build((None, 8))

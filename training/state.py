@@ -65,6 +65,15 @@ def build_optimizer(config, schedule, variables):
     return optimizer
 
 
+def decayed_variables(backbone, head, head_wd_mult):
+    """(variable, multiplier) pairs that get weight decay: conv/dense kernels of the backbone and
+    the head's class centres (x head_wd_mult). BN gamma/beta, PReLU slopes and biases are excluded,
+    as in insightface and the AM-Softmax reference."""
+    pairs = [(v, 1.0) for v in backbone.trainable_variables if v.path.endswith("kernel")]
+    pairs.append((head.kernel, float(head_wd_mult)))
+    return pairs
+
+
 def peak_lr(config, global_batch):
     """--lr, or the reference lr scaled to the global batch (training.config.reference_lr)."""
     return config.lr if config.lr is not None else reference_lr(global_batch)

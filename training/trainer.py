@@ -18,7 +18,7 @@ from training.hardware import resolve_auto_settings
 from training.guard import TrainingGuard
 from training.logger import RunLogger
 from training.run_dir import write_failure
-from training.state import build_training_state, peak_lr
+from training.state import build_training_state, decayed_variables, peak_lr
 from training.validation import Validation, best_rule, make_bin_validators, make_validator
 
 
@@ -40,15 +40,6 @@ def is_chief(strategy):
     if "chief" in cluster:
         return resolver.task_type == "chief"
     return resolver.task_type == "worker" and resolver.task_id == 0
-
-
-def decayed_variables(backbone, head, head_wd_mult):
-    """(variable, multiplier) pairs that get weight decay: conv/dense kernels of the backbone and
-    the head's class centres (x head_wd_mult). BN gamma/beta, PReLU slopes and biases are excluded,
-    as in insightface and the AM-Softmax reference."""
-    pairs = [(v, 1.0) for v in backbone.trainable_variables if v.path.endswith("kernel")]
-    pairs.append((head.kernel, float(head_wd_mult)))
-    return pairs
 
 
 def different_identity_cosines(x, labels):
