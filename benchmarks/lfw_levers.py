@@ -117,7 +117,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--baseline", required=True, help="work folder of the baseline run")
     p.add_argument("levers", nargs="+", metavar="WORK", help="work folders of the runs to compare with it")
-    p.add_argument("--output", help="write OUTPUT.md (the table) and OUTPUT.json (every figure)")
+    p.add_argument("--output", help="write OUTPUT.md (the table), OUTPUT.json (every figure) and "
+                                    "OUTPUT_learning_curves.png (each run, named by its work folder)")
     args = p.parse_args(argv)
     baseline = read_results(args.baseline)
     rows = [lever_row(args.baseline, baseline, baseline)]
@@ -127,7 +128,11 @@ def main(argv=None):
     if args.output:
         Path(args.output + ".md").write_text(table + "\n")
         Path(args.output + ".json").write_text(json.dumps(rows, indent=1) + "\n")
-        print(f"\nwrote {args.output}.md, {args.output}.json")
+        from training.curves import plot_learning_curves
+        works = [args.baseline, *args.levers]
+        curves = plot_learning_curves({Path(w).name: Path(w) / "runs" / next(iter(read_results(w)["runs"]))
+                                       for w in works}, args.output + "_learning_curves.png")
+        print(f"\nwrote {args.output}.md, {args.output}.json, {curves}")
 
 
 if __name__ == "__main__":

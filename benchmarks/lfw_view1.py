@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -110,11 +111,17 @@ class Stages:
         return code
 
 
-def head_settings(loss):
-    """"s=30, m=0.35": the published options the head trains with (losses.HEADS)."""
+def head_settings(loss, run_dir=None):
+    """"s=30, m=0.35": the options the head trained with: the published ones (losses.HEADS), overridden
+    by those the run's config.json records (e.g. --extra-train-args "--m 0.25")."""
     from losses import HEADS
+    options = dict(HEADS[loss].defaults)
+    config = Path(run_dir) / "config.json" if run_dir else None
+    if config and config.is_file():
+        options.update({k: v for k, v in json.loads(config.read_text()).get("head_options", {}).items()
+                        if v is not None})
     return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in HEADS[loss].defaults.items()) or "plain"
+                     for k, v in options.items()) or "plain"
 
 
 def augment_args(args):
@@ -184,7 +191,7 @@ def main(argv=None):
                              "(images/ and the protocol files)")
     bench = Bench(args, lfw, work, Path(args.aligned_dir).resolve() if args.aligned_dir else work / "aligned",
                   work / "shards", Stages(work), set(),
-                  {"command": " ".join(["python -m benchmarks.lfw_view1"] + (argv or sys.argv[1:])),
+                  {"command": "python -m benchmarks.lfw_view1 " + shlex.join(argv or sys.argv[1:]),   # quoted: it can be pasted
                    "settings": vars(args), "stages": {}, "runs": {}, "cpu": cpu_description()})
     align_and_build(bench)
     # One run per backbone and loss, each under the same budget, each evaluated. With a single
@@ -204,6 +211,7 @@ def main(argv=None):
             run_dirs[key] = bench.work / "runs" / key
             entry = {"backbone": spec, "loss": loss, "precision": precision, "heads": head_settings(loss)}
             bench.results["runs"][key] = train_and_evaluate(bench, key, common + ["--loss", loss], schedule, entry)
+            entry["heads"] = head_settings(loss, run_dirs[key])   # what it trained with, once config.json exists
 
     from training.curves import plot_learning_curves
     curves = plot_learning_curves({key: run for key, run in run_dirs.items() if (run / "logs").is_dir()},
@@ -253,8 +261,12 @@ def schedule_for(bench, spec, tag, common):
         schedule_file.write_text(json.dumps(schedule, indent=1) + "\n")
     bench.results.setdefault("schedules", {})[tag or "all"] = schedule
     bench.results["schedule"] = schedule
-    print(f"schedule {spec}: {schedule['calibrated_images_per_sec'] or float('nan'):.1f} img/s -> "
-          f"{schedule['max_steps']} steps of {bench.args.batch_size} in {bench.args.train_minutes:g} min", flush=True)
+    speed = schedule["calibrated_images_per_sec"]
+    sized = (f"{speed:.1f} img/s -> {schedule['max_steps']} steps of {bench.args.batch_size} in "
+             f"{bench.args.train_minutes:g} min" if speed else
+             f"{schedule['max_steps']} steps of {bench.args.batch_size} (--max-steps; the time limit stays "
+             f"{bench.args.train_minutes:g} min)")
+    print(f"schedule {spec}: {sized}", flush=True)
     return schedule
 
 

@@ -137,6 +137,16 @@ def test_backbone_specs_and_a_guard_stopped_run_in_the_table(tmp_path):
 
 
 
+def test_head_label_is_what_the_run_trained_with(tmp_path):
+    # A lever run passes --extra-train-args "--m 0.25": its table row must say m=0.25, not the default.
+    script = _script()
+    assert script.head_settings("am_softmax") == "s=30, m=0.35"
+    assert script.head_settings("am_softmax", tmp_path) == "s=30, m=0.35"      # no config.json yet
+    (tmp_path / "config.json").write_text(json.dumps({"head_options": {"m": 0.25, "s": None}}))
+    assert script.head_settings("am_softmax", tmp_path) == "s=30, m=0.25"
+    assert script.head_settings("softmax") == "plain"
+
+
 def test_lever_table_names_what_changed_and_the_deltas(tmp_path):
     """benchmarks/lfw_levers.py: the changed settings come from results.json, not from a label."""
     from benchmarks import lfw_levers
