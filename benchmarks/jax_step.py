@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -196,7 +197,7 @@ def describe_device():
 
 
 def format_table(rows, device):
-    lines = [f"Keras {{backend}} training step, {device}. fp32 = float32 at JAX's default matmul "
+    lines = [f"Keras (JAX backend) training step, {device}. fp32 = float32 at JAX's default matmul "
              "precision (TF32 tensor cores on NVIDIA GPUs since Ampere); head and loss float32 in every row.",
              "", "| backbone | precision | batch | ms/step (spread) | images/s | TFLOP/s | compile s | loss first → last |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
@@ -235,10 +236,10 @@ def main(argv=None):
             variant.time_round(args.steps)
         print(f"round {round_index + 1}/{args.rounds} done", flush=True)
     rows = [v.row() for v in variants]
-    table = format_table(rows, device).replace("{backend}", keras.backend.backend())
+    table = format_table(rows, device)
     print(table)
     if args.output:
-        command = "KERAS_BACKEND=jax python -m benchmarks.jax_step " + " ".join(sys.argv[1:] if argv is None else argv)
+        command = "KERAS_BACKEND=jax python -m benchmarks.jax_step " + shlex.join(sys.argv[1:] if argv is None else argv)
         write_json_atomic(args.output.with_suffix(".json"), {"device": device, "command": command, "rows": rows})
         write_text_atomic(args.output.with_suffix(".md"), f"{table}\n\nCommand: `{command}`\n")
         print(f"wrote {args.output.with_suffix('.json')} and {args.output.with_suffix('.md')}")

@@ -209,9 +209,9 @@ def main(argv=None):
         for loss in args.losses:
             key = f"{tag}-{loss}" if tag else loss
             run_dirs[key] = bench.work / "runs" / key
-            entry = {"backbone": spec, "loss": loss, "precision": precision, "heads": head_settings(loss)}
+            entry = {"backbone": spec, "loss": loss, "precision": precision}
             bench.results["runs"][key] = train_and_evaluate(bench, key, common + ["--loss", loss], schedule, entry)
-            entry["heads"] = head_settings(loss, run_dirs[key])   # what it trained with, once config.json exists
+            entry["heads"] = head_settings(loss, run_dirs[key])   # what it trained with: its config.json
 
     from training.curves import plot_learning_curves
     curves = plot_learning_curves({key: run for key, run in run_dirs.items() if (run / "logs").is_dir()},
