@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.lfw_view1 import parse_args as view1_args
+from fileio import write_json_atomic, write_text_atomic
 
 # Settings that say where files are, not how the model trains; and the two that only size the
 # schedule (a lever run given the baseline's step count by --max-steps trains the same length: the
@@ -120,17 +121,17 @@ def main(argv=None):
     p.add_argument("--output", help="write OUTPUT.md (the table), OUTPUT.json (every figure) and "
                                     "OUTPUT_learning_curves.png (each run, named by its work folder)")
     args = p.parse_args(argv)
-    baseline = read_results(args.baseline)
-    rows = [lever_row(args.baseline, baseline, baseline)]
-    rows += [lever_row(work, read_results(work), baseline) for work in args.levers]
+    works = [args.baseline, *args.levers]
+    results = {work: read_results(work) for work in works}
+    baseline = results[args.baseline]
+    rows = [lever_row(work, results[work], baseline) for work in works]
     table = format_lever_table(rows)
     print(table)
     if args.output:
-        Path(args.output + ".md").write_text(table + "\n")
-        Path(args.output + ".json").write_text(json.dumps(rows, indent=1) + "\n")
+        write_text_atomic(args.output + ".md", table + "\n")
+        write_json_atomic(args.output + ".json", rows)
         from training.curves import plot_learning_curves
-        works = [args.baseline, *args.levers]
-        curves = plot_learning_curves({Path(w).name: Path(w) / "runs" / next(iter(read_results(w)["runs"]))
+        curves = plot_learning_curves({Path(w).name: Path(w) / "runs" / next(iter(results[w]["runs"]))
                                        for w in works}, args.output + "_learning_curves.png")
         print(f"\nwrote {args.output}.md, {args.output}.json, {curves}")
 

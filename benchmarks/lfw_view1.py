@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from fileio import write_json_atomic, write_text_atomic
 from training.hardware import cpu_description  # no TensorFlow: --help stays instant
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,7 +106,7 @@ class Stages:
             code = subprocess.call([str(a) for a in args], stdout=f, stderr=subprocess.STDOUT, cwd=REPO,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.seconds[name] = time.perf_counter() - started
-        self.record.write_text(json.dumps(self.seconds, indent=1) + "\n")
+        write_json_atomic(self.record, self.seconds)
         print(f"    {name}: exit {code} after {self.seconds[name]:.0f} s", flush=True)
         if code != 0 and code not in tolerated:
             tail = log.read_text(errors="replace")[-1500:]
@@ -222,8 +223,8 @@ def main(argv=None):
     results["stages"] = {name: round(sec, 1) for name, sec in bench.stages.seconds.items()}
     results["cached"] = sorted(bench.cached)
     table = format_table(results)
-    (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (work / "results.md").write_text(table + "\n")
+    write_json_atomic(work / "results.json", results, indent=2)
+    write_text_atomic(work / "results.md", table + "\n")
     print("\n" + table)
     print(f"\nwrote {work / 'results.json'}, {work / 'results.md'}, {curves}")
     return 0
@@ -260,7 +261,8 @@ def schedule_for(bench, spec, tag, common):
         bench.cached.add(calibrate)
     else:
         schedule = plan_schedule(bench.args, bench.stages, common, bench.work / "runs" / calibrate, calibrate)
-        schedule_file.write_text(json.dumps(schedule, indent=1) + "\n")
+        # Atomic: a resumed run reads it back for its --max-steps, so it must never be half-written.
+        write_json_atomic(schedule_file, schedule)
     bench.results.setdefault("schedules", {})[tag or "all"] = schedule
     bench.results["schedule"] = schedule
     speed = schedule["calibrated_images_per_sec"]
