@@ -6,9 +6,11 @@ work folder's results.json (written by benchmarks.lfw_view1):
         data/levers/min_images_1 data/levers/augment --output benchmarks/results/lfw_levers
 
 The "changed" column is computed, not typed: the settings (and the train.py command's flags) that
-differ from the baseline's. Deltas are in accuracy points on pairsDevTest (identity-disjoint),
-for the final model and for best.keras. The same CPU and budget must hold for the deltas to mean
-anything, so the table shows each run's steps, img/s and CPU.
+differ from the baseline's. Deltas are in accuracy points on pairsDevTest (identity-disjoint), for
+the final model and for best.keras. The same CPU and budget must hold for the deltas to mean
+anything, so the table shows each run's steps, img/s and CPU. Runs that differ from each other only
+in --seed also get a row of their mean in a second table, because one seed cannot resolve effects
+smaller than the seed spread.
 """
 
 import argparse
@@ -51,14 +53,18 @@ def train_flags(command):
     return flags
 
 
-def changed_settings(results, baseline):
+def changed_settings(results, baseline, ignore=()):
     """"min_images 2 -> 1; --augment-scale 0.1": what differs from the baseline's benchmark settings and
-    train.py flags (a setting that reaches train.py as a flag is named once, as the flag)."""
+    train.py flags (a setting that reaches train.py as a flag is named once, as the flag). Settings
+    named in `ignore` ("seed") are left out of the comparison."""
     flags_a = {"seed": "0", **train_flags(next(iter(baseline["runs"].values()))["command"])}
     flags_b = {"seed": "0", **train_flags(next(iter(results["runs"].values()))["command"])}
     # A setting a results.json predates has the benchmark's default value (as its run used).
     defaults = vars(view1_args([]))
     a, b = {**defaults, **baseline["settings"]}, {**defaults, **results["settings"]}
+    for name in ignore:
+        for settings in (flags_a, flags_b, a, b):
+            settings.pop(name, None)
     as_flags = {k for k in set(a) | set(b) if k.replace("_", "-") in flags_a.keys() | flags_b.keys()}
     out = [f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted((set(a) | set(b)) - _PLACES - as_flags - {"extra_train_args"})
            if a.get(k) != b.get(k)]
@@ -83,6 +89,8 @@ def lever_row(work, results, baseline):
     curve = run.get("heldout_curve") or [[None, float("nan")]]
     return {
         "work_dir": str(work), "changed": changed_settings(results, baseline),
+        "setting": changed_settings(results, baseline, ignore=("seed",)),
+        "seed": int(train_flags(run["command"]).get("seed", results["settings"].get("seed", 0))),
         "steps": run["steps"], "time_limited": run["time_limited"], "epochs": run["epochs"],
         "train_minutes": run["train_wall_seconds"] / 60, "images_per_sec": run["images_per_sec"],
         "heldout_final": curve[-1][1], "heldout_selected": run.get("selected_heldout_accuracy"),
@@ -95,7 +103,47 @@ def lever_row(work, results, baseline):
     }
 
 
-def format_lever_table(rows):
+def seed_means(rows):
+    """One entry per setting that was run with two or more seeds (rows whose "setting" is equal): the
+    mean pairsDevTest accuracy (final model and best.keras) and AUC over its seeds, the spread
+    (max - min accuracy, points) and the mean's delta against the baseline setting's own mean."""
+    groups = {}
+    for r in rows:
+        groups.setdefault(r["setting"], []).append(r)
+
+    def mean(group, key, field):
+        return sum(r[key][field] for r in group) / len(group)
+
+    base = groups[rows[0]["setting"]]
+    means = []
+    for setting, group in groups.items():
+        if len(group) < 2:
+            continue
+        accuracies = [r["final"]["accuracy_mean"] for r in group]
+        means.append({
+            "setting": setting, "seeds": [r["seed"] for r in group], "work_dirs": [r["work_dir"] for r in group],
+            "final_accuracy": mean(group, "final", "accuracy_mean"),
+            "selected_accuracy": mean(group, "selected", "accuracy_mean"),
+            "auc": mean(group, "final", "auc"), "spread": 100 * (max(accuracies) - min(accuracies)),
+            "delta_final": f"{100 * (mean(group, 'final', 'accuracy_mean') - mean(base, 'final', 'accuracy_mean')):+.2f}",
+            "baseline_seeds": len(base),
+        })
+    return means
+
+
+def format_seed_means(means):
+    lines = ["| same setting, several seeds | seeds | **pairsDevTest, final: mean** | spread | Δ (vs the baseline's mean) | "
+             "AUC: mean | pairsDevTest, best.keras: mean |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for m in means:
+        lines.append(f"| {m['setting']} | {', '.join(map(str, m['seeds']))} | **{100 * m['final_accuracy']:.2f} %** | "
+                     f"{m['spread']:.2f} | {m['delta_final']} (baseline: {m['baseline_seeds']} "
+                     f"seed{'s' if m['baseline_seeds'] > 1 else ''}) | {m['auc']:.4f} | "
+                     f"{100 * m['selected_accuracy']:.2f} % |")
+    return "\n".join(lines)
+
+
+def format_lever_table(rows, means=()):
     def acc(e):
         return f"{100 * e['accuracy_mean']:.2f} ± {100 * e['accuracy_std']:.2f} %"
 
@@ -108,6 +156,8 @@ def format_lever_table(rows):
         lines.append(f"| {r['changed']} | {r['steps']}{limited} ({r['epochs']:.1f}) | {r['train_minutes']:.1f} min | "
                      f"{r['images_per_sec']:.1f} | {100 * r['heldout_final']:.1f} % / {best} | **{acc(r['final'])}** | "
                      f"{r['delta_final']} | {r['final']['auc']:.4f} | {acc(r['selected'])} | {r['delta_selected']} |")
+    if means:
+        lines += ["", format_seed_means(means)]
     cpus = sorted({r["cpu"] for r in rows})
     lines += ["", f"CPU: {'; '.join(cpus)}. One training at a time, nothing else running. Commands:"]
     lines += [f"- `{r['command']}`" for r in rows]
@@ -125,11 +175,12 @@ def main(argv=None):
     results = {work: read_results(work) for work in works}
     baseline = results[args.baseline]
     rows = [lever_row(work, results[work], baseline) for work in works]
-    table = format_lever_table(rows)
+    means = seed_means(rows)
+    table = format_lever_table(rows, means)
     print(table)
     if args.output:
         write_text_atomic(args.output + ".md", table + "\n")
-        write_json_atomic(args.output + ".json", rows)
+        write_json_atomic(args.output + ".json", {"runs": rows, "seed_means": means})
         from training.curves import plot_learning_curves
         curves = plot_learning_curves({Path(w).name: Path(w) / "runs" / next(iter(results[w]["runs"]))
                                        for w in works}, args.output + "_learning_curves.png")

@@ -178,6 +178,20 @@ def test_lever_table_names_what_changed_and_the_deltas(tmp_path):
     table = lfw_levers.format_lever_table(rows)
     assert "| (baseline) |" in table and "| min_images 2 -> 1 |" in table and "**87.10 ± 2.00 %**" in table
     assert "Some CPU, 2 cores" in table
+    assert lfw_levers.seed_means(rows) == []      # no setting was run with two seeds yet
+
+    # The same settings with another seed: each pair gets a mean row, its delta against the baseline's mean.
+    base_seed1 = results(0.874, 0.87, " --seed 1")
+    augmented_seed0 = results(0.88, 0.89, " --augment-rotate 8.0 --seed 0")
+    rows += [lfw_levers.lever_row("B1", base_seed1, base), lfw_levers.lever_row("A0", augmented_seed0, base)]
+    assert [r["seed"] for r in rows] == [0, 0, 1, 1, 0]
+    means = lfw_levers.seed_means(rows)
+    assert [(m["setting"], m["seeds"], m["delta_final"]) for m in means] == [
+        ("(baseline)", [0, 1], "+0.00"), ("--augment-rotate 8.0", [1, 0], "+1.10")]
+    assert means[1]["final_accuracy"] == pytest.approx(0.89) and means[1]["spread"] == pytest.approx(2.0)
+    assert means[1]["selected_accuracy"] == pytest.approx(0.8935) and means[1]["baseline_seeds"] == 2
+    table = lfw_levers.format_lever_table(rows, means)
+    assert "| --augment-rotate 8.0 | 1, 0 | **89.00 %** | 2.00 | +1.10 (baseline: 2 seeds) | 0.9500 | 89.35 % |" in table
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "results.json").write_text(json.dumps({**base, "runs": {**base["runs"], "b": {}}}))
     with pytest.raises(SystemExit, match="holds 2 runs"):
