@@ -78,14 +78,15 @@ def changed_settings(results, baseline, ignore=()):
     return "; ".join(out) or "(baseline)"
 
 
+def accuracy_delta(now, then):
+    """"+1.10": the difference of two accuracies (fractions) in points, signed, as the tables print it."""
+    return f"{100 * (now - then):+.2f}"
+
+
 def lever_row(work, results, baseline):
     run = next(iter(results["runs"].values()))
     base = next(iter(baseline["runs"].values()))
     final, selected = run["pairsDevTest"], run.get("pairsDevTest_selected") or run["pairsDevTest"]
-
-    def delta(now, then):
-        return f"{100 * (now - then):+.2f}"
-
     curve = run.get("heldout_curve") or [[None, float("nan")]]
     return {
         "work_dir": str(work), "changed": changed_settings(results, baseline),
@@ -96,9 +97,9 @@ def lever_row(work, results, baseline):
         "heldout_final": curve[-1][1], "heldout_selected": run.get("selected_heldout_accuracy"),
         "selected_step": run.get("selected_step"),
         "final": final, "selected": selected,
-        "delta_final": delta(final["accuracy_mean"], base["pairsDevTest"]["accuracy_mean"]),
-        "delta_selected": delta(selected["accuracy_mean"],
-                                (base.get("pairsDevTest_selected") or base["pairsDevTest"])["accuracy_mean"]),
+        "delta_final": accuracy_delta(final["accuracy_mean"], base["pairsDevTest"]["accuracy_mean"]),
+        "delta_selected": accuracy_delta(selected["accuracy_mean"],
+                                         (base.get("pairsDevTest_selected") or base["pairsDevTest"])["accuracy_mean"]),
         "cpu": results.get("cpu", "?"), "command": results["command"],
     }
 
@@ -115,17 +116,18 @@ def seed_means(rows):
         return sum(r[key][field] for r in group) / len(group)
 
     base = groups[rows[0]["setting"]]
+    base_accuracy = mean(base, "final", "accuracy_mean")
     means = []
     for setting, group in groups.items():
         if len(group) < 2:
             continue
         accuracies = [r["final"]["accuracy_mean"] for r in group]
+        final_accuracy = mean(group, "final", "accuracy_mean")
         means.append({
             "setting": setting, "seeds": [r["seed"] for r in group], "work_dirs": [r["work_dir"] for r in group],
-            "final_accuracy": mean(group, "final", "accuracy_mean"),
-            "selected_accuracy": mean(group, "selected", "accuracy_mean"),
+            "final_accuracy": final_accuracy, "selected_accuracy": mean(group, "selected", "accuracy_mean"),
             "auc": mean(group, "final", "auc"), "spread": 100 * (max(accuracies) - min(accuracies)),
-            "delta_final": f"{100 * (mean(group, 'final', 'accuracy_mean') - mean(base, 'final', 'accuracy_mean')):+.2f}",
+            "delta_final": accuracy_delta(final_accuracy, base_accuracy),
             "baseline_seeds": len(base),
         })
     return means
