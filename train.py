@@ -55,6 +55,17 @@ def build_parser():
     g.add_argument("--m3", type=float, help="combined margin (default 0.2)")
     g.add_argument("--easy-margin", action=B, help="arcface: margin only where cos(theta) > 0")
     g.add_argument("--sphereface-lambda", type=float, help="sphereface: blend lambda*cos into psi (default 0)")
+    g.add_argument("--margin-warmup-steps", type=int, metavar="N",
+                   help="grow the margin linearly from 0 to its value over the first N steps (default 0 = off): "
+                        "am_softmax/cosface train with m x step/N; other heads blend their margin logits with "
+                        "s*cos(theta) by that weight")
+    g.add_argument("--singletons", choices=("classes", "negatives"),
+                   help="identities with one training image in --data (tfrecords.build --min-images 1 keeps "
+                        "them): classes (default) trains each as a class; negatives takes their classes out "
+                        "of the softmax and trains their images only as negatives, with the entropic open-set "
+                        "loss (score every class alike)")
+    g.add_argument("--singleton-weight", type=float, metavar="W",
+                   help="loss weight of the single-image identities' images, either way (default 1)")
     g.add_argument("--focal", type=float, nargs="?", const=2.0,
                    help="focal loss on top of the head; bare --focal means gamma=2")
 

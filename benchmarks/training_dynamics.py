@@ -62,6 +62,7 @@ def main(argv=None):
     import training
     from training.data import tfrecord_data
     from training.state import build_training_state
+    from training.schedules import margin_warmup_weight
     from training.trainer import different_identity_cosines, make_train_step
     from training.validation import make_validator
     import losses
@@ -100,7 +101,9 @@ def main(argv=None):
         with tf.GradientTape() as tape:
             outs = probe_model(scale_images(images), training=True)   # the reader gives raw pixels
             embeddings = outs[-1]
-            loss = losses.margin_softmax_loss(labels, head(embeddings, labels))
+            # The training step's margin (--set margin_warmup_steps=N ramps it), so the probe's loss is the step's.
+            margin_weight = margin_warmup_weight(state.optimizer.iterations, config.margin_warmup_steps)
+            loss = losses.margin_softmax_loss(labels, head(embeddings, labels, margin_weight=margin_weight))
         grads = tape.gradient(loss, variables)
         grad_of = {id(v): g for v, g in zip(variables, grads)}
         stats = {"loss": loss}

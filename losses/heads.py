@@ -35,7 +35,8 @@ class SoftmaxHead(keras.layers.Layer):
         """Logits without any margin [B, C]: what inference and training accuracy use."""
         return ops.matmul(ops.cast(embeddings, "float32"), self.kernel) + self.bias
 
-    def call(self, embeddings, labels=None):
+    def call(self, embeddings, labels=None, margin_weight=None):
+        # No margin to weigh: margin_weight is accepted so every head takes the same call.
         return self.class_scores(embeddings)
 
     def get_config(self):
@@ -80,11 +81,18 @@ class NormalizedMarginHead(keras.layers.Layer):
         """``s·cos θ`` without the margin [B, C]: what inference and training accuracy use."""
         return self.scale * self.cosine(embeddings)
 
-    def call(self, embeddings, labels):
+    def call(self, embeddings, labels, margin_weight=None):
+        """Margin logits [B, C]; ``margin_weight`` w (a float32 scalar in [0, 1], default 1) blends
+        them with the plain scores, ``s·cos θ + w·(margin logits − s·cos θ)``: only the true class
+        changes, and for am_softmax/cosface that is exactly the margin m scaled by w (a margin warm-up)."""
         cos = self.cosine(embeddings)
         one_hot = ops.one_hot(ops.reshape(ops.cast(labels, "int32"), (-1,)), self.num_classes,
                               dtype="float32")
-        return HEADS[self.margin].margin(cos, one_hot, **self.margin_args)
+        logits = HEADS[self.margin].margin(cos, one_hot, **self.margin_args)
+        if margin_weight is None:
+            return logits
+        plain = self.scale * cos
+        return plain + ops.cast(margin_weight, "float32") * (logits - plain)
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes,

@@ -199,6 +199,37 @@ def test_focal_loss_matches_formula_and_gamma_zero_is_cross_entropy():
                                focal, rtol=1e-5)
 
 
+def test_negatives_only_classes_and_example_weights_match_the_formula():
+    """negative_classes: those columns leave every softmax; an example of such a class gets the mean
+    −log softmax over the other classes (entropic open-set loss); example_weights scale the terms."""
+    logits = RNG.normal(0, 5, size=(4, 5))
+    labels = np.array([0, 3, 1, 4])
+    negative = np.array([0.0, 0.0, 0.0, 1.0, 1.0])   # classes 3 and 4: negatives only
+    weights = np.array([1.0, 0.5, 2.0, 0.25])
+
+    def log_softmax(x):
+        x = x - x.max()
+        return x - np.log(np.exp(x).sum())
+
+    expected = []
+    for row, label in zip(logits, labels):
+        lp = log_softmax(row[:3])   # only the real classes take part
+        expected.append(-lp.mean() if label >= 3 else -lp[label])
+    got = losses.margin_softmax_loss(tf.constant(labels), tf.constant(logits, tf.float32),
+                                     negative_classes=tf.constant(negative), example_weights=tf.constant(weights))
+    np.testing.assert_allclose(float(got), np.mean(weights * np.array(expected)), rtol=1e-5)
+    # The open-set term is lowest when every class scores the same: it is then exactly ln 3.
+    flat = losses.margin_softmax_loss(tf.constant([3]), tf.constant([[2.0, 2.0, 2.0, 9.0, -9.0]]),
+                                      negative_classes=tf.constant(negative))
+    np.testing.assert_allclose(float(flat), math.log(3), rtol=1e-6)
+    with tf.GradientTape() as tape:
+        x = tf.constant(logits, tf.float32)
+        tape.watch(x)
+        loss = losses.margin_softmax_loss(tf.constant(labels), x, negative_classes=tf.constant(negative))
+    grad = tape.gradient(loss, x).numpy()
+    assert np.all(np.isfinite(grad)) and np.all(grad[:, 3:] == 0.0)   # absent columns get no gradient
+
+
 def test_build_head_defaults_and_errors():
     assert losses.build_head("am_softmax", 3).margin_args == {"s": 30.0, "m": 0.35}
     assert losses.build_head("arcface", 3).margin_args == {"s": 64.0, "m": 0.5, "easy_margin": False}
@@ -208,6 +239,29 @@ def test_build_head_defaults_and_errors():
         losses.build_head("nosuchloss", 3)
     with pytest.raises(ValueError, match="not"):
         losses.build_head("combined", 3, m=0.5)
+
+
+def test_margin_weight_scales_the_am_softmax_margin_and_leaves_other_classes_alone():
+    """--margin-warmup-steps: weight w gives am_softmax exactly m·w; every head keeps s·cos θ off the true
+    class, w = 0 is the plain scores and w = 1 (or no weight) the full margin."""
+    emb = tf.constant(RNG.normal(size=(6, 8)), tf.float32)
+    labels = tf.constant([0, 1, 2, 3, 0, 1])
+    head = losses.build_head("am_softmax", 4, m=0.4)
+    head.build((None, 8))
+    cos = head.cosine(emb).numpy()
+    one_hot = np.eye(4)[labels.numpy()]
+    for w in (0.0, 0.25, 1.0):
+        got = head(emb, labels, margin_weight=tf.constant(w)).numpy()
+        np.testing.assert_allclose(got, 30.0 * (cos - 0.4 * w * one_hot), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(head(emb, labels).numpy(), head(emb, labels, margin_weight=1.0).numpy())
+    arc = losses.build_head("arcface", 4)
+    arc.build((None, 8))
+    full, half = arc(emb, labels).numpy(), arc(emb, labels, margin_weight=0.5).numpy()
+    plain = arc.class_scores(emb).numpy()
+    np.testing.assert_allclose(half[one_hot == 0], plain[one_hot == 0], rtol=1e-6)
+    np.testing.assert_allclose(half[one_hot == 1], 0.5 * (full + plain)[one_hot == 1], rtol=1e-5, atol=1e-5)
+    assert np.all(full[one_hot == 1] < half[one_hot == 1])   # the margin lowers the true-class logit
+    np.testing.assert_allclose(arc(emb, labels, margin_weight=0.0).numpy(), plain, rtol=1e-6)
 
 
 def test_heads_compute_in_float32_under_mixed_precision():

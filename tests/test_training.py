@@ -102,7 +102,9 @@ def test_nonsense_settings_are_refused_before_any_work():
                            ({"epochs": 0, "max_steps": None}, "--epochs must be > 0"),
                            ({"loss": "arcface", "m": 2.0}, "below pi/2"),
                            ({"loss": "sphereface", "m": 1.5}, "positive integer"),
-                           ({"momentum": 1.0}, "--momentum must be in"), ({"warmup_steps": -1}, "--warmup-steps")]:
+                           ({"momentum": 1.0}, "--momentum must be in"), ({"warmup_steps": -1}, "--warmup-steps"),
+                           ({"margin_warmup_steps": -1}, "--margin-warmup-steps must be >= 0"),
+                           ({"loss": "softmax", "margin_warmup_steps": 10}, "needs a margin head")]:
         with pytest.raises(ValueError, match=message.replace("(", r"\(")):
             resolve_config({"data": "x", **given})
 
@@ -156,6 +158,13 @@ def test_reference_step_schedule_and_warmup():
         build_lr_schedule("fast", 0.1, 10)
 
 
+def test_margin_warmup_weight_ramps_like_the_lr_warmup():
+    from training.schedules import margin_warmup_weight
+    np.testing.assert_allclose([float(margin_warmup_weight(s, 10)) for s in (0, 4, 9, 50)], [0.1, 0.5, 1.0, 1.0],
+                               rtol=1e-6)
+    assert float(margin_warmup_weight(0, 0)) == 1.0   # off: the full margin from the first step
+
+
 # -- the loop ----------------------------------------------------------------------------------
 
 def test_weight_decay_selects_kernels_only():
@@ -190,7 +199,8 @@ def test_synthetic_training_learns_and_exports(tmp_path):
 def test_resume_continues_exactly(tmp_path):
     """6 steps straight == 3 steps, checkpoint, new process state, resume to 6: same losses."""
     straight, split = tmp_path / "straight", tmp_path / "split"
-    common = {"lr_schedule": "0:0.1,4:0.01", "checkpoint_every": 3}
+    # The margin warm-up spans the split too: the resumed steps must get the same margin weights.
+    common = {"lr_schedule": "0:0.1,4:0.01", "checkpoint_every": 3, "margin_warmup_steps": 5}
     training.run_training(_config(max_steps=6, **common), training.new_run_dir(straight, "m", "l"),
                           log=lambda *_: None)
     training.run_training(_config(max_steps=3, **common), training.new_run_dir(split, "m", "l"),
@@ -201,6 +211,19 @@ def test_resume_continues_exactly(tmp_path):
     np.testing.assert_allclose([b[s] for s in (4, 5, 6)], [a[s] for s in (4, 5, 6)], rtol=1e-5)
     lrs = {e["step"]: e["lr"] for e in _log(split) if "lr" in e}
     assert lrs[3] == pytest.approx(0.1) and lrs[4] == pytest.approx(0.01)  # lr here is for the next step
+
+
+def test_margin_warmup_starts_the_loop_near_the_plain_softmax_loss(tmp_path):
+    """At initialisation cos θ ≈ 0 for every class: plain loss ≈ ln 10, while the full AM-Softmax
+    margin lowers the true logit by s·m = 10.5, so the first step's loss tells whether the loop
+    really passes the warm-up weight (1/1000 at step 1) to the head."""
+    first = {}
+    for warmup in (0, 1000):
+        run = training.new_run_dir(tmp_path / f"w{warmup}", "m", "l")
+        training.run_training(_config(max_steps=1, margin_warmup_steps=warmup), run, log=lambda *_: None)
+        first[warmup] = _losses(run)[1]
+    assert first[1000] == pytest.approx(np.log(10), abs=0.3)
+    assert first[0] > first[1000] + 8.0
 
 
 def test_time_limit_stops_with_checkpoint_and_export_then_resume_finishes(tmp_path):
@@ -512,6 +535,72 @@ def test_train_cli_on_tfrecords_validates_on_heldout_identities(tmp_path):
     bad = subprocess.run(args[:-2] + ["--image-size", "112x96", "--output-dir", str(tmp_path / "bad")],
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "manifest.json" in bad.stderr
+
+
+def _shards_with_singletons(tmp_path, people=6, singletons=4):
+    """Shards of ``people`` identities with 3 images each and ``singletons`` with one, 32x32."""
+    import cv2
+    from tfrecords.build import build
+    rng = np.random.default_rng(0)
+    aligned = tmp_path / "aligned"
+    for person in range(people + singletons):
+        (aligned / f"person_{person:02d}").mkdir(parents=True)
+        base = rng.integers(0, 255, (32, 32, 3))
+        for k in range(3 if person < people else 1):
+            img = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+            cv2.imwrite(str(aligned / f"person_{person:02d}" / f"{k}.jpg"), img)
+    return build(aligned, tmp_path / "shards", num_shards=1, workers=1, progress=False, log=lambda *_: None)
+
+
+def test_singletons_as_negatives_never_train_their_class_centres(tmp_path):
+    """--singletons negatives: the single-image identities' columns leave the softmax, so with no
+    weight decay their class centres get no gradient at all, while every other centre moves; their
+    images still train the backbone (as negatives), and accuracy counts only examples with a class."""
+    import tensorflow as tf
+    from training.data import singleton_roles, tfrecord_data
+    from training.state import build_training_state
+    from training.trainer import make_train_step
+    manifest = _shards_with_singletons(tmp_path)
+    single = np.array(manifest["class_counts"]) == 1
+    assert single.sum() == 4 and manifest["num_classes"] == 10
+    config = resolve_config({**TINY, "data": str(tmp_path / "shards"), "singletons": "negatives",
+                             "weight_decay": 0.0, "batch_size": 8, "lr_schedule": "constant", "lr": 0.1,
+                             "mixed_precision": "off", "xla": False})
+    data = tfrecord_data(config.data, config.batch_size, shuffle_buffer=64, seed=0)
+    weights, negatives, line = singleton_roles(config, data)
+    assert weights is None and negatives == single.astype(float).tolist()
+    assert line == "4 single-image identities train as negatives only (entropic open-set loss), loss weight 1; 6 classes"
+    state = build_training_state(config, data.num_classes, data.image_size, 10)
+    strategy = tf.distribute.get_strategy()
+    step = make_train_step(strategy, state.model, state.head, state.optimizer, config, 8, weights, negatives)
+    before = state.head.kernel.numpy().copy()
+    iterator = iter(data.dataset_fn(None, 0))
+    totals = {"classified": 0.0, "correct": 0.0}
+    seen_negative = False
+    for _ in range(6):   # 22 images in batches of 8: every image at least once
+        stats = {k: float(v) for k, v in step(iterator).items()}
+        assert stats["classified"] <= 8 and stats["correct"] <= stats["classified"]
+        seen_negative |= stats["classified"] < 8
+        assert np.isfinite(stats["loss"])
+    assert seen_negative
+    moved = np.abs(state.head.kernel.numpy() - before).max(axis=0)
+    assert np.all(moved[single] == 0.0) and np.all(moved[~single] > 0.0)
+
+
+def test_singleton_settings_need_single_image_identities(tmp_path):
+    from training.data import singleton_roles, synthetic_data, tfrecord_data
+    _shards_with_singletons(tmp_path, people=4, singletons=0)
+    config = resolve_config({**TINY, "data": str(tmp_path / "shards"), "singleton_weight": 0.5})
+    data = tfrecord_data(config.data, 4)
+    with pytest.raises(ValueError, match="--min-images 1"):
+        singleton_roles(config, data)
+    assert singleton_roles(resolve_config({**TINY, "data": str(tmp_path / "shards")}), data) == (None, None, None)
+    with pytest.raises(ValueError, match="need --data"):
+        singleton_roles(_config(singletons="negatives"), synthetic_data(10, (32, 32), 4))
+    with pytest.raises(ValueError, match="--singletons must be classes or negatives"):
+        _config(singletons="ignore")
+    with pytest.raises(ValueError, match="--singleton-weight must be >= 0"):
+        _config(singleton_weight=-1.0)
 
 
 def test_best_is_chosen_on_auc_and_ties_go_to_the_later_step(tmp_path):

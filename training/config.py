@@ -24,12 +24,15 @@ class TrainConfig:
     loss: str = "am_softmax"
     head_options: dict = dataclasses.field(default_factory=dict)  # e.g. {"m": 0.35}; missing -> published
     focal: float = 0.0                   # focal-loss gamma; 0 = plain cross-entropy
+    singletons: str = "classes"          # identities with one training image: classes | negatives
+    singleton_weight: float = 1.0        # loss weight of those identities' images
     embedding_size: int = 512
     image_size: str | None = None        # "HxW"; None -> the manifest's (or 112x96 synthetic)
     batch_size: int = 64                 # per replica; global = batch_size x replicas
     lr: float | None = None              # None -> reference_lr(global batch): 0.1 x global batch / 256
     lr_schedule: str = "reference"      # REFERENCE_LR_SCHEDULE stretched to max_steps
     warmup_steps: int = 0
+    margin_warmup_steps: int = 0         # the margin grows linearly from 0 over these steps; 0 = off
     momentum: float = 0.9
     weight_decay: float = 5e-4
     head_wd_mult: float = 1.0
@@ -271,6 +274,14 @@ def _check(config):
         raise ValueError(f"--epochs must be > 0, got {config.epochs}")
     if config.warmup_steps < 0:
         raise ValueError(f"--warmup-steps must be >= 0, got {config.warmup_steps}")
+    if config.singletons not in ("classes", "negatives"):
+        raise ValueError(f"--singletons must be classes or negatives, not {config.singletons!r}")
+    if not config.singleton_weight >= 0:
+        raise ValueError(f"--singleton-weight must be >= 0, got {config.singleton_weight}")
+    if config.margin_warmup_steps < 0:
+        raise ValueError(f"--margin-warmup-steps must be >= 0, got {config.margin_warmup_steps}")
+    if config.margin_warmup_steps and losses.HEADS[config.loss].margin is None:
+        raise ValueError(f"--margin-warmup-steps needs a margin head; --loss {config.loss} has no margin")
     if not 0 <= config.momentum < 1:
         raise ValueError(f"--momentum must be in [0, 1), got {config.momentum}")
     if config.weight_decay < 0 or config.head_wd_mult < 0:

@@ -118,6 +118,35 @@ def tfrecord_data(data_dir, per_replica_batch, image_size=None, shuffle_buffer=2
                                  f"{augmentation.describe() if augmentation else 'flip only'}")
 
 
+def singleton_roles(config, data):
+    """What --singletons and --singleton-weight make of the classes with one training image.
+
+    Returns ``(class_weights, negative_classes, description)``: float lists [C] for
+    losses.margin_softmax_loss (the loss weight of each class's examples; 1.0 for a class whose
+    examples train only as negatives, else 0), each None when it changes nothing, and a line for the
+    log (None when nothing changes). Raises ValueError when the settings cannot apply to ``data``.
+    """
+    if config.singletons == "classes" and config.singleton_weight == 1.0:
+        return None, None, None
+    if data.manifest is None:
+        raise ValueError("--singletons negatives and --singleton-weight need --data (the synthetic set has "
+                         "no single-image identities)")
+    single = [count == 1 for count in data.manifest["class_counts"]]
+    if not any(single):
+        raise ValueError(f"{data.data_dir}/manifest.json has no identity with one training image, so "
+                         "--singletons/--singleton-weight change nothing; build the shards with "
+                         "`python -m tfrecords.build ... --min-images 1` to keep them")
+    if config.singletons == "negatives" and all(single):
+        raise ValueError(f"{data.data_dir}: every identity has one training image, so --singletons negatives "
+                         "would leave no class to learn")
+    weights = [config.singleton_weight if s else 1.0 for s in single] if config.singleton_weight != 1.0 else None
+    negatives = [1.0 if s else 0.0 for s in single] if config.singletons == "negatives" else None
+    role = "negatives only (entropic open-set loss)" if negatives else "classes"
+    description = (f"{sum(single)} single-image identities train as {role}, loss weight "
+                   f"{config.singleton_weight:g}; {len(single) - sum(single) if negatives else len(single)} classes")
+    return weights, negatives, description
+
+
 def total_steps(config, data, global_batch):
     """--max-steps, or --epochs converted to steps with the dataset's size."""
     if config.max_steps is not None:

@@ -37,11 +37,11 @@ class RunLogger:
         self._reset_window()
 
     def _reset_window(self):
-        self.window = {"loss": 0.0, "correct": 0.0, "cosine_sum": 0.0, "cosine_pairs": 0.0, "steps": 0,
+        self.window = {"loss": 0.0, "correct": 0.0, "classified": 0.0, "cosine_sum": 0.0, "cosine_pairs": 0.0, "steps": 0,
                        "timed_steps": 0, "seconds": 0.0}
 
     def step_done(self, stats, seconds):
-        """stats: the training step's global sums as floats (loss, correct, cosine_sum, cosine_pairs)."""
+        """stats: the training step's global sums as floats (loss, correct, classified, cosine_sum, cosine_pairs)."""
         w = self.window
         if self.first_step_seconds is None:
             self.first_step_seconds = seconds
@@ -50,7 +50,7 @@ class RunLogger:
             w["seconds"] += seconds
             self.timed_steps += 1
             self.timed_seconds += seconds
-        for key in ("loss", "correct", "cosine_sum", "cosine_pairs"):
+        for key in ("loss", "correct", "classified", "cosine_sum", "cosine_pairs"):
             w[key] += stats[key]
         w["steps"] += 1
         self.bar.update(1)
@@ -59,7 +59,8 @@ class RunLogger:
         """Write the window's means (bar, TensorBoard, JSON line), start a new window; returns the means."""
         w = self.window
         ips = self.global_batch * w["timed_steps"] / w["seconds"] if w["timed_steps"] else float("nan")
-        means = {"loss": w["loss"] / w["steps"], "accuracy": w["correct"] / (w["steps"] * self.global_batch),
+        # Accuracy over the examples that have a class (negatives-only examples have none).
+        means = {"loss": w["loss"] / w["steps"], "accuracy": w["correct"] / max(w["classified"], 1.0),
                  "embedding_cosine": w["cosine_sum"] / w["cosine_pairs"] if w["cosine_pairs"] else float("nan"),
                  "images_per_sec": ips}
         self.bar.set_postfix(loss=f"{means['loss']:.4f}", acc=f"{means['accuracy']:.3f}", lr=f"{lr:.3g}",

@@ -85,3 +85,12 @@ def build_lr_schedule(spec, base_lr, total_steps, warmup_steps=0):
     if boundaries[0] != 0 or any(b <= a for a, b in zip(boundaries, boundaries[1:])):
         raise ValueError(f"--lr-schedule steps must start at 0 and increase: {spec!r}")
     return FaceLRSchedule("step", boundaries=boundaries, values=values, warmup_steps=warmup_steps)
+
+
+def margin_warmup_weight(step, warmup_steps):
+    """The margin's weight at optimizer step ``step`` (0-based, a scalar tensor): ``(step + 1) /
+    warmup_steps`` during the first ``warmup_steps`` steps, then 1 (float32). Counted like the lr
+    warm-up and read from the optimizer's step, so a resumed run continues the same ramp."""
+    if warmup_steps <= 0:
+        return ops.convert_to_tensor(1.0, "float32")
+    return ops.minimum((ops.cast(step, "float32") + 1.0) / float(warmup_steps), 1.0)

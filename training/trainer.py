@@ -12,12 +12,13 @@ import losses
 import models
 from training.checkpoints import RunCheckpoints
 from training.config import augmentation
-from training.data import synthetic_data, tfrecord_data, total_steps
+from training.data import singleton_roles, synthetic_data, tfrecord_data, total_steps
 from training.export import export_embedding_model
 from training.hardware import resolve_auto_settings
 from training.guard import TrainingGuard
 from training.logger import RunLogger
 from training.run_dir import write_failure
+from training.schedules import margin_warmup_weight
 from training.state import build_training_state, decayed_variables, peak_lr
 from training.validation import Validation, best_rule, make_bin_validators, make_validator
 
@@ -58,11 +59,14 @@ def different_identity_cosines(x, labels):
     return tf.reduce_sum(tf.matmul(unit, unit, transpose_b=True) * different), tf.reduce_sum(different)
 
 
-def make_train_step(strategy, model, head, optimizer, config, global_batch):
+def make_train_step(strategy, model, head, optimizer, config, global_batch, class_weights=None,
+                    negative_classes=None):
     """A tf.function running one global step from a distributed iterator.
 
-    Returns a dict of global sums: ``loss`` (Σ loss / global_batch, i.e. the mean), ``correct``
-    (predictions without margin that hit the label), ``cosine_sum`` and ``cosine_pairs`` (cosine
+    ``class_weights`` and ``negative_classes`` (float lists [C] or None, training.data.singleton_roles)
+    go to the loss. Returns a dict of global sums: ``loss`` (Σ loss / global_batch, i.e. the mean),
+    ``correct`` (predictions without margin that hit the label), ``classified`` (examples that have a
+    class to hit: all but the negatives-only ones), ``cosine_sum`` and ``cosine_pairs`` (cosine
     between the embeddings of every pair of different-identity images within a replica's batch:
     their mean near 1 means the model maps every face to one direction, see training/guard.py).
     The forward/backward pass is the XLA-compiled part (--xla); applying gradients stays
@@ -72,12 +76,16 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch):
     decayed = decayed_variables(model, head, config.head_wd_mult)
     num_replicas = strategy.num_replicas_in_sync
     scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    class_weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
+    negative_classes = None if negative_classes is None else tf.constant(negative_classes, tf.float32)
 
-    def forward_backward(images, labels):
+    def forward_backward(images, labels, margin_weight):
         with tf.GradientTape() as tape:
             embeddings = model(images, training=True)   # images in [0, 255]: the model scales them
-            logits = head(embeddings, labels)
-            loss = losses.margin_softmax_loss(labels, logits, focal_gamma=config.focal)
+            logits = head(embeddings, labels, margin_weight=margin_weight)
+            loss = losses.margin_softmax_loss(
+                labels, logits, focal_gamma=config.focal, negative_classes=negative_classes,
+                example_weights=None if class_weights is None else tf.gather(class_weights, labels))
             # Gradients are summed over replicas: weight each replica's mean by its share.
             share = tf.cast(tf.shape(labels)[0], tf.float32) / global_batch
             # SGD weight decay adds wd·w to each gradient (through momentum): that is the
@@ -88,9 +96,14 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch):
                 objective = optimizer.scale_loss(objective)
         grads = tape.gradient(objective, variables)
         labels = tf.cast(labels, tf.int32)
-        predicted = tf.argmax(head.class_scores(embeddings), axis=-1, output_type=tf.int32)
-        stats = {"loss": loss * share,
-                 "correct": tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.float32))}
+        scores = head.class_scores(embeddings)
+        classified = tf.ones_like(labels, tf.float32)
+        if negative_classes is not None:   # a negatives-only class is never a prediction nor a target
+            scores -= 1e9 * negative_classes
+            classified -= tf.gather(negative_classes, labels)
+        hits = tf.cast(tf.equal(tf.argmax(scores, axis=-1, output_type=tf.int32), labels), tf.float32)
+        stats = {"loss": loss * share, "correct": tf.reduce_sum(hits * classified),
+                 "classified": tf.reduce_sum(classified)}
         stats["cosine_sum"], stats["cosine_pairs"] = different_identity_cosines(embeddings, labels)
         return grads, stats
 
@@ -98,7 +111,11 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch):
         forward_backward = tf.function(forward_backward, jit_compile=True)
 
     def replica_step(images, labels):
-        grads, stats = forward_backward(images, labels)
+        # --margin-warmup-steps: the margin grows with the optimizer's step (None when off: the head's
+        # plain margin logits, no blend).
+        margin_weight = (margin_warmup_weight(optimizer.iterations, config.margin_warmup_steps)
+                         if config.margin_warmup_steps else None)
+        grads, stats = forward_backward(images, labels, margin_weight)
         optimizer.apply_gradients(zip(grads, variables))
         return stats
 
@@ -141,6 +158,9 @@ def run_training(config, run_dir, strategy=None, log=print):
     for line in resolve_auto_settings(config):   # train.py resolved them already; API callers may not
         log(line)
     _warn_about_settings(config, log)
+    class_weights, negative_classes, singletons = singleton_roles(config, data)
+    if singletons:
+        log(f"singletons: {singletons}")
     with _data_errors_explained(data):
         validator = make_validator(config, data)
     bin_validators = make_bin_validators(config, data.image_size, log)
@@ -164,7 +184,8 @@ def run_training(config, run_dir, strategy=None, log=print):
         log(f"resumed from {checkpoints.restored} at step {start} "
             f"(lr {float(state.schedule(state.optimizer.iterations)):.6g})")
     iterator = iter(strategy.distribute_datasets_from_function(lambda ctx: data.dataset_fn(ctx, start)))
-    train_step = make_train_step(strategy, state.model, state.head, state.optimizer, config, global_batch)
+    train_step = make_train_step(strategy, state.model, state.head, state.optimizer, config, global_batch,
+                                 class_weights, negative_classes)
     logger = RunLogger(run_dir, chief, steps, start, global_batch)
     validate = Validation(validator, state.model, logger, checkpoints.best_val,
                           run_dir / "export" / "best.keras", chief, log, bin_validators=bin_validators)
