@@ -60,7 +60,7 @@ def main(argv=None):
     import tensorflow as tf
 
     import training
-    from training.data import tfrecord_data
+    from training.data import singleton_roles, tfrecord_data
     from training.state import build_training_state
     from training.schedules import margin_warmup_weight
     from training.trainer import different_identity_cosines, make_train_step
@@ -79,7 +79,11 @@ def main(argv=None):
     strategy = tf.distribute.get_strategy()
     state = build_training_state(config, data.num_classes, data.image_size, config.max_steps)
     backbone, head = state.backbone, state.head
-    step_fn = make_train_step(strategy, state.model, head, state.optimizer, config, config.batch_size)
+    # --set singletons=negatives / singleton_weight=W reach the step (and the probe) as in train.py.
+    class_weights, negative_classes, _ = singleton_roles(config, data)
+    step_fn = make_train_step(strategy, state.model, head, state.optimizer, config, config.batch_size,
+                              class_weights, negative_classes)
+    class_weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
 
     # The last layer of each stage: its output is that stage's activation.
     stage_ends = {}
@@ -101,9 +105,12 @@ def main(argv=None):
         with tf.GradientTape() as tape:
             outs = probe_model(scale_images(images), training=True)   # the reader gives raw pixels
             embeddings = outs[-1]
-            # The training step's margin (--set margin_warmup_steps=N ramps it), so the probe's loss is the step's.
+            # The training step's margin and loss settings, so the probe's loss is the step's.
             margin_weight = margin_warmup_weight(state.optimizer.iterations, config.margin_warmup_steps)
-            loss = losses.margin_softmax_loss(labels, head(embeddings, labels, margin_weight=margin_weight))
+            loss = losses.margin_softmax_loss(
+                labels, head(embeddings, labels, margin_weight=margin_weight), focal_gamma=config.focal,
+                negative_classes=negative_classes,
+                example_weights=None if class_weights is None else tf.gather(class_weights, labels))
         grads = tape.gradient(loss, variables)
         grad_of = {id(v): g for v, g in zip(variables, grads)}
         stats = {"loss": loss}

@@ -162,7 +162,7 @@ def test_margin_warmup_weight_ramps_like_the_lr_warmup():
     from training.schedules import margin_warmup_weight
     np.testing.assert_allclose([float(margin_warmup_weight(s, 10)) for s in (0, 4, 9, 50)], [0.1, 0.5, 1.0, 1.0],
                                rtol=1e-6)
-    assert float(margin_warmup_weight(0, 0)) == 1.0   # off: the full margin from the first step
+    assert margin_warmup_weight(0, 0) is None   # off: the head's own margin logits, no blend
 
 
 # -- the loop ----------------------------------------------------------------------------------

@@ -121,10 +121,11 @@ def tfrecord_data(data_dir, per_replica_batch, image_size=None, shuffle_buffer=2
 def singleton_roles(config, data):
     """What --singletons and --singleton-weight make of the classes with one training image.
 
-    Returns ``(class_weights, negative_classes, description)``: float lists [C] for
-    losses.margin_softmax_loss (the loss weight of each class's examples; 1.0 for a class whose
-    examples train only as negatives, else 0), each None when it changes nothing, and a line for the
-    log (None when nothing changes). Raises ValueError when the settings cannot apply to ``data``.
+    Returns ``(class_weights, negative_classes, description)`` for losses.margin_softmax_loss:
+    ``class_weights`` [C], the loss weight of each class's examples; ``negative_classes`` [C], 1.0 for
+    a class whose examples train only as negatives, else 0 (float lists, each None when it changes
+    nothing); and a line for the log (None when nothing changes). Raises ValueError when the settings
+    cannot apply to ``data``.
     """
     if config.singletons == "classes" and config.singleton_weight == 1.0:
         return None, None, None

@@ -90,7 +90,8 @@ def build_lr_schedule(spec, base_lr, total_steps, warmup_steps=0):
 def margin_warmup_weight(step, warmup_steps):
     """The margin's weight at optimizer step ``step`` (0-based, a scalar tensor): ``(step + 1) /
     warmup_steps`` during the first ``warmup_steps`` steps, then 1 (float32). Counted like the lr
-    warm-up and read from the optimizer's step, so a resumed run continues the same ramp."""
+    warm-up and read from the optimizer's step, so a resumed run continues the same ramp. None when
+    ``warmup_steps`` is 0: the head then returns its plain margin logits, without a blend."""
     if warmup_steps <= 0:
-        return ops.convert_to_tensor(1.0, "float32")
+        return None
     return ops.minimum((ops.cast(step, "float32") + 1.0) / float(warmup_steps), 1.0)

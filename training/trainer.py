@@ -111,10 +111,8 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch, clas
         forward_backward = tf.function(forward_backward, jit_compile=True)
 
     def replica_step(images, labels):
-        # --margin-warmup-steps: the margin grows with the optimizer's step (None when off: the head's
-        # plain margin logits, no blend).
-        margin_weight = (margin_warmup_weight(optimizer.iterations, config.margin_warmup_steps)
-                         if config.margin_warmup_steps else None)
+        # --margin-warmup-steps: the margin grows with the optimizer's step (None when off).
+        margin_weight = margin_warmup_weight(optimizer.iterations, config.margin_warmup_steps)
         grads, stats = forward_backward(images, labels, margin_weight)
         optimizer.apply_gradients(zip(grads, variables))
         return stats
