@@ -83,7 +83,6 @@ def main(argv=None):
     class_weights, negative_classes, _ = singleton_roles(config, data)
     step_fn = make_train_step(strategy, state.model, head, state.optimizer, config, config.batch_size,
                               class_weights, negative_classes)
-    class_weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
 
     # The last layer of each stage: its output is that stage's activation.
     stage_ends = {}
@@ -109,8 +108,7 @@ def main(argv=None):
             margin_weight = margin_warmup_weight(state.optimizer.iterations, config.margin_warmup_steps)
             loss = losses.margin_softmax_loss(
                 labels, head(embeddings, labels, margin_weight=margin_weight), focal_gamma=config.focal,
-                negative_classes=negative_classes,
-                example_weights=None if class_weights is None else tf.gather(class_weights, labels))
+                class_weights=class_weights, negative_classes=negative_classes)
         grads = tape.gradient(loss, variables)
         grad_of = {id(v): g for v, g in zip(variables, grads)}
         stats = {"loss": loss}

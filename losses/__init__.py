@@ -11,7 +11,7 @@ import importlib
 _HOMES = {
     "losses.heads": ["HEADS", "HeadEntry", "NormalizedMarginHead", "SoftmaxHead", "build_head", "head_options",
                      "list_heads"],
-    "losses.loss": ["margin_softmax_loss"],
+    "losses.loss": ["drop_negative_classes", "margin_softmax_loss"],
     "losses.margins": ["am_softmax_logits", "arcface_logits", "combined_margin_logits", "sphereface_logits",
                        "sphereface_psi"],
 }

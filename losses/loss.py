@@ -8,12 +8,18 @@ from keras import ops
 _ABSENT_LOGIT = -1e9
 
 
-def margin_softmax_loss(labels, logits, focal_gamma=0.0, example_weights=None, negative_classes=None):
+def drop_negative_classes(logits, negative_classes):
+    """``logits`` [B, C] with the columns where ``negative_classes`` [C] is 1 pushed out of reach:
+    no softmax gives them weight and no argmax picks them."""
+    return ops.cast(logits, "float32") + _ABSENT_LOGIT * ops.cast(negative_classes, "float32")
+
+
+def margin_softmax_loss(labels, logits, focal_gamma=0.0, class_weights=None, negative_classes=None):
     """Mean over the batch of ``w_i · ℓ_i``: float32 ``logits`` [B, C] against int ``labels`` [B].
 
     ℓ is the cross-entropy CE; with ``focal_gamma`` > 0 it is weighted by ``(1 − p)^γ``, p = exp(−CE)
-    the true-class probability (Lin et al.; arcface-pytorch's FocalLoss, γ = 2). ``example_weights``
-    [B] (default 1) scale each example's term; the mean still divides by B.
+    the true-class probability (Lin et al.; arcface-pytorch's FocalLoss, γ = 2). ``class_weights``
+    [C] (default 1) scale the term of each example of that class; the mean still divides by B.
 
     ``negative_classes`` [C] (1.0 for a class whose images train only as negatives, else 0): those
     columns leave every example's softmax, and an example labelled with such a class has no class to
@@ -25,7 +31,7 @@ def margin_softmax_loss(labels, logits, focal_gamma=0.0, example_weights=None, n
     num_classes = ops.shape(logits)[-1]
     if negative_classes is not None:
         negative_classes = ops.cast(negative_classes, "float32")
-        logits = logits + _ABSENT_LOGIT * negative_classes
+        logits = drop_negative_classes(logits, negative_classes)
     log_probs = ops.log_softmax(logits, axis=-1)
     one_hot = ops.one_hot(labels, num_classes, dtype="float32")
     ce = -ops.sum(one_hot * log_probs, axis=-1)
@@ -37,6 +43,6 @@ def margin_softmax_loss(labels, logits, focal_gamma=0.0, example_weights=None, n
         is_negative = ops.take(negative_classes, labels)
         # ce of a negative example is ~1e9 (its own column is absent) but finite: where() drops it.
         ce = ops.where(is_negative > 0, open_set, ce)
-    if example_weights is not None:
-        ce = ce * ops.cast(example_weights, "float32")
+    if class_weights is not None:
+        ce = ce * ops.take(ops.cast(class_weights, "float32"), labels)
     return ops.mean(ce)

@@ -201,11 +201,12 @@ def test_focal_loss_matches_formula_and_gamma_zero_is_cross_entropy():
 
 def test_negatives_only_classes_and_example_weights_match_the_formula():
     """negative_classes: those columns leave every softmax; an example of such a class gets the mean
-    −log softmax over the other classes (entropic open-set loss); example_weights scale the terms."""
+    −log softmax over the other classes (entropic open-set loss); class_weights scale its class's terms."""
     logits = RNG.normal(0, 5, size=(4, 5))
     labels = np.array([0, 3, 1, 4])
     negative = np.array([0.0, 0.0, 0.0, 1.0, 1.0])   # classes 3 and 4: negatives only
-    weights = np.array([1.0, 0.5, 2.0, 0.25])
+    class_weights = np.array([1.0, 2.0, 1.0, 0.5, 0.25])   # per class ...
+    weights = class_weights[labels]                          # ... so per example 1, 0.5, 2, 0.25
 
     def log_softmax(x):
         x = x - x.max()
@@ -216,7 +217,7 @@ def test_negatives_only_classes_and_example_weights_match_the_formula():
         lp = log_softmax(row[:3])   # only the real classes take part
         expected.append(-lp.mean() if label >= 3 else -lp[label])
     got = losses.margin_softmax_loss(tf.constant(labels), tf.constant(logits, tf.float32),
-                                     negative_classes=tf.constant(negative), example_weights=tf.constant(weights))
+                                     negative_classes=tf.constant(negative), class_weights=tf.constant(class_weights))
     np.testing.assert_allclose(float(got), np.mean(weights * np.array(expected)), rtol=1e-5)
     # The open-set term is lowest when every class scores the same: it is then exactly ln 3.
     flat = losses.margin_softmax_loss(tf.constant([3]), tf.constant([[2.0, 2.0, 2.0, 9.0, -9.0]]),

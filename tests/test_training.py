@@ -584,7 +584,6 @@ def test_singletons_as_negatives_never_train_their_class_centres(tmp_path):
     step = make_train_step(strategy, state.model, state.head, state.optimizer, config, 8, weights, negatives)
     before = state.head.kernel.numpy().copy()
     iterator = iter(data.dataset_fn(None, 0))
-    totals = {"classified": 0.0, "correct": 0.0}
     seen_negative = False
     for _ in range(6):   # 22 images in batches of 8: every image at least once
         stats = {k: float(v) for k, v in step(iterator).items()}

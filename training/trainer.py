@@ -83,9 +83,8 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch, clas
         with tf.GradientTape() as tape:
             embeddings = model(images, training=True)   # images in [0, 255]: the model scales them
             logits = head(embeddings, labels, margin_weight=margin_weight)
-            loss = losses.margin_softmax_loss(
-                labels, logits, focal_gamma=config.focal, negative_classes=negative_classes,
-                example_weights=None if class_weights is None else tf.gather(class_weights, labels))
+            loss = losses.margin_softmax_loss(labels, logits, focal_gamma=config.focal,
+                                              class_weights=class_weights, negative_classes=negative_classes)
             # Gradients are summed over replicas: weight each replica's mean by its share.
             share = tf.cast(tf.shape(labels)[0], tf.float32) / global_batch
             # SGD weight decay adds wd·w to each gradient (through momentum): that is the
@@ -99,7 +98,7 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch, clas
         scores = head.class_scores(embeddings)
         classified = tf.ones_like(labels, tf.float32)
         if negative_classes is not None:   # a negatives-only class is never a prediction nor a target
-            scores -= 1e9 * negative_classes
+            scores = losses.drop_negative_classes(scores, negative_classes)
             classified -= tf.gather(negative_classes, labels)
         hits = tf.cast(tf.equal(tf.argmax(scores, axis=-1, output_type=tf.int32), labels), tf.float32)
         stats = {"loss": loss * share, "correct": tf.reduce_sum(hits * classified),
