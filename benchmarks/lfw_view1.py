@@ -45,6 +45,10 @@ def parse_args(argv=None):
                    help="original LFW: images/ plus pairs.txt, pairsDevTest.txt, peopleDevTrain.txt (default: %(default)s)")
     p.add_argument("--work-dir", default="data/lfw_view1", help="shards, runs, logs and results (default: %(default)s)")
     p.add_argument("--aligned-dir", help="aligned crops (default: WORK/aligned; an existing complete folder is reused)")
+    p.add_argument("--image-size", default="112x96", metavar="HxW",
+                   help="crop size, for align_lfw.py and so for the shards and the model: 112x96 (default; "
+                        "SphereFace/CosFace's crop) or 112x112 (insightface's: the same face with 8 px more on "
+                        "each side). A folder aligned at another size is refused: give this size its own --aligned-dir")
     p.add_argument("--losses", nargs="+", default=["am_softmax"],
                    help="one training run per loss, each under --train-minutes (default: %(default)s; "
                         "'am_softmax arcface' compares the two)")
@@ -162,6 +166,7 @@ def check_identities(shards, lfw):
                          f"{sorted(shared_devtest)[:5]}: the View 1 test would not be identity-disjoint")
     view2 = lfw_identities(lfw / "pairs.txt")
     return {"train_identities": len(manifest["labels"]), "train_images": manifest["num_images"],
+            "image_size": "x".join(str(v) for v in manifest["image_size"]),
             "devtest_shared_identities": 0, "view2_identities": len(view2),
             "view2_shared_identities": len(trained & view2)}
 
@@ -237,7 +242,8 @@ def align_and_build(bench):
     """Align every LFW image (resumable), then shards from View 1 DevTrain identities only."""
     args, lfw, py = bench.args, bench.lfw, sys.executable
     bench.stages.run("align", [py, REPO / "align/align_lfw.py", "--input-dir", lfw / "images",
-                               "--output-dir", bench.aligned, "--fallback", "center", "--workers", args.align_workers])
+                               "--output-dir", bench.aligned, "--image-size", args.image_size, "--fallback", "center",
+                               "--workers", args.align_workers])
     align_summary = json.loads((bench.aligned / "align_summary.json").read_text())
     bench.results["align"] = {k: align_summary[k] for k in ("files", "aligned", "fallback", "failed",
                                                             "processed_this_run", "skipped_already_done")}
@@ -392,7 +398,8 @@ def format_table(results):
     pairs_names = [p for p in ("pairsDevTest", "pairs") if any(p in r for r in results["runs"].values())]
     header = {"pairsDevTest": "pairsDevTest acc", "pairs": "pairs.txt acc (overlap)"}
     lines = [
-        f"Data: {d['train_images']} images of {d['train_identities']} LFW peopleDevTrain identities "
+        f"Data: {d['train_images']} images ({d.get('image_size', '112x96')}) of {d['train_identities']} LFW "
+        "peopleDevTrain identities "
         f"(+ held-out validation identities); none in pairsDevTest.txt; {d['view2_shared_identities']} of "
         f"pairs.txt's {d['view2_identities']} identities seen in training or validation.",
         f"Stages: align {stage('align')} ({results['align']['aligned']} aligned, {results['align']['fallback']} "

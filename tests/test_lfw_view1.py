@@ -90,14 +90,17 @@ def test_lfw_view1_pipeline_table_rerun_and_identity_check(lfw_dir, tmp_path):
     assert not (tmp_path / "work2" / "runs").exists()
 
     # One run per backbone (--backbones): own calibration-free schedule, runs named by backbone,
-    # the backbone option passed to train.py, only the asked-for pairs evaluated, the CPU named.
+    # the backbone option passed to train.py, only the asked-for pairs evaluated, the CPU named;
+    # 112x112 crops (--image-size) all the way to the model and its evaluation.
     # (A fresh miniature LFW: the one above now has a leaky pairsDevTest.)
     lfw3 = tmp_path / "lfw3"
     _mini_lfw(lfw_dir, lfw3, train, test)
     multi = _run(lfw3, tmp_path / "work3", "--losses", "am_softmax",
                  "--backbones", "mobilefacenet", "resface20:batch_norm=false", "--eval-pairs", "pairsDevTest",
-                 "--augment-scale", "0", "--augment-rotate", "5", "--seed", "3")
+                 "--augment-scale", "0", "--augment-rotate", "5", "--seed", "3", "--image-size", "112x112")
     assert multi.returncode == 0, multi.stdout[-3000:] + multi.stderr[-3000:]
+    assert json.loads((tmp_path / "work3" / "shards" / "manifest.json").read_text())["image_size"] == [112, 112]
+    assert json.loads((tmp_path / "work3" / "aligned" / "align_config.json").read_text())["image_size"] == [112, 112]
     runs = json.loads((tmp_path / "work3" / "results.json").read_text())["runs"]
     assert set(runs) == {"mobilefacenet-am_softmax", "resface20-batch_norm-false-am_softmax"}
     assert "--backbone-option batch_norm=false" in runs["resface20-batch_norm-false-am_softmax"]["command"]
@@ -107,6 +110,10 @@ def test_lfw_view1_pipeline_table_rerun_and_identity_check(lfw_dir, tmp_path):
     assert all("pairs" not in r and r["pairsDevTest"]["num_pairs"] == 20 for r in runs.values())
     table = (tmp_path / "work3" / "results.md").read_text()
     assert "| resface20:batch_norm=false + am_softmax | off |" in table and "CPU: " in table
+    assert "images (112x112) of 3 LFW peopleDevTrain identities" in table
+    # A folder aligned at 112x96 is refused for 112x112, with the fix named.
+    other = _run(lfw3, tmp_path / "work4", "--aligned-dir", str(work / "aligned"), "--image-size", "112x112")
+    assert other.returncode != 0 and "aligned with other settings" in other.stderr + other.stdout
 
 
 def _script():
