@@ -365,11 +365,11 @@ def test_kill_9_then_resume_continues_the_loss_curve(tmp_path):
     proc = subprocess.Popen(_tiny_cli(killed, *sched), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # A save is complete when the manager's state file names it (ckpt-N.index appears a moment
     # before that: a kill in between rightly resumes from the save before).
-    state_file = killed / "checkpoints" / "checkpoint"
+    import tensorflow as tf
 
     def latest_saved():
-        text = state_file.read_text() if state_file.exists() else ""
-        return int(text.split('model_checkpoint_path: "ckpt-')[1].split('"')[0]) if "model_checkpoint_path" in text else 0
+        latest = tf.train.latest_checkpoint(str(killed / "checkpoints"))   # reads that state file
+        return int(latest.rsplit("-", 1)[1]) if latest else 0
 
     deadline = time.time() + 300
     while time.time() < deadline and latest_saved() < 10:
