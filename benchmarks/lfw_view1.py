@@ -392,8 +392,11 @@ def format_table(results):
         return f"{100 * x:.2f}"
 
     d = results["data"]
-    calibrations = ", ".join(f"{tag if tag != 'all' else ''} {s['calibrated_images_per_sec'] or float('nan'):.1f} img/s "
-                             f"-> {s['max_steps']} steps".strip() for tag, s in results["schedules"].items())
+    def sized(s):   # a run given --max-steps has no calibrated speed: say so instead of "nan img/s"
+        speed = s["calibrated_images_per_sec"]
+        return f"{speed:.1f} img/s -> {s['max_steps']} steps" if speed else f"--max-steps {s['max_steps']}"
+    calibrations = ", ".join(f"{tag if tag != 'all' else ''} {sized(s)}".strip()
+                             for tag, s in results["schedules"].items())
     calib_time = sum(sec for name, sec in results["stages"].items() if name.startswith("calibrate"))
     pairs_names = [p for p in ("pairsDevTest", "pairs") if any(p in r for r in results["runs"].values())]
     header = {"pairsDevTest": "pairsDevTest acc", "pairs": "pairs.txt acc (overlap)"}

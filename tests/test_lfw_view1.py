@@ -141,7 +141,10 @@ def test_backbone_specs_and_a_guard_stopped_run_in_the_table(tmp_path):
     table = script.format_table(results)
     assert "stopped by the collapse guard: training collapsed at step 60 |" in table
     assert "Some CPU, 2 cores" in table
-
+    assert "calibrate 1.0 min (x 10.0 img/s -> 5 steps planned)" in table
+    # A run given --max-steps never calibrated: the table names the flag, not a "nan img/s" speed.
+    results["stages"], results["schedules"] = {}, {"all": {"calibrated_images_per_sec": None, "max_steps": 1230}}
+    assert "calibrate 0.0 min (--max-steps 1230 planned)" in script.format_table(results)
 
 
 def test_head_label_is_what_the_run_trained_with(tmp_path):
