@@ -6,7 +6,8 @@ training options, e.g. ResFace with batch norm; --published for the papers' netw
 training.trainer.make_train_step on one fixed random batch (the data pipeline is not timed).
 
 Variants per backbone: XLA off/on (--xla), precisions (--precisions off,bfloat16) and, with
---stock-layers, Keras' own BatchNormalization/PReLU instead of models/layers.py's fused ones. All
+--stock-layers, Keras' own BatchNormalization/PReLU instead of models/layers.py's fused ones, and with
+--autodiff-prelu, PReLU trained through the select's autodiff instead of its XLA kernels. All
 variants of a backbone are built first, warmed up (tracing / XLA compilation, not timed), then
 timed round-robin one step at a time, so machine drift hits every variant alike. The table gives
 the median ms/step, images/s, the achieved GFLOP/s (a training step = 3 x the backbone's forward
@@ -45,6 +46,9 @@ def parse_args(argv=None):
                              "(default off = fp32)")
     parser.add_argument("--stock-layers", action="store_true",
                         help="add a variant with Keras' own BatchNormalization and PReLU (fp32, no XLA)")
+    parser.add_argument("--autodiff-prelu", action="store_true",
+                        help="add a variant whose PReLU trains through the select's autodiff, without "
+                             "models/layers.py's XLA kernels (fp32, no XLA)")
     parser.add_argument("--published", action="store_true",
                         help="the papers' networks (backbone options {}), not train.py's defaults")
     parser.add_argument("--seed", type=int, default=0)
@@ -82,6 +86,8 @@ def variants(args):
                      {"mixed_precision": precision, "xla": xla}))
     if args.stock_layers:
         rows.append(("fp32, stock BN/PReLU", {"mixed_precision": "off", "xla": False, "stock_layers": True}))
+    if args.autodiff_prelu:
+        rows.append(("fp32, PReLU by autodiff", {"mixed_precision": "off", "xla": False, "autodiff_prelu": True}))
     return rows
 
 

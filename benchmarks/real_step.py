@@ -26,7 +26,8 @@ class RealStep:
 
 
 def make_real_step(backbone, batch_size, image_size, num_classes, *, lr=0.01, xla=False,
-                   mixed_precision="off", backbone_options=None, stock_layers=False, seed=0):
+                   mixed_precision="off", backbone_options=None, stock_layers=False, autodiff_prelu=False,
+                   seed=0):
     """Build train.py's state and step for `backbone` on one random batch of uint8-range images.
 
     image_size: (height, width); lr: constant learning rate (SGD momentum 0.9 and weight decay as
@@ -34,6 +35,8 @@ def make_real_step(backbone, batch_size, image_size, num_classes, *, lr=0.01, xl
     backbone_options: None = what train.py trains by default (models.TRAINING_OPTIONS, e.g. ResFace
     with batch norm); {} = the published network. stock_layers: Keras' own BatchNormalization and
     PReLU instead of models/layers.py's fused ones (the same model, the stock step), to measure them.
+    autodiff_prelu: FastPReLU's select differentiated by TensorFlow's autodiff in training, as it
+    ran before its XLA training kernels, to measure them.
     """
     import keras
     import tensorflow as tf
@@ -50,8 +53,10 @@ def make_real_step(backbone, batch_size, image_size, num_classes, *, lr=0.01, xl
                                                if backbone_options is None else backbone_options))
     strategy = tf.distribute.get_strategy()
     state = build_training_state(config, num_classes, tuple(image_size), 30000)
-    if stock_layers:
-        state = _with_stock_layers(state, config, image_size)
+    if stock_layers or autodiff_prelu:
+        from models.layers import with_stock_layers
+        backbone = with_stock_layers(state.backbone) if stock_layers else _with_autodiff_prelu(state.backbone)
+        state = _with_backbone(state, config, image_size, backbone)
     rng = np.random.default_rng(seed)
     images = rng.uniform(0, 255, (batch_size, *image_size, 3)).astype("float32")   # the model scales
     labels = rng.integers(0, num_classes, batch_size).astype("int32")
@@ -61,12 +66,30 @@ def make_real_step(backbone, batch_size, image_size, num_classes, *, lr=0.01, xl
     return RealStep(state=state, step_fn=step_fn, iterator=iter(data), batch_size=batch_size)
 
 
-def _with_stock_layers(state, config, image_size):
-    from models.layers import with_stock_layers
+def _with_backbone(state, config, image_size, backbone):
+    """The state around another backbone of the same variables (its own optimizer)."""
     from training.export import build_embedding_model
     from training.state import build_optimizer
 
-    backbone = with_stock_layers(state.backbone)
     optimizer = build_optimizer(config, state.schedule, backbone.trainable_variables + state.head.trainable_variables)
     return dataclasses.replace(state, backbone=backbone, model=build_embedding_model(backbone, tuple(image_size)),
                                optimizer=optimizer)
+
+
+def _with_autodiff_prelu(backbone):
+    """A copy of ``backbone`` whose FastPReLU layers train through the select's autodiff (same weights)."""
+    import keras
+
+    from models.layers import FastPReLU
+
+    class AutodiffPReLU(FastPReLU):
+        def call(self, inputs, training=None):
+            return super().call(inputs, training=False)   # the select, whatever the mode
+
+    def clone(layer):
+        cls = AutodiffPReLU if type(layer) is FastPReLU else type(layer)
+        return cls.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(backbone, clone_function=clone)
+    copy.set_weights(backbone.get_weights())
+    return copy

@@ -4,6 +4,9 @@ MobileFaceNet trained ~10x slower with --xla on CPU. This times single layers at
 stage-2 shape (batch 64, 28x24, 128 channels), alternating graph and XLA calls, so the culprit
 shows: XLA's CPU backend has no fast depthwise convolution (TF's graph mode runs oneDNN's), and
 its dense convolutions are slower too, so no split (compiling all but the depthwise layers) wins.
+PReLU is the other way round: TensorFlow's autodiff of it is a chain of element-wise passes, which
+XLA fuses; the PReLU rows show what models/layers.py's FastPReLU gains in training (its forward and
+backward are XLA kernels inside the graph step) against the stock layer and the plain select.
 
     flock /tmp/cpu-heavy.lock .venv/bin/python -m benchmarks.xla_layers
 """
@@ -24,23 +27,31 @@ def main(argv=None):
     import numpy as np
     import tensorflow as tf
 
+    from models.layers import FastPReLU
     from training.hardware import cpu_description
 
     x = tf.constant(np.random.default_rng(0).normal(size=(args.batch_size, 28, 24, 128)).astype("float32"))
-    layers = {"depthwise 3x3, 128 ch": keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False),
-              "pointwise 1x1, 128 -> 128": keras.layers.Conv2D(128, 1, use_bias=False),
-              "dense 3x3, 128 -> 128": keras.layers.Conv2D(128, 3, padding="same", use_bias=False)}
+    def prelu(cls):
+        return cls(alpha_initializer=keras.initializers.Constant(0.25), shared_axes=[1, 2])
+
+    # name -> (layer, training flag of its call)
+    layers = {"depthwise 3x3, 128 ch": (keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False), None),
+              "pointwise 1x1, 128 -> 128": (keras.layers.Conv2D(128, 1, use_bias=False), None),
+              "dense 3x3, 128 -> 128": (keras.layers.Conv2D(128, 3, padding="same", use_bias=False), None),
+              "PReLU, stock Keras (relu(x) - a relu(-x))": (prelu(keras.layers.PReLU), None),
+              "PReLU, one select (FastPReLU, inference)": (prelu(FastPReLU), False),
+              "PReLU, FastPReLU in training (XLA kernels)": (prelu(FastPReLU), True)}
     print(f"# one layer, forward + backward, input [{args.batch_size}, 28, 24, 128] fp32, median of {args.rounds}; "
           f"CPU: {cpu_description()}")
     print("| layer | TF graph ms | XLA ms | XLA time / graph time |")
     print("|---|---:|---:|---:|")
-    for name, layer in layers.items():
+    for name, (layer, training) in layers.items():
         layer.build(x.shape)
 
-        def forward_backward(x, layer=layer):
+        def forward_backward(x, layer=layer, training=training):
             with tf.GradientTape() as tape:
                 tape.watch(x)
-                objective = tf.reduce_sum(tf.square(layer(x)))
+                objective = tf.reduce_sum(tf.square(layer(x, training=training)))
             return tape.gradient(objective, [x] + layer.trainable_variables)
 
         variants = {"graph": tf.function(forward_backward), "xla": tf.function(forward_backward, jit_compile=True)}

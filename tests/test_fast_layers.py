@@ -1,7 +1,7 @@
 """models/layers.py: the fused batch norm and the one-select PReLU against the stock Keras layers.
 
 Forward, gradients (inputs and variables), moving statistics, inference mode; that the fused
-kernel really runs on TensorFlow; checkpoints interchangeable both ways; exports with stock
+kernel and PReLU's XLA training kernels really run on TensorFlow; checkpoints interchangeable both ways; exports with stock
 layers only.
 """
 
@@ -105,15 +105,85 @@ def test_fast_prelu_matches_stock():
         np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-6, err_msg=name)
 
 
+def _prelu_results(layer, x, upstream, training):
+    """Output, d input and d alpha of one traced step (as train.py traces it)."""
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=training)
+            objective = tf.reduce_sum(tf.cast(y, tf.float32) * upstream)
+        return [y] + tape.gradient(objective, [x, layer.alpha])
+    return [tf.cast(t, tf.float32).numpy() for t in step(x)]
+
+
+@pytest.mark.parametrize("shape,shared_axes", [((4, 5, 4, 6), [1, 2]), ((4, 5, 4, 6), None),
+                                               ((4, 5, 4, 6), [1]), ((3, 7), None)])
+def test_fast_prelu_training_kernels_match_stock(shape, shared_axes):
+    """The training path (XLA forward and backward, custom gradient) against the stock layer,
+    alpha broadcast along the shared axes or per element."""
+    rng = np.random.default_rng(5)
+    x = tf.constant(rng.normal(size=shape).astype("float32"))
+    upstream = tf.constant(rng.normal(size=shape).astype("float32"))
+    layers = [cls(shared_axes=shared_axes) for cls in (keras.layers.PReLU, FastPReLU)]
+    for layer in layers:
+        layer.build(x.shape)
+        layer.alpha.assign(rng.normal(0.25, 0.1, layer.alpha.shape).astype("float32") if layer is layers[0]
+                           else layers[0].alpha.numpy())
+    expected, got = (_prelu_results(layer, x, upstream, training=True) for layer in layers)
+    for name, e, g in zip(["output", "d input", "d alpha"], expected, got):
+        assert g.shape == e.shape, name
+        np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_fast_prelu_training_under_bfloat16():
+    """Mixed precision: bfloat16 in and out, alpha a float32 variable; d alpha, a sum over 16,384
+    terms, is the float64 sum of the same bf16 values to within one bfloat16 rounding (2^-9)."""
+    rng = np.random.default_rng(6)
+    shape = (64, 16, 16, 4)
+    x = tf.cast(tf.constant(-rng.uniform(0.5, 1.5, shape).astype("float32")), tf.bfloat16)
+    upstream = tf.constant(rng.uniform(0.5, 1.5, shape).astype("float32"))
+    layer = FastPReLU(alpha_initializer=keras.initializers.Constant(0.25), shared_axes=[1, 2], dtype="mixed_bfloat16")
+    layer.build(shape)
+    y, dx, dalpha = _prelu_results(layer, x, tf.cast(tf.cast(upstream, tf.bfloat16), tf.float32), training=True)
+    x64 = np.float64(np.float32(x.numpy()))
+    g64 = np.float64(np.float32(tf.cast(upstream, tf.bfloat16).numpy()))
+    reference = (g64 * x64).sum(axis=(0, 1, 2)).reshape(1, 1, 4)
+    np.testing.assert_allclose(dalpha, reference, rtol=2.0 ** -9)
+    assert layer.alpha.dtype == "float32" and y.shape == shape
+    np.testing.assert_allclose(dx, np.float32(tf.cast(0.25 * g64, tf.bfloat16)), rtol=1e-2)
+
+
+def test_fast_prelu_xla_kernels_run_in_the_traced_step_only_in_training():
+    """Not only equal: the training step holds the two XLA-compiled kernels; inference the select."""
+    layer = FastPReLU(shared_axes=[1, 2])
+    x = tf.zeros((4, 6, 5, 8))
+    layer.build(x.shape)
+
+    def compiled_functions(training):
+        @tf.function
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                objective = tf.reduce_sum(tf.square(layer(x, training=training)))
+            return tape.gradient(objective, x)
+        library = step.get_concrete_function(x).graph.as_graph_def().library.function
+        return [f for f in library if "_XlaMustCompile" in f.attr and f.attr["_XlaMustCompile"].b]
+
+    assert len(compiled_functions(True)) == 2    # forward and backward
+    assert compiled_functions(False) == []
+
+
 def test_fast_prelu_at_exactly_zero():
     """The one documented difference: at x = 0 the stock expression's input gradient is 0 (relu'(0) = 0
     in both of its terms), the select's is 1; both are subgradients. Output and d alpha agree."""
     x = tf.zeros((1, 2, 2, 3))
-    for cls, expected_dx in ((keras.layers.PReLU, 0.0), (FastPReLU, 1.0)):
+    for cls, training, expected_dx in ((keras.layers.PReLU, False, 0.0), (FastPReLU, False, 1.0),
+                                       (FastPReLU, True, 1.0)):
         layer = cls(alpha_initializer=keras.initializers.Constant(0.25), shared_axes=[1, 2])
         with tf.GradientTape() as tape:
             tape.watch(x)
-            objective = tf.reduce_sum(layer(x))
+            objective = tf.reduce_sum(layer(x, training=training))
         dx, dalpha = tape.gradient(objective, [x, layer.alpha])
         assert np.all(layer(x).numpy() == 0) and np.all(dalpha.numpy() == 0)
         assert np.all(dx.numpy() == expected_dx)
