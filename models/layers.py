@@ -14,9 +14,9 @@ MobileFaceNet's CPU training step (benchmarks/README.md, "Fused batch norm and P
   0, as relu'(0) = 0 in both its terms; here 1; both are subgradients). In training on TensorFlow,
   forward and backward are each one XLA-compiled kernel (``tf.custom_gradient``): TensorFlow's
   autodiff of the select is nine passes over the activation (compare, multiply, select forward;
-  two selects, two multiplies, a sum and an add backward): in MobileFaceNet's step those ops took
-  half the CPU time. One PReLU forward + backward on [64, 28, 24, 128] took 18.1 ms this way against
-  31.7 ms for the select's autodiff and 30.0 ms for the stock layer (Intel Xeon, 2 cores;
+  two selects, two multiplies, a sum and an add backward), which took 47 % of the ops' time in
+  MobileFaceNet's step. One PReLU forward + backward on [64, 28, 24, 128] took 18.1 ms this way
+  against 31.7 ms for the select's autodiff and 30.0 ms for the stock layer (Intel Xeon, 2 cores;
   benchmarks/xla_layers.py). Elsewhere (inference, JAX, PyTorch) the select in ``keras.ops``.
 
 Exports hold only built-in layers (``.keras`` files load with ``safe_mode=True`` anywhere Keras
