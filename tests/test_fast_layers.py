@@ -64,20 +64,23 @@ def test_fused_batch_norm_under_bfloat16_matches_stock():
     np.testing.assert_allclose(fused.moving_variance.numpy(), stock.moving_variance.numpy(), rtol=1e-5)
 
 
+def _traced_step(layer, x, training):
+    """The graph of one forward + backward through `layer`, traced as train.py traces its step."""
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            objective = tf.reduce_sum(tf.square(layer(x, training=training)))
+        return tape.gradient(objective, x)
+    return step.get_concrete_function(x).graph
+
+
 def test_fused_kernel_runs_in_the_traced_step():
     """Not only equal: the fast path is taken (a silent fallback would be equal and slow)."""
     layer = FusedBatchNormalization(momentum=0.9, epsilon=1e-3)
     x = tf.zeros((4, 6, 5, 8))
     layer.build(x.shape)
-
-    @tf.function
-    def step(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            objective = tf.reduce_sum(tf.square(layer(x, training=True)))
-        return tape.gradient(objective, x)
-
-    ops = {op.type for op in step.get_concrete_function(x).graph.get_operations()}
+    ops = {op.type for op in _traced_step(layer, x, training=True).get_operations()}
     assert "FusedBatchNormV3" in ops and "FusedBatchNormGradV3" in ops
     stock = keras.layers.BatchNormalization()
     stock.build(x.shape)
@@ -161,13 +164,7 @@ def test_fast_prelu_xla_kernels_run_in_the_traced_step_only_in_training():
     layer.build(x.shape)
 
     def compiled_functions(training):
-        @tf.function
-        def step(x):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                objective = tf.reduce_sum(tf.square(layer(x, training=training)))
-            return tape.gradient(objective, x)
-        library = step.get_concrete_function(x).graph.as_graph_def().library.function
+        library = _traced_step(layer, x, training).as_graph_def().library.function
         return [f for f in library if "_XlaMustCompile" in f.attr and f.attr["_XlaMustCompile"].b]
 
     assert len(compiled_functions(True)) == 2    # forward and backward
