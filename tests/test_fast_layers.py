@@ -1,8 +1,8 @@
 """models/layers.py: the fused batch norm and the one-select PReLU against the stock Keras layers.
 
 Forward, gradients (inputs and variables), moving statistics, inference mode; that the fused
-kernel and PReLU's XLA training kernels really run on TensorFlow; checkpoints interchangeable both ways; exports with stock
-layers only.
+kernel and PReLU's XLA training kernels really run on TensorFlow; checkpoints interchangeable
+both ways; exports with stock layers only.
 """
 
 import numpy as np
@@ -131,8 +131,9 @@ def test_fast_prelu_training_kernels_match_stock(shape, shared_axes):
     layers = [cls(shared_axes=shared_axes) for cls in (keras.layers.PReLU, FastPReLU)]
     for layer in layers:
         layer.build(x.shape)
-        layer.alpha.assign(rng.normal(0.25, 0.1, layer.alpha.shape).astype("float32") if layer is layers[0]
-                           else layers[0].alpha.numpy())
+    alpha = rng.normal(0.25, 0.1, layers[0].alpha.shape).astype("float32")
+    for layer in layers:
+        layer.alpha.assign(alpha)
     expected, got = (_prelu_results(layer, x, upstream, training=True) for layer in layers)
     for name, e, g in zip(["output", "d input", "d alpha"], expected, got):
         assert g.shape == e.shape, name
