@@ -110,6 +110,9 @@ def build_parser():
 
     g = p.add_argument_group("run directory, checkpoints and validation")
     g.add_argument("--output-dir", metavar="RUN", help="default runs/<UTC time>-<backbone>-<loss>")
+    g.add_argument("--exports", metavar="FORMATS",
+                   help="what RUN/export/ gets at the end, comma-separated from keras, saved_model, onnx "
+                        "(default: all three; keras is required). ONNX can be made later with export_onnx.py")
     g.add_argument("--resume", action="store_true", default=None,
                    help="continue the run in --output-dir (default: the newest run) from its last checkpoint")
     g.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 1000)")

@@ -57,7 +57,7 @@ def _train(shards, run_dir, backbone, **extra):
     config = training.resolve_config({"data": str(shards), "backbone": backbone, "batch_size": BATCH,
                                       "max_steps": STEPS, "log_every": 1, "checkpoint_every": 1000,
                                       "val_every": 1000, "shuffle_buffer": 64, "mixed_precision": "off",
-                                      "xla": "off", **extra})
+                                      "xla": "off", "exports": "keras", **extra})
     summary = training.run_training(config, training.new_run_dir(run_dir, backbone, "am"), log=lambda *_: None)
     log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
     return config, summary, [e["loss"] for e in log if "loss" in e]

@@ -391,7 +391,7 @@ def test_list_labels_are_integers_in_numeric_order_or_names_never_mixed(tmp_path
 
 # ---- training: disk full, damaged checkpoint, truncated .keras ------------------------------------------
 TINY = {"backbone": "mobilefacenet", "image_size": "32x32", "embedding_size": 32, "batch_size": 4,
-        "num_classes": 10, "synthetic_images": 64, "log_every": 1}
+        "num_classes": 10, "synthetic_images": 64, "log_every": 1, "exports": "keras"}
 
 
 def tiny_train_cli(run_dir, *extra):

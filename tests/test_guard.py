@@ -74,7 +74,7 @@ def test_non_finite_weights_are_never_checkpointed():
 TINY_RESFACE = {"backbone": "resface20", "backbone_options": {"batch_norm": False}, "image_size": "32x32",
                 "embedding_size": 32, "batch_size": 8,
                 "num_classes": 8, "synthetic_images": 64, "log_every": 5, "checkpoint_every": 10,
-                "lr_schedule": "constant", "warmup_steps": 0}
+                "lr_schedule": "constant", "warmup_steps": 0, "exports": "keras"}
 
 
 def test_collapsing_run_is_stopped_with_a_message(tmp_path):

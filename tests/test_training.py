@@ -17,12 +17,14 @@ import numpy as np
 import pytest
 
 import training
-from training.config import SYNTHETIC_DEFAULTS, TrainConfig, resolve_config
+from training.config import SYNTHETIC_DEFAULTS, TrainConfig, export_formats, resolve_config
 from training.schedules import build_lr_schedule
 
 REPO = Path(__file__).resolve().parents[1]
+# Only the .keras export: the SavedModel and ONNX exports cost a tiny run more than its training
+# does, so the tests that check them ask for them (train.py's default writes all three).
 TINY = {"backbone": "mobilefacenet", "image_size": "32x32", "embedding_size": 32, "batch_size": 4,
-        "num_classes": 10, "synthetic_images": 64, "log_every": 1}
+        "num_classes": 10, "synthetic_images": 64, "log_every": 1, "exports": "keras"}
 
 
 def _config(**overrides):
@@ -92,6 +94,13 @@ def test_config_errors_name_the_problem(tmp_path):
         resolve_config({"data": "x", "m1": 0.9})
     with pytest.raises(ValueError, match="unknown --loss 'cosine'"):
         resolve_config({"data": "x", "loss": "cosine"})
+    # --exports: keras is what evaluate.py reads, so it cannot be left out; a config file may give a list
+    with pytest.raises(ValueError, match="--exports must include keras"):
+        resolve_config({"exports": "saved_model,onnx"})
+    with pytest.raises(ValueError, match=r"unknown format\(s\) \['tflite'\]"):
+        resolve_config({"exports": "keras,tflite"})
+    assert resolve_config({}).exports == "keras,saved_model,onnx"
+    assert export_formats(["keras", "onnx"]) == export_formats(" keras, onnx ") == ["keras", "onnx"]
 
 
 def test_nonsense_settings_are_refused_before_any_work():
@@ -184,7 +193,8 @@ def test_weight_decay_selects_kernels_only():
 
 def test_synthetic_training_learns_and_exports(tmp_path):
     run = tmp_path / "run"
-    summary = training.run_training(_config(max_steps=30, lr_schedule="constant", lr=0.05, checkpoint_every=30),
+    summary = training.run_training(_config(max_steps=30, lr_schedule="constant", lr=0.05, checkpoint_every=30,
+                                            exports="keras,saved_model,onnx"),
                                     training.new_run_dir(run, "m", "l"), log=lambda *_: None)
     losses = _losses(run)
     assert np.mean([losses[s] for s in range(1, 6)]) > np.mean([losses[s] for s in range(26, 31)]) + 0.5
@@ -193,6 +203,7 @@ def test_synthetic_training_learns_and_exports(tmp_path):
     out = model(np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32"))
     assert tuple(out.shape) == (2, 32)
     assert (Path(summary["exports"]["saved_model"]) / "saved_model.pb").is_file()
+    assert Path(summary["exports"]["onnx"]).stat().st_size > 10_000 and "onnx_error" not in summary["exports"]
     assert list((run / "logs").glob("events.out.tfevents.*"))
 
 
@@ -236,6 +247,8 @@ def test_time_limit_stops_with_checkpoint_and_export_then_resume_finishes(tmp_pa
                                     log=lambda *_: None)
     assert summary["time_limited"] and summary["last_step"] == 1 and summary["steps"] == 4
     assert summary["wall_seconds"] > 0 and (run / "export" / "embedding.keras").is_file()
+    # --exports keras: the .keras file alone
+    assert sorted(p.name for p in (run / "export").iterdir()) == ["embedding.keras"]
     assert sorted(_losses(run)) == [1]
     resumed = training.run_training(_config(resume=True, **common), run, log=lambda *_: None)
     assert resumed["start_step"] == 1 and resumed["last_step"] == 4 and not resumed["time_limited"]
@@ -265,7 +278,8 @@ def test_nan_loss_stops_with_last_good_checkpoint_intact(tmp_path):
 def test_mixed_precision_trains_and_exports_float32(tmp_path, precision):
     import keras
     run = tmp_path / "run"
-    summary = training.run_training(_config(max_steps=3, mixed_precision=precision, checkpoint_every=3),
+    summary = training.run_training(_config(max_steps=3, mixed_precision=precision, checkpoint_every=3,
+                                            exports="keras,onnx"),
                                     training.new_run_dir(run, "m", "l"), log=lambda *_: None)
     assert keras.mixed_precision.global_policy().name == "float32", "policy must not leak"
     assert np.isfinite(summary["final_loss"])

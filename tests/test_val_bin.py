@@ -23,7 +23,7 @@ pytestmark = pytest.mark.real_data
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"backbone": "mobilefacenet", "embedding_size": 32, "batch_size": 4, "max_steps": 4, "val_every": 2,
-        "log_every": 1, "lr_schedule": "constant", "shuffle_buffer": 64}
+        "log_every": 1, "lr_schedule": "constant", "shuffle_buffer": 64, "exports": "keras"}
 
 
 def quiet(*_):

@@ -52,6 +52,7 @@ class TrainConfig:
     augment_rotate: float = 0.0          # random rotation, degrees
     augment_color: float = 0.0           # brightness / contrast / saturation factors in [1 - x, 1 + x]
     output_dir: str | None = None
+    exports: str = "keras,saved_model,onnx"   # what RUN/export/ gets at the end (training/export.py)
     resume: bool = False
     strategy: str = "default"            # default | mirrored | multiworker
     checkpoint_every: int = 1000
@@ -298,6 +299,7 @@ def _check(config):
         raise ValueError(f"--mixed-precision must be auto, off, float16 or bfloat16, not {config.mixed_precision!r}")
     if config.xla not in ("auto", True, False):
         raise ValueError(f"--xla must be auto, on or off, not {config.xla!r}")
+    export_formats(config.exports)
     if config.strategy not in ("default", "mirrored", "multiworker"):
         raise ValueError(f"--strategy must be default, mirrored or multiworker, not {config.strategy!r}")
     augmentation(config)   # its own range checks, with the flag's name
@@ -312,3 +314,20 @@ def _check(config):
     for name in ("checkpoint_every", "log_every", "val_every"):
         if getattr(config, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+
+
+EXPORT_FORMATS = ("keras", "saved_model", "onnx")
+
+
+def export_formats(exports):
+    """"keras,onnx" (or a config file's list) -> ["keras", "onnx"]: the --exports formats, checked.
+    keras is required: evaluate.py, verify.py and export_onnx.py read the .keras file."""
+    items = exports if isinstance(exports, (list, tuple)) else str(exports).split(",")
+    formats = [str(f).strip() for f in items if str(f).strip()]
+    unknown = sorted(set(formats) - set(EXPORT_FORMATS))
+    if unknown:
+        raise ValueError(f"--exports: unknown format(s) {unknown}; valid: {', '.join(EXPORT_FORMATS)}")
+    if "keras" not in formats:
+        raise ValueError(f"--exports must include keras (evaluate.py and export_onnx.py read embedding.keras), "
+                         f"got {exports!r}")
+    return formats

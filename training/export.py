@@ -36,8 +36,9 @@ def save_keras_atomic(model, path):
     return Path(path)
 
 
-def export_embedding_model(model, export_dir):
-    """Write EXPORT/embedding.keras, EXPORT/saved_model/ and EXPORT/embedding.onnx; returns their paths.
+def export_embedding_model(model, export_dir, formats=("keras", "saved_model", "onnx")):
+    """Write EXPORT/embedding.keras and, as ``formats`` asks (train.py --exports), EXPORT/saved_model/
+    and EXPORT/embedding.onnx; returns their paths.
 
     An ONNX conversion that fails does not fail the run (its Keras and SavedModel exports are written
     by then): the error is printed with the command that retries it, and returned as "onnx_error".
@@ -47,15 +48,20 @@ def export_embedding_model(model, export_dir):
     export_dir = Path(export_dir)
     model = with_stock_layers(model)   # once, for every file below
     keras_path = save_keras_atomic(model, export_dir / "embedding.keras")
-    saved = export_dir / "saved_model"
-    with atomic_output(saved) as tmp:
-        model.export(str(tmp), format="tf_saved_model", verbose=False)
-    paths = {"keras": str(keras_path), "saved_model": str(saved)}
+    paths = {"keras": str(keras_path)}
+    if "saved_model" in formats:
+        saved = export_dir / "saved_model"
+        with atomic_output(saved) as tmp:
+            model.export(str(tmp), format="tf_saved_model", verbose=False)
+        paths["saved_model"] = str(saved)
+    if "onnx" not in formats:
+        return paths
     try:
         paths["onnx"] = str(export_onnx(model, export_dir / "embedding.onnx", source=keras_path))
     except Exception as error:  # tf2onnx/onnx raise many types; the run's other exports stand regardless
+        written = ", ".join(paths.values())
         paths["onnx_error"] = f"{type(error).__name__}: {error}"
-        print(f"warning: ONNX export failed ({paths['onnx_error']}); {keras_path} and {saved} are written. "
+        print(f"warning: ONNX export failed ({paths['onnx_error']}); {written} written. "
               f"Retry with: python export_onnx.py --model {keras_path} --output {export_dir / 'embedding.onnx'}",
               file=sys.stderr)
     return paths

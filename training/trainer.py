@@ -11,7 +11,7 @@ import tensorflow as tf
 import losses
 import models
 from training.checkpoints import RunCheckpoints
-from training.config import augmentation
+from training.config import augmentation, export_formats
 from training.data import singleton_roles, synthetic_data, tfrecord_data, total_steps
 from training.export import export_embedding_model
 from training.hardware import resolve_auto_settings
@@ -214,7 +214,8 @@ def run_training(config, run_dir, strategy=None, log=print):
         logger.close()
 
     try:
-        exports = export_embedding_model(state.model, run_dir / "export") if chief else {}
+        exports = (export_embedding_model(state.model, run_dir / "export", export_formats(config.exports))
+                   if chief else {})
     except (OSError, tf.errors.OpError) as error:
         raise write_failure(run_dir, f"the export in {run_dir / 'export'}", error, checkpoints.latest) from None
     summary = {"run_dir": str(run_dir), "steps": steps, "start_step": start, "last_step": last_step,
