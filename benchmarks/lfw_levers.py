@@ -75,6 +75,10 @@ def changed_settings(results, baseline, ignore=()):
             out.append(f"--{k} {flags_a[k]} -> {flags_b[k]}")
         else:
             out.append(f"--{k} {flags_b[k]}" if k in flags_b else f"no --{k}")
+    # The code that trained each (benchmarks.lfw_view1 records it; older results.json files do not).
+    code_a, code_b = (next(iter(r["runs"].values())).get("code") for r in (baseline, results))
+    if code_a and code_b and code_a != code_b:
+        out.append(f"code {'/'.join(map(str, code_a))} -> {'/'.join(map(str, code_b))}")
     return "; ".join(out) or "(baseline)"
 
 
@@ -88,8 +92,12 @@ def lever_row(work, results, baseline):
     base = next(iter(baseline["runs"].values()))
     final, selected = run["pairsDevTest"], run.get("pairsDevTest_selected") or run["pairsDevTest"]
     curve = run.get("heldout_curve") or [[None, float("nan")]]
+    changed = changed_settings(results, baseline)
+    if changed == "(baseline)" and results is not baseline:
+        # Nothing recorded tells them apart (e.g. results.json files that predate the code version).
+        changed = "(the baseline's settings, another run)"
     return {
-        "work_dir": str(work), "changed": changed_settings(results, baseline),
+        "work_dir": str(work), "changed": changed,
         "setting": changed_settings(results, baseline, ignore=("seed",)),
         "seed": int(train_flags(run["command"]).get("seed", results["settings"].get("seed", 0))),
         "steps": run["steps"], "time_limited": run["time_limited"], "epochs": run["epochs"],
@@ -107,7 +115,9 @@ def lever_row(work, results, baseline):
 def seed_means(rows):
     """One entry per setting that was run with two or more seeds (rows whose "setting" is equal): the
     mean pairsDevTest accuracy (final model and best.keras) and AUC over its seeds, the spread
-    (max - min accuracy, points) and the mean's delta against the baseline setting's own mean."""
+    (max - min accuracy, points) and the mean's delta against the baseline setting's own mean.
+    A setting with a seed twice gets no entry: nothing recorded tells those runs apart, so a mean
+    over them would not be a mean over seeds."""
     groups = {}
     for r in rows:
         groups.setdefault(r["setting"], []).append(r)
@@ -116,10 +126,13 @@ def seed_means(rows):
         return sum(r[key][field] for r in group) / len(group)
 
     base = groups[rows[0]["setting"]]
+    if len({r["seed"] for r in base}) < len(base):
+        base = rows[:1]
     base_accuracy = mean(base, "final", "accuracy_mean")
     means = []
     for setting, group in groups.items():
-        if len(group) < 2:
+        seeds = [r["seed"] for r in group]
+        if len(group) < 2 or len(set(seeds)) < len(seeds):
             continue
         accuracies = [r["final"]["accuracy_mean"] for r in group]
         final_accuracy = mean(group, "final", "accuracy_mean")

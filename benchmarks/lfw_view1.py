@@ -93,21 +93,41 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def code_version():
+    """"ffea78b", or "ffea78b+changes" when tracked files differ from that commit: the code a stage ran,
+    so that runs of equal settings made by different code are told apart. None outside a git checkout."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        commit, changes = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+changes" if changes else "")
+
+
 class Stages:
-    """Runs commands with a log file each and keeps every stage's wall time."""
+    """Runs commands with a log file each and keeps every stage's wall time and code version."""
 
     def __init__(self, work):
         self.logs = work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        # Kept across invocations, so a rerun that reuses a stage still reports what it took.
+        # Kept across invocations, so a rerun that reuses a stage still reports what it took and
+        # which code ran it (a resumed training lists each version it ran under).
         self.record = self.logs / "stage_seconds.json"
         self.seconds = json.loads(self.record.read_text()) if self.record.is_file() else {}
+        self.code_record = self.logs / "stage_code.json"
+        self.code = json.loads(self.code_record.read_text()) if self.code_record.is_file() else {}
+        self.version = code_version()
 
     def run(self, name, args, tolerated=()):
         """Run ``args``; an exit code in ``tolerated`` is returned instead of stopping the script."""
         log = self.logs / f"{name}.log"
         shown = " ".join(str(a) for a in args).replace(str(REPO) + "/", "")
         print(f"[{time.strftime('%H:%M:%S')}] {name}: {shown}\n    log: {log}", flush=True)
+        versions = self.code.setdefault(name, [])
+        if not versions or versions[-1] != self.version:
+            versions.append(self.version)
+            write_json_atomic(self.code_record, self.code)
         started = time.perf_counter()
         with open(log, "w") as f:
             code = subprocess.call([str(a) for a in args], stdout=f, stderr=subprocess.STDOUT, cwd=REPO,
@@ -312,6 +332,7 @@ def train_and_evaluate(bench, key, common, schedule, entry):
                      train_wall_seconds=bench.stages.seconds.get(f"train_{key}"))
         return entry
     s = summaries[-1]
+    entry["code"] = bench.stages.code.get(f"train_{key}")   # None for a run trained before it was recorded
     heldout = [e for e in read_jsonl(run / "train_log.jsonl") if e.get("validation") == "heldout"]
     entry.update({"steps": s["last_step"], "planned_steps": s["steps"], "time_limited": s["time_limited"],
                   "images_seen": s["last_step"] * s["global_batch"],
@@ -326,9 +347,14 @@ def train_and_evaluate(bench, key, common, schedule, entry):
     entry["selected_step"] = selected_step
     entry["selected_heldout_accuracy"] = chosen[0]["accuracy_mean"] if chosen else None
     # Both models are reported: the final one, and best.keras (training/validation.py's rule).
+    # best.keras exported at the last step holds the final weights: its evaluation is the final model's.
+    entry["selected_is_final"] = selected_step == entry["steps"]
     for pairs in args.eval_pairs:
         for model, suffix in (("embedding.keras", ""), ("best.keras", "_selected")):
             if suffix and not (run / "export" / model).is_file():
+                continue
+            if suffix and entry["selected_is_final"]:
+                entry[pairs + suffix] = entry[pairs]
                 continue
             out = bench.work / "results" / f"{key}_{pairs}{suffix}.json"
             if out.is_file():
