@@ -78,18 +78,10 @@ def _with_backbone(state, config, image_size, backbone):
 
 def _with_autodiff_prelu(backbone):
     """A copy of ``backbone`` whose FastPReLU layers train through the select's autodiff (same weights)."""
-    import keras
-
-    from models.layers import FastPReLU
+    from models.layers import FastPReLU, with_layer_classes
 
     class AutodiffPReLU(FastPReLU):
         def call(self, inputs, training=None):
             return super().call(inputs, training=False)   # the select, whatever the mode
 
-    def clone(layer):
-        cls = AutodiffPReLU if type(layer) is FastPReLU else type(layer)
-        return cls.from_config(layer.get_config())
-
-    copy = keras.models.clone_model(backbone, clone_function=clone)
-    copy.set_weights(backbone.get_weights())
-    return copy
+    return with_layer_classes(backbone, {FastPReLU: AutodiffPReLU})

@@ -124,16 +124,22 @@ STOCK_CLASS = {FusedBatchNormalization: keras.layers.BatchNormalization, FastPRe
 def with_stock_layers(model):
     """A copy of ``model`` (possibly nesting models) whose fast layers are the stock Keras classes,
     with the same weights: what exports hold. Returns ``model`` itself when it has none."""
-    if not any(type(layer) in STOCK_CLASS for layer in _all_layers(model)):
+    return with_layer_classes(model, STOCK_CLASS)
+
+
+def with_layer_classes(model, classes):
+    """A copy of ``model`` (possibly nesting models) in which each layer whose class is a key of
+    ``classes`` ({class: replacement class}) is rebuilt from its config as the replacement, with the
+    same weights. Returns ``model`` itself when it has no such layer."""
+    if not any(type(layer) in classes for layer in _all_layers(model)):
         return model
 
-    def stock(layer):
+    def rebuild(layer):
         if isinstance(layer, keras.Model):
-            return keras.models.clone_model(layer, clone_function=stock)
-        cls = STOCK_CLASS.get(type(layer), type(layer))
-        return cls.from_config(layer.get_config())
+            return keras.models.clone_model(layer, clone_function=rebuild)
+        return classes.get(type(layer), type(layer)).from_config(layer.get_config())
 
-    copy = keras.models.clone_model(model, clone_function=stock)
+    copy = keras.models.clone_model(model, clone_function=rebuild)
     copy.set_weights(model.get_weights())
     return copy
 
