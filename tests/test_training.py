@@ -224,6 +224,31 @@ def test_resume_continues_exactly(tmp_path):
     assert lrs[3] == pytest.approx(0.1) and lrs[4] == pytest.approx(0.01)  # lr here is for the next step
 
 
+def test_export_never_leaves_a_file_older_than_the_final_model(tmp_path, monkeypatch, capsys):
+    """A failed ONNX conversion, or --exports leaving a format out, removes that format's file from an
+    earlier invocation (it holds older weights) and says so; the .keras file is always written."""
+    import inference.onnx_export
+    import models
+    from training.export import build_embedding_model, export_embedding_model
+
+    model = build_embedding_model(models.build_backbone("mobilefacenet", (32, 32), embedding_size=8), (32, 32))
+    export = tmp_path / "export"
+    (export / "saved_model").mkdir(parents=True)
+    (export / "embedding.onnx").write_bytes(b"older weights")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("converter broke")
+
+    monkeypatch.setattr(inference.onnx_export, "export_onnx", broken)
+    paths = export_embedding_model(model, export, formats=["keras", "onnx"])
+    assert paths["onnx_error"] == "RuntimeError: converter broke"
+    assert sorted(p.name for p in export.iterdir()) == ["embedding.keras"]
+    assert sorted(Path(p).name for p in paths["removed"]) == ["embedding.onnx", "saved_model"]
+    err = capsys.readouterr().err
+    assert "ONNX export failed" in err and "Retry with: python export_onnx.py" in err
+    assert "removed" in err and "--exports keras,onnx leaves it out now" in err
+
+
 def test_margin_warmup_starts_the_loop_near_the_plain_softmax_loss(tmp_path):
     """At initialisation cos θ ≈ 0 for every class: plain loss ≈ ln 10, while the full AM-Softmax
     margin lowers the true logit by s·m = 10.5, so the first step's loss tells whether the loop
@@ -250,8 +275,13 @@ def test_time_limit_stops_with_checkpoint_and_export_then_resume_finishes(tmp_pa
     # --exports keras: the .keras file alone
     assert sorted(p.name for p in (run / "export").iterdir()) == ["embedding.keras"]
     assert sorted(_losses(run)) == [1]
+    # Exports an earlier invocation wrote in formats this one leaves out hold older weights: removed.
+    (run / "export" / "saved_model").mkdir()
+    (run / "export" / "embedding.onnx").write_bytes(b"older weights")
     resumed = training.run_training(_config(resume=True, **common), run, log=lambda *_: None)
     assert resumed["start_step"] == 1 and resumed["last_step"] == 4 and not resumed["time_limited"]
+    assert sorted(p.name for p in (run / "export").iterdir()) == ["embedding.keras"]
+    assert sorted(Path(p).name for p in resumed["exports"]["removed"]) == ["embedding.onnx", "saved_model"]
     assert resumed["images_per_sec"] > 0
     lrs = {e["step"]: e["lr"] for e in _log(run) if "lr" in e}
     assert lrs[2] == pytest.approx(0.1) and lrs[3] == pytest.approx(0.01)

@@ -6,6 +6,7 @@ TensorFlow SavedModel (serving signature) for TF Serving / TFLite users, and as 
 runtimes without TensorFlow.
 """
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -42,6 +43,8 @@ def export_embedding_model(model, export_dir, formats=("keras", "saved_model", "
 
     An ONNX conversion that fails does not fail the run (its Keras and SavedModel exports are written
     by then): the error is printed with the command that retries it, and returned as "onnx_error".
+    A SavedModel or ONNX file from an earlier invocation that this one does not write again is removed
+    (listed under "removed"): it holds older weights than embedding.keras.
     """
     from inference.onnx_export import export_onnx
 
@@ -49,6 +52,17 @@ def export_embedding_model(model, export_dir, formats=("keras", "saved_model", "
     model = with_stock_layers(model)   # once, for every file below
     keras_path = save_keras_atomic(model, export_dir / "embedding.keras")
     paths = {"keras": str(keras_path)}
+    # A format left out now but written by an earlier invocation of this run holds older weights than
+    # embedding.keras: removed (and said), so that no file in export/ disagrees with the final model.
+    for name, stale in (("saved_model", export_dir / "saved_model"), ("onnx", export_dir / "embedding.onnx")):
+        if name not in formats and stale.exists():
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
+            paths.setdefault("removed", []).append(str(stale))
+            print(f"removed {stale}: an earlier invocation wrote it from older weights, and --exports "
+                  f"{','.join(formats)} leaves it out now", file=sys.stderr)
     if "saved_model" in formats:
         saved = export_dir / "saved_model"
         with atomic_output(saved) as tmp:
@@ -59,8 +73,12 @@ def export_embedding_model(model, export_dir, formats=("keras", "saved_model", "
     try:
         paths["onnx"] = str(export_onnx(model, export_dir / "embedding.onnx", source=keras_path))
     except Exception as error:  # tf2onnx/onnx raise many types; the run's other exports stand regardless
-        written = ", ".join(paths.values())
+        written = ", ".join(v for k, v in paths.items() if k != "removed")
         paths["onnx_error"] = f"{type(error).__name__}: {error}"
+        stale = export_dir / "embedding.onnx"
+        if stale.exists():   # an earlier invocation's, from older weights
+            stale.unlink()
+            paths.setdefault("removed", []).append(str(stale))
         print(f"warning: ONNX export failed ({paths['onnx_error']}); {written} written. "
               f"Retry with: python export_onnx.py --model {keras_path} --output {export_dir / 'embedding.onnx'}",
               file=sys.stderr)
