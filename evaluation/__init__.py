@@ -8,6 +8,7 @@ from evaluation.embed import FLIP_MODES, combine_flips, embed_images, embed_path
 from evaluation.metrics import (
     ACCURACY_THRESHOLDS,
     VAL_THRESHOLDS,
+    NonFiniteEmbeddings,
     auc_standard_error,
     l2_normalize,
     roc_points,
@@ -19,6 +20,7 @@ from evaluation.pairs import PairSet, PairsFormatError, read_pairs
 __all__ = [
     "ACCURACY_THRESHOLDS",
     "FLIP_MODES",
+    "NonFiniteEmbeddings",
     "PairSet",
     "PairsFormatError",
     "VAL_THRESHOLDS",

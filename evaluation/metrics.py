@@ -95,6 +95,10 @@ def eer_from_roc(fpr, tpr) -> float:
     return float(fpr[i - 1] + u * (fpr[i] - fpr[i - 1]))
 
 
+class NonFiniteEmbeddings(ValueError):
+    """A model's embeddings hold NaN or Inf (a diverged model): no metric can be computed from them."""
+
+
 def _validate(emb_a, emb_b, issame, folds):
     emb_a = np.asarray(emb_a)
     emb_b = np.asarray(emb_b)
@@ -105,7 +109,7 @@ def _validate(emb_a, emb_b, issame, folds):
     if issame.shape != (len(emb_a),) or folds.shape != (len(emb_a),):
         raise ValueError(f"issame {issame.shape} and folds {folds.shape} must be [{len(emb_a)}]")
     if not (np.all(np.isfinite(emb_a)) and np.all(np.isfinite(emb_b))):
-        raise ValueError("embeddings contain NaN or Inf (did the model diverge?)")
+        raise NonFiniteEmbeddings("embeddings contain NaN or Inf (did the model diverge?)")
     if not np.issubdtype(folds.dtype, np.integer) or (len(folds) and folds.min() < 0):
         raise ValueError("folds must be non-negative integers")
     issame = issame.astype(bool)

@@ -69,6 +69,30 @@ def test_non_finite_weights_are_never_checkpointed():
         _guard().check_finite(5, [good, bad])
 
 
+def test_embeddings_that_overflow_at_a_validation_stop_the_run_as_diverged(tmp_path):
+    """Finite weights whose outputs overflow (the embeddings a validation sees are Inf, NaN once
+    normalised): the run stops as a divergence naming the step and the fix (train.py exit 1, which the
+    LFW benchmark reports as a stopped run), not with the metrics' bare ValueError."""
+    import evaluation
+    from benchmarks.lfw_view1 import guard_stop
+    from training.validation import Validation
+
+    class Overflowing:
+        name = "heldout"
+
+        def __call__(self, model):
+            inf = np.full((4, 8), np.inf, "float32")
+            return evaluation.verification_metrics(inf, inf, np.array([True, False] * 2), np.array([0, 0, 1, 1]))
+
+    with pytest.raises(evaluation.NonFiniteEmbeddings):   # what evaluate.py reports, as before
+        Overflowing()(None)
+    validation = Validation(Overflowing(), None, None, None, None, chief=True, log=lambda *_: None)
+    with pytest.raises(TrainingDiverged, match=r"after step 3 became NaN or Inf on heldout.*lower --lr") as error:
+        validation(3)
+    (tmp_path / "train.log").write_text(f"train: 100%\nerror: {error.value}\n")   # as train.py prints it
+    assert guard_stop(tmp_path / "train.log").startswith("the embeddings of the model after step 3")
+
+
 # The published ResFace20 (no batch norm): what collapses. With training's default batch norm the
 # same run trains (test_same_run_with_batch_norm_is_not_stopped).
 TINY_RESFACE = {"backbone": "resface20", "backbone_options": {"batch_norm": False}, "image_size": "32x32",

@@ -32,6 +32,7 @@ from evaluation.binset import bin_image_loader, bin_pairset, load_bin
 from evaluation.images import decode_rgb, folder_loader
 from evaluation.model_io import make_embed_fn
 from training.export import save_keras_atomic
+from training.guard import TrainingDiverged
 
 
 class Validator:
@@ -151,7 +152,16 @@ class Validation:
 
     def _run(self, validator, step):
         started = time.perf_counter()
-        metrics = validator(self.embedding_model)
+        try:
+            metrics = validator(self.embedding_model)
+        except evaluation.NonFiniteEmbeddings:
+            # Finite weights (the checkpoint guard checked them) whose outputs overflow: a diverged run,
+            # stopped like the guard's divergences (train.py exit 1), not a crash of the validation.
+            raise TrainingDiverged(
+                f"the embeddings of the model after step {step} became NaN or Inf on {validator.name} "
+                f"(its weights are finite, its outputs overflow); training stopped, and the checkpoint of "
+                f"that step holds the diverged model. Start a new run with a lower --lr or with "
+                f"--clip-grad-norm.") from None
         self.log(f"step {step}: validation on {validator.name}: accuracy {metrics['accuracy_mean']:.4f} "
                  f"± {metrics['accuracy_std']:.4f}, VAL {metrics['val']:.4f} at FAR {metrics['far']:.2g} "
                  f"(target 1e-3), AUC {metrics['auc']:.4f} ({time.perf_counter() - started:.1f} s)")
