@@ -49,37 +49,40 @@ def export_embedding_model(model, export_dir, formats=("keras", "saved_model", "
     from inference.onnx_export import export_onnx
 
     export_dir = Path(export_dir)
+    targets = {"saved_model": export_dir / "saved_model", "onnx": export_dir / "embedding.onnx"}
     model = with_stock_layers(model)   # once, for every file below
     keras_path = save_keras_atomic(model, export_dir / "embedding.keras")
-    paths = {"keras": str(keras_path)}
-    # A format left out now but written by an earlier invocation of this run holds older weights than
-    # embedding.keras: removed (and said), so that no file in export/ disagrees with the final model.
-    for name, stale in (("saved_model", export_dir / "saved_model"), ("onnx", export_dir / "embedding.onnx")):
-        if name not in formats and stale.exists():
-            if stale.is_dir():
-                shutil.rmtree(stale)
-            else:
-                stale.unlink()
-            paths.setdefault("removed", []).append(str(stale))
-            print(f"removed {stale}: an earlier invocation wrote it from older weights, and --exports "
-                  f"{','.join(formats)} leaves it out now", file=sys.stderr)
+    paths, removed = {"keras": str(keras_path)}, []
+    for name in targets:
+        if name not in formats:
+            _remove_stale(targets[name], removed, f"--exports {','.join(formats)} leaves it out now")
     if "saved_model" in formats:
-        saved = export_dir / "saved_model"
-        with atomic_output(saved) as tmp:
+        with atomic_output(targets["saved_model"]) as tmp:
             model.export(str(tmp), format="tf_saved_model", verbose=False)
-        paths["saved_model"] = str(saved)
-    if "onnx" not in formats:
-        return paths
-    try:
-        paths["onnx"] = str(export_onnx(model, export_dir / "embedding.onnx", source=keras_path))
-    except Exception as error:  # tf2onnx/onnx raise many types; the run's other exports stand regardless
-        written = ", ".join(v for k, v in paths.items() if k != "removed")
-        paths["onnx_error"] = f"{type(error).__name__}: {error}"
-        stale = export_dir / "embedding.onnx"
-        if stale.exists():   # an earlier invocation's, from older weights
-            stale.unlink()
-            paths.setdefault("removed", []).append(str(stale))
-        print(f"warning: ONNX export failed ({paths['onnx_error']}); {written} written. "
-              f"Retry with: python export_onnx.py --model {keras_path} --output {export_dir / 'embedding.onnx'}",
-              file=sys.stderr)
+        paths["saved_model"] = str(targets["saved_model"])
+    if "onnx" in formats:
+        try:
+            paths["onnx"] = str(export_onnx(model, targets["onnx"], source=keras_path))
+        except Exception as error:  # tf2onnx/onnx raise many types; the run's other exports stand regardless
+            failure = f"{type(error).__name__}: {error}"
+            print(f"warning: ONNX export failed ({failure}); {', '.join(paths.values())} written. "
+                  f"Retry with: python export_onnx.py --model {keras_path} --output {targets['onnx']}",
+                  file=sys.stderr)
+            paths["onnx_error"] = failure
+            _remove_stale(targets["onnx"], removed, "this invocation's ONNX conversion failed")
+    if removed:
+        paths["removed"] = removed
     return paths
+
+
+def _remove_stale(path, removed, why):
+    """Remove ``path`` (a file or folder an earlier invocation exported), if there, saying why and
+    appending it to ``removed``: it holds older weights than the embedding.keras just written."""
+    if not path.exists():
+        return
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+    removed.append(str(path))
+    print(f"removed {path}: an earlier invocation wrote it from older weights, and {why}", file=sys.stderr)

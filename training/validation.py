@@ -155,13 +155,13 @@ class Validation:
         try:
             metrics = validator(self.embedding_model)
         except evaluation.NonFiniteEmbeddings:
-            # Finite weights (the checkpoint guard checked them) whose outputs overflow: a diverged run,
-            # stopped like the guard's divergences (train.py exit 1), not a crash of the validation.
+            # A diverged model whose loss stayed finite (its outputs can overflow while its weights are
+            # finite, so the checkpoint guard need not have seen it): stopped like the guard's
+            # divergences (train.py exit 1), not a crash of the validation.
             raise TrainingDiverged(
-                f"the embeddings of the model after step {step} became NaN or Inf on {validator.name} "
-                f"(its weights are finite, its outputs overflow); training stopped, and the checkpoint of "
-                f"that step holds the diverged model. Start a new run with a lower --lr or with "
-                f"--clip-grad-norm.") from None
+                f"the embeddings of the model after step {step} became NaN or Inf on {validator.name}; "
+                f"training stopped. A checkpoint of that step, or of shortly before it, may hold the "
+                f"diverging model: start a new run with a lower --lr or with --clip-grad-norm.") from None
         self.log(f"step {step}: validation on {validator.name}: accuracy {metrics['accuracy_mean']:.4f} "
                  f"± {metrics['accuracy_std']:.4f}, VAL {metrics['val']:.4f} at FAR {metrics['far']:.2g} "
                  f"(target 1e-3), AUC {metrics['auc']:.4f} ({time.perf_counter() - started:.1f} s)")
