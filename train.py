@@ -44,7 +44,7 @@ def build_parser():
     g.add_argument("--embedding-size", type=int, help="default 512")
     g.add_argument("--backbone-option", action="append", metavar="KEY=VALUE", dest="backbone_options",
                    help="a keyword option of the backbone, repeatable. resface20/resface36: batch_norm=true "
-                        "(default in training: the published batch_norm=false collapses, see README); "
+                        "(default in training: the published batch_norm=false collapses, see docs/training.md); "
                         "lresnet50e_ir: dropout=0.4")
     g.add_argument("--dropout", type=float, help="lresnet50e_ir output dropout (default 0.4)")
     g.add_argument("--loss", help="am_softmax (default), cosface, arcface, sphereface, combined, softmax")
@@ -98,7 +98,8 @@ def build_parser():
                         "choice is printed. Bare flag = float16 (with loss scaling)")
     g.add_argument("--xla", nargs="?", const="on", choices=("auto", "on", "off"),
                    help="compile the forward/backward pass with XLA (jit_compile). auto (default): on for a "
-                        "GPU, off on CPU (slower there for every backbone, see README). Bare flag = on")
+                        "GPU, off on CPU (slower there for every backbone, see docs/experiments/training-speed.md). "
+                        "Bare flag = on")
     g.add_argument("--no-xla", dest="xla", action="store_const", const="off", help="same as --xla off")
     g.add_argument("--collapse-guard", action=B,
                    help="stop a run whose embeddings collapse to one direction or whose loss is stuck "
@@ -169,7 +170,7 @@ def main(argv=None):
         print(f"learning curves: {plot_learning_curves({run_dir.name: run_dir}, run_dir / 'learning_curves.png')}")
     if summary["synthetic"]:
         print("NOTE: this run used SYNTHETIC random data; its accuracy says nothing about faces. "
-              "Train on real data with --data SHARDS (see README).")
+              "Train on real data with --data SHARDS (see docs/training.md).")
     if summary["time_limited"]:
         print(f"stopped by --time-limit {config.time_limit:g} min at step {summary['last_step']} of "
               f"{summary['steps']}; continue with --resume --output-dir {run_dir}")

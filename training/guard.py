@@ -26,7 +26,7 @@ STUCK_STEPS = 50
 STUCK_SPREAD = 1e-5
 
 ADVICE = ("use a backbone with batch norm (resface20/resface36: --backbone-option batch_norm=true, the "
-          "training default), a lower --lr or --warmup-steps; see README, 'When training collapses'")
+          "training default), a lower --lr or --warmup-steps; see docs/training.md, 'When training collapses'")
 
 
 class TrainingDiverged(RuntimeError):

@@ -74,7 +74,8 @@ def gpu_available():
 
 # Backbones whose CPU training step bfloat16 speeds up on a CPU with native bf16: benchmarks/backbone_step.py,
 # batch 64, fused layers, AMD EPYC with AVX512_BF16, alone: resface20 (BN) 1.51x, lresnet50e_ir 1.54x,
-# mobilefacenet 0.88x (its depthwise convolutions and element-wise work gain nothing), README "Speed".
+# mobilefacenet 0.88x (its depthwise convolutions and element-wise work gain nothing);
+# docs/experiments/training-speed.md.
 BF16_FASTER_ON_CPU = {"resface20", "resface36", "lresnet50e_ir"}
 
 

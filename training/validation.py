@@ -17,8 +17,8 @@ often; a rerun of the 577-step LFW benchmark scored 89.3 % at step 291 and again
 keeping the first tie exported a half-trained model 3.4 points worse on pairsDevTest. Why the
 standard error: four LFW View 1 runs with a cosine schedule each chose an earlier model whose AUC was
 higher by less than 0.001, a tenth of what 1,000 pairs can resolve, and those models scored up to 1.4
-points worse on pairsDevTest than the final ones (README, "Choosing best.keras"). A later model (more
-training, a lower lr) wins whatever the noise cannot separate.
+points worse on pairsDevTest than the final ones (docs/experiments/lfw-view1-60min.md, "Choosing best.keras").
+A later model (more training, a lower lr) wins whatever the noise cannot separate.
 """
 
 import pickle
