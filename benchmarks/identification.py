@@ -282,7 +282,7 @@ def main():
     args = parser.parse_args()
 
     from benchmarks.inference_speed import load_engines
-    from benchmarks.lfw_view1 import cpu_name
+    from training.hardware import cpu_description
     from fileio.quiet_tensorflow import quiet_tensorflow
 
     quiet_tensorflow()
@@ -300,7 +300,7 @@ def main():
     keras_path, _, engines = load_engines(args.model, ["fast", "keras", "onnx"], args.onnx)
     model = engines["fast"]
     disjoint = check_disjoint(keras_path, [name for name, _ in people])
-    print(f"model {keras_path}; identities {disjoint}; CPU {cpu_name()}", file=sys.stderr)
+    print(f"model {keras_path}; identities {disjoint}; CPU {cpu_description()}", file=sys.stderr)
     try:
         verification_threshold = model_threshold(model).cosine
     except ThresholdError as error:
@@ -314,7 +314,7 @@ def main():
     for name, count in people:
         images[name] = list(range(index, index + count))
         index += count
-    figures = {"model": str(keras_path), "cpu": cpu_name(), "identities": disjoint,
+    figures = {"model": str(keras_path), "cpu": cpu_description(), "identities": disjoint,
                "embedded_crops": len(aligned), "embed_seconds": embed_seconds,
                "accuracy": accuracy(features, images, people, model, args.splits, args.seed, verification_threshold)}
     figures["search_in_gallery_ms"] = devtest_search_ms(features, images, people, model)

@@ -216,7 +216,7 @@ def main():
     parser.add_argument("--output-dir", help="write inference_speed.json and inference_speed.md (the tables) here")
     args = parser.parse_args()
 
-    from benchmarks.lfw_view1 import cpu_name
+    from training.hardware import cpu_description
     from fileio.quiet_tensorflow import quiet_tensorflow
 
     quiet_tensorflow()
@@ -226,8 +226,8 @@ def main():
     keras_path, keras_model, engines = load_engines(args.model, [] if args.profile_only else args.engines, args.onnx)
     image_size = tuple(keras_model.input_shape[1:3])
     gflop = forward_gflop(keras_model)
-    lines = [f"model {keras_path}: {image_size[0]}x{image_size[1]}, {gflop:.3f} GFLOP per forward image; CPU: {cpu_name()}"]
-    figures = {"model": str(keras_path), "cpu": cpu_name(), "gflop_per_forward_image": gflop,
+    lines = [f"model {keras_path}: {image_size[0]}x{image_size[1]}, {gflop:.3f} GFLOP per forward image; CPU: {cpu_description()}"]
+    figures = {"model": str(keras_path), "cpu": cpu_description(), "gflop_per_forward_image": gflop,
                "batch_size": args.batch_size}
     if not args.profile_only:
         if not args.lfw_pairs:

@@ -74,7 +74,7 @@ def test_embeddings_that_overflow_at_a_validation_stop_the_run_as_diverged(tmp_p
     normalised): the run stops as a divergence naming the step and the fix (train.py exit 1, which the
     LFW benchmark reports as a stopped run), not with the metrics' bare ValueError."""
     import evaluation
-    from benchmarks.lfw_view1 import guard_stop
+    from recipes.lfw_view1 import guard_stop
     from training.validation import Validation
 
     class Overflowing:

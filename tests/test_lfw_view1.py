@@ -1,4 +1,4 @@
-"""benchmarks/lfw_view1.py end to end on a miniature LFW made of real LFW faces: align, DevTrain
+"""recipes/lfw_view1.py end to end on a miniature LFW made of real LFW faces: align, DevTrain
 shards, two 3-step trainings, their evaluations, the table; a rerun reuses every finished stage;
 a pairsDevTest that shares an identity with training is refused."""
 
@@ -39,7 +39,7 @@ def _mini_lfw(lfw_dir, root, train, test):
 
 
 def _run(lfw, work, *extra):
-    args = [sys.executable, "-m", "benchmarks.lfw_view1", "--lfw-dir", str(lfw), "--work-dir", str(work), "--max-steps", "3",
+    args = [sys.executable, "-m", "recipes.lfw_view1", "--lfw-dir", str(lfw), "--work-dir", str(work), "--max-steps", "3",
             "--validations", "1", "--batch-size", "4", "--embedding-size", "16", "--warmup-steps", "0",
             "--val-identities", "2", "--train-minutes", "10", "--align-workers", "1",
             # A small lr: the recipe's 0.2 is sized for batch 128, and at batch 4 ArcFace (s=64) once
@@ -126,7 +126,7 @@ def test_lfw_view1_pipeline_table_rerun_and_identity_check(lfw_dir, tmp_path):
 
 
 def _script():
-    from benchmarks import lfw_view1
+    from recipes import lfw_view1
     return lfw_view1
 
 
@@ -167,14 +167,14 @@ def test_head_label_is_what_the_run_trained_with(tmp_path):
 
 
 def test_lever_table_names_what_changed_and_the_deltas(tmp_path):
-    """benchmarks/lfw_levers.py: the changed settings come from results.json, not from a label."""
-    from benchmarks import lfw_levers
+    """recipes/lfw_levers.py: the changed settings come from results.json, not from a label."""
+    from recipes import lfw_levers
 
     def results(accuracy, selected, command_extra="", **settings):
         evaluation = lambda a: {"accuracy_mean": a, "accuracy_std": 0.02, "auc": 0.95}
         command = ("train.py --data W/shards --backbone mobilefacenet --embedding-size 128 --batch-size 64 "
                    "--loss am_softmax --lr 0.1 --max-steps 1695 --output-dir W/runs/am_softmax" + command_extra)
-        return {"command": "python -m benchmarks.lfw_view1 ...", "cpu": "Some CPU, 2 cores",
+        return {"command": "python -m recipes.lfw_view1 ...", "cpu": "Some CPU, 2 cores",
                 "settings": {"min_images": 2, "lr": 0.1, "work_dir": "W", **settings},
                 "runs": {"am_softmax": {"command": command, "steps": 1695, "time_limited": False, "epochs": 16.7,
                                         "train_wall_seconds": 1474.0, "images_per_sec": 75.0,
@@ -213,7 +213,7 @@ def test_lever_table_names_what_changed_and_the_deltas(tmp_path):
     assert "| --augment-rotate 8.0 | 1, 0 | **89.00 %** | 2.00 | +1.10 (baseline: 2 seeds) | 0.9500 | 89.35 % |" in table
 
     # A second run of the baseline's settings and seed is not a seed repeat: no mean of "seeds 0, 0".
-    # With the code version recorded (benchmarks.lfw_view1 does), it is named as what changed.
+    # With the code version recorded (recipes.lfw_view1 does), it is named as what changed.
     again = results(0.887, 0.887)
     assert lfw_levers.lever_row("B'", again, base)["changed"] == "(the baseline's settings, another run)"
     assert lfw_levers.seed_means([rows[0], lfw_levers.lever_row("B'", again, base)]) == []

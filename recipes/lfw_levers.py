@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """One table of LFW View 1 runs that each change one setting of a baseline run, read from each
-work folder's results.json (written by benchmarks.lfw_view1):
+work folder's results.json (written by recipes.lfw_view1):
 
-    python -m benchmarks.lfw_levers --baseline data/lfw_view1_fused \\
+    python -m recipes.lfw_levers --baseline data/lfw_view1_fused \\
         data/levers/min_images_1 data/levers/augment --output benchmarks/results/lfw_levers
 
 The "changed" column is computed, not typed: the settings (and the train.py command's flags) that
@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.lfw_view1 import parse_args as view1_args
+from recipes.lfw_view1 import parse_args as view1_args
 from fileio import write_json_atomic, write_text_atomic
 
 # Settings that say where files are, not how the model trains; and the two that only size the
@@ -30,7 +30,7 @@ _PLACES = {"lfw_dir", "work_dir", "aligned_dir", "align_workers", "eval_pairs", 
 def read_results(work):
     path = Path(work) / "results.json"
     if not path.is_file():
-        raise SystemExit(f"{path} not found: run `python -m benchmarks.lfw_view1 --work-dir {work} ...` first")
+        raise SystemExit(f"{path} not found: run `python -m recipes.lfw_view1 --work-dir {work} ...` first")
     results = json.loads(path.read_text())
     if len(results["runs"]) != 1:
         raise SystemExit(f"{path} holds {len(results['runs'])} runs; a lever table compares one run per folder "
@@ -75,7 +75,7 @@ def changed_settings(results, baseline, ignore=()):
             out.append(f"--{k} {flags_a[k]} -> {flags_b[k]}")
         else:
             out.append(f"--{k} {flags_b[k]}" if k in flags_b else f"no --{k}")
-    # The code that trained each (benchmarks.lfw_view1 records it; older results.json files do not).
+    # The code that trained each (recipes.lfw_view1 records it; older results.json files do not).
     code_a, code_b = (next(iter(r["runs"].values())).get("code") for r in (baseline, results))
     if code_a and code_b and code_a != code_b:
         out.append(f"code {'/'.join(map(str, code_a))} -> {'/'.join(map(str, code_b))}")

@@ -3,10 +3,10 @@
 run per --losses entry, each under the same wall-time budget) -> evaluate each on pairsDevTest.txt
 (identities disjoint from DevTrain) and pairs.txt (View 2), then print the results table.
 
-    python -m benchmarks.lfw_view1 --lfw-dir ../shared/data/lfw --work-dir data/lfw_view1
+    python -m recipes.lfw_view1 --lfw-dir ../shared/data/lfw --work-dir data/lfw_view1
 
 The defaults are the recipe the README's LFW View 1 section measured best for a 2-core CPU
-(MobileFaceNet, 512-d, AM-Softmax, batch 128, cosine lr from 0.2); benchmarks/lfw_levers.py puts
+(MobileFaceNet, 512-d, AM-Softmax, batch 128, cosine lr from 0.2); recipes/lfw_levers.py puts
 runs that change one setting each into one table.
 
 Every stage runs the user's own command (printed, with its log in WORK/logs/) and is timed
@@ -222,7 +222,7 @@ def main(argv=None):
                              "(images/ and the protocol files)")
     bench = Bench(args, lfw, work, Path(args.aligned_dir).resolve() if args.aligned_dir else work / "aligned",
                   work / "shards", Stages(work), set(),
-                  {"command": "python -m benchmarks.lfw_view1 " + shlex.join(argv or sys.argv[1:]),   # quoted: it can be pasted
+                  {"command": "python -m recipes.lfw_view1 " + shlex.join(argv or sys.argv[1:]),   # quoted: it can be pasted
                    "settings": vars(args), "stages": {}, "runs": {}, "cpu": cpu_description()})
     align_and_build(bench)
     # One run per backbone and loss, each under the same budget, each evaluated. With a single
