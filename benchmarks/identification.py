@@ -1,7 +1,7 @@
 """Face identification on LFW people the model never saw (View 1 DevTest), and per-photo speed of the commands.
 
     flock /tmp/cpu-heavy.lock .venv/bin/python benchmarks/identification.py --model RUN \\
-        --lfw-dir ../shared/data/lfw --aligned-dir data/lfw_aligned --output-dir benchmarks/results
+        --lfw-dir ../shared/data/lfw --aligned-dir data/lfw_aligned --output-dir benchmarks/results/identification
 
 Protocol, after Best-Rowden et al. 2014 ("Unconstrained face recognition: identifying a person of
 interest from a media collection", IEEE TIFS; their LFW benchmark: closed set with a gallery of one
@@ -278,7 +278,8 @@ def main():
                         help="random gallery sizes for the search timing (10^6 x 1,024 floats: 4 GB)")
     parser.add_argument("--speed-photos", type=int, default=60, help="photos for the per-photo timing (0: skip)")
     parser.add_argument("--skip-enroll", action="store_true", help="skip enrolling the gallery from raw photos")
-    parser.add_argument("--output-dir", help="write identification.json and identification.md here")
+    parser.add_argument("--output-dir", help="the experiment's folder (e.g. benchmarks/results/identification): writes results.json "
+                             "and results.md (the tables) there")
     args = parser.parse_args()
 
     from benchmarks.inference_speed import load_engines
@@ -331,9 +332,9 @@ def main():
     if args.output_dir:
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "identification.json").write_text(json.dumps(figures, indent=2, default=float) + "\n")
-        (out / "identification.md").write_text(table + "\n")
-        print(f"wrote {out / 'identification.json'}, {out / 'identification.md'}")
+        (out / "results.json").write_text(json.dumps(figures, indent=2, default=float) + "\n")
+        (out / "results.md").write_text(table + "\n")
+        print(f"wrote {out / 'results.json'}, {out / 'results.md'}")
 
 
 if __name__ == "__main__":

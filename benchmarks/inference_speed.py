@@ -213,7 +213,8 @@ def main():
     parser.add_argument("--num-images", type=int, help="embed only the first N images (the metrics need all)")
     parser.add_argument("--profile", action="store_true", help="also profile the keras and fast graphs per op type")
     parser.add_argument("--profile-only", action="store_true", help="only the profile")
-    parser.add_argument("--output-dir", help="write inference_speed.json and inference_speed.md (the tables) here")
+    parser.add_argument("--output-dir", help="the experiment's folder (e.g. benchmarks/results/inference_speed): "
+                             "writes results.json and results.md (the tables) there")
     args = parser.parse_args()
 
     from training.hardware import cpu_description
@@ -276,9 +277,9 @@ def main():
     if args.output_dir:
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "inference_speed.json").write_text(json.dumps(figures, indent=2) + "\n")
-        (out / "inference_speed.md").write_text("\n".join(lines) + "\n")
-        print(f"wrote {out / 'inference_speed.json'}, {out / 'inference_speed.md'}")
+        (out / "results.json").write_text(json.dumps(figures, indent=2) + "\n")
+        (out / "results.md").write_text("\n".join(lines) + "\n")
+        print(f"wrote {out / 'results.json'}, {out / 'results.md'}")
 
 
 if __name__ == "__main__":

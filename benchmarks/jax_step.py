@@ -57,7 +57,8 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per variant (default 5)")
     parser.add_argument("--lr", type=float, default=0.01, help="constant SGD lr (default 0.01)")
     parser.add_argument("--output", type=Path,
-                        help="also write OUTPUT.json (every round) and OUTPUT.md (the table)")
+                        help="the experiment's folder (e.g. benchmarks/results/jax_step_gpu): also write "
+                             "OUTPUT/results.json (every round) and OUTPUT/results.md (the table)")
     parser.add_argument("--quick", action="store_true",
                         help="sanity run: mobilefacenet, batch 8, fp32 and bfloat16, 100 classes, 2 rounds of 2 steps")
     args = parser.parse_args(argv)
@@ -240,9 +241,10 @@ def main(argv=None):
     print(table)
     if args.output:
         command = "KERAS_BACKEND=jax python -m benchmarks.jax_step " + shlex.join(sys.argv[1:] if argv is None else argv)
-        write_json_atomic(args.output.with_suffix(".json"), {"device": device, "command": command, "rows": rows})
-        write_text_atomic(args.output.with_suffix(".md"), f"{table}\n\nCommand: `{command}`\n")
-        print(f"wrote {args.output.with_suffix('.json')} and {args.output.with_suffix('.md')}")
+        args.output.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(args.output / "results.json", {"device": device, "command": command, "rows": rows})
+        write_text_atomic(args.output / "results.md", f"{table}\n\nCommand: `{command}`\n")
+        print(f"wrote {args.output / 'results.json'} and {args.output / 'results.md'}")
     return rows
 
 

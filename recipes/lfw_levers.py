@@ -15,6 +15,7 @@ smaller than the seed spread.
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -183,8 +184,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--baseline", required=True, help="work folder of the baseline run")
     p.add_argument("levers", nargs="+", metavar="WORK", help="work folders of the runs to compare with it")
-    p.add_argument("--output", help="write OUTPUT.md (the table), OUTPUT.json (every figure) and "
-                                    "OUTPUT_learning_curves.png (each run, named by its work folder)")
+    p.add_argument("--output", help="the experiment's folder (e.g. benchmarks/results/lfw_levers): write "
+                                    "results.md (the table), results.json (every figure) and learning_curves.png "
+                                    "(each run, named by its work folder) there")
     args = p.parse_args(argv)
     works = [args.baseline, *args.levers]
     results = {work: read_results(work) for work in works}
@@ -194,12 +196,15 @@ def main(argv=None):
     table = format_lever_table(rows, means)
     print(table)
     if args.output:
-        write_text_atomic(args.output + ".md", table + "\n")
-        write_json_atomic(args.output + ".json", {"runs": rows, "seed_means": means})
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "results.md", table + "\n")
+        command = "python -m recipes.lfw_levers " + shlex.join(sys.argv[1:] if argv is None else argv)
+        write_json_atomic(out / "results.json", {"command": command, "runs": rows, "seed_means": means})
         from training.curves import plot_learning_curves
         curves = plot_learning_curves({Path(w).name: Path(w) / "runs" / next(iter(results[w]["runs"]))
-                                       for w in works}, args.output + "_learning_curves.png")
-        print(f"\nwrote {args.output}.md, {args.output}.json, {curves}")
+                                       for w in works}, out / "learning_curves.png")
+        print(f"\nwrote {out / 'results.md'}, {out / 'results.json'}, {curves}")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def _train(shards, run_dir, backbone, **extra):
     """train.py --data SHARDS --backbone B with only the run's length, batch and logging set."""
     # Precision and XLA pinned to float32 / off: their `auto` defaults depend on the CPU (bfloat16 for the
     # ResFace/IR nets where it is native), and 48 steps of batch 8 are too few to tell precisions apart;
-    # bfloat16 training of these nets on real faces is measured in benchmarks/results/lfw_view1_backbones.md.
+    # bfloat16 training of these nets on real faces is measured in benchmarks/results/lfw_view1_backbones/results.md.
     config = training.resolve_config({"data": str(shards), "backbone": backbone, "batch_size": BATCH,
                                       "max_steps": STEPS, "log_every": 1, "checkpoint_every": 1000,
                                       "val_every": 1000, "shuffle_buffer": 64, "mixed_precision": "off",
