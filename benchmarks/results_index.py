@@ -53,11 +53,17 @@ def _commit(folder: Path) -> str:
     main = next((folder / n for n in ("results.json", "output.txt", "results.md") if (folder / n).exists()), None)
     try:
         out = subprocess.run(["git", "log", "--follow", "--diff-filter=A", "--format=%h", "--", main.name],
-                             cwd=folder, capture_output=True, text=True, timeout=30)
+                             check=False, cwd=folder, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return "?"
     hashes = out.stdout.split()
     return hashes[-1] if out.returncode == 0 and hashes else "?"
+
+
+def today(command: str) -> str:
+    """A recorded command under today's module paths (the recipes lived in benchmarks/ until they moved)."""
+    command = re.sub(r"benchmarks[./](lfw_view1|lfw_levers)", r"recipes.\1", command)
+    return re.sub(r"^recipes\.(lfw_view1|lfw_levers)\.py", r"python -m recipes.\1", command)
 
 
 def describe(folder: Path) -> dict:
@@ -66,7 +72,7 @@ def describe(folder: Path) -> dict:
     if (folder / "results.json").exists():
         data = json.loads((folder / "results.json").read_text(encoding="utf-8"))
         if isinstance(data, dict):
-            row["command"] = data.get("command", "")
+            row["command"] = today(data.get("command", ""))
             row["machine"] = data.get("cpu") or data.get("device") or ""
             if not row["machine"] and isinstance(data.get("runs"), list) and data["runs"]:
                 row["machine"] = data["runs"][0].get("cpu", "")
@@ -92,7 +98,8 @@ def format_index(rows: list[dict]) -> str:
              "The manual quotes these figures with their commands: [docs/results.md](../../docs/results.md).",
              "Regenerate this index with `python -m benchmarks.results_index`. *commit*: the commit that",
              "recorded the folder's results (the code measured is that commit's or an earlier one); a command",
-             "left blank was not recorded in the output (the page quoting the figure gives it).", "",
+             "left blank was not recorded in the output (the page quoting the figure gives it). Commands are shown",
+             "under today's module paths: the recipes ran as `benchmarks.lfw_view1` before they moved to `recipes/`.", "",
              "| experiment | command | commit | CPU / device | headline figure |", "|---|---|---|---|---|"]
     for r in rows:
         command = f"`{r['command']}`" if r["command"] else ""

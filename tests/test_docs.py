@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+PAGES = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", ROOT / "benchmarks" / "results" / "README.md",
+         *sorted((ROOT / "docs").rglob("*.md"))]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
@@ -233,3 +234,33 @@ def test_flags_named_in_prose_exist(page):
 
 # Flags of tools that are not this project's commands (pytest's, in the testing page).
 PROSE_FLAGS_OF_OTHER_TOOLS = {"--maxprocesses", "--dist"}
+
+
+# --- results ------------------------------------------------------------------------------------------
+
+RESULT_PATH = re.compile(r"benchmarks/results/([A-Za-z0-9_{},]+)/([A-Za-z0-9_.{},]*)")
+
+
+def _expand(text: str) -> list[str]:
+    m = re.search(r"\{([^{}]*)\}", text)
+    if not m:
+        return [text]
+    return [x for alt in m.group(1).split(",") for x in _expand(text[:m.start()] + alt + text[m.end():])]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_result_files_the_docs_name_exist(page):
+    """`benchmarks/results/EXPERIMENT/FILE` (brace lists expanded) names a folder and file that exist."""
+    missing = []
+    for folder, name in RESULT_PATH.findall(page.read_text(encoding="utf-8")):
+        for path in _expand(f"{folder}/{name.rstrip('.')}"):
+            if not (ROOT / "benchmarks" / "results" / path).exists():
+                missing.append(path)
+    assert not missing, f"{page.relative_to(ROOT)} names missing results: {missing}"
+
+
+def test_results_index_lists_every_experiment():
+    from benchmarks.results_index import experiment_folders
+    index = (ROOT / "benchmarks" / "results" / "README.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\| \[([^\]]+)\]\(", index, re.MULTILINE))
+    assert listed == {folder.name for folder in experiment_folders()}, "rerun python -m benchmarks.results_index"
