@@ -56,6 +56,8 @@ def parse_args(argv=None):
                              "ResFace20 without BN collapses within a few steps on one repeated random batch)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per row first (default 3)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per row (default 5)")
+    parser.add_argument("--tf-rows", default="graph,xla,stock",
+                        help="TensorFlow rows to measure, comma-separated (default: %(default)s)")
     parser.add_argument("--quick", action="store_true",
                         help="sanity run: batch 8, 1 warm-up + 2 timed steps, no torch.compile")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
@@ -82,6 +84,9 @@ def parse_args(argv=None):
     if args.quick:
         args.batch_size, args.warmup, args.steps, args.no_compile = 8, 1, 2, True
         args.profile_steps = min(args.profile_steps, 2)
+    args.tf_rows = [n.strip() for n in args.tf_rows.split(",") if n.strip()]
+    if not args.tf_rows or set(args.tf_rows) - {row[2] for row in TF_ROWS}:
+        parser.error(f"--tf-rows {','.join(args.tf_rows)}: choose from {','.join(row[2] for row in TF_ROWS)}")
     args.backbones = [n.strip() for n in args.backbones.split(",") if n.strip()]
     args.trace_backbones = [n.strip() for n in args.trace_backbones.split(",") if n.strip()]
     unknown = [n for n in args.backbones + args.trace_backbones if n not in TWINS]
@@ -378,13 +383,13 @@ def main_table(args):
     for backbone in args.backbones:
         print(f"{backbone}: starting workers", flush=True)
         workers = {"tf": Worker("tf", sys.executable, f"tf/{backbone}")}
-        rows = list(TF_ROWS)
+        rows = [row for row in TF_ROWS if row[2] in args.tf_rows]
         torch_modes = [] if args.no_torch else ["eager"] + ([] if args.no_compile else ["compile"])
         if torch_modes:
             workers["torch"] = Worker("torch", args.torch_python, f"torch/{backbone}")
             rows += [row for row in TORCH_ROWS if row[2] in torch_modes]
         try:
-            info = {"tf": workers["tf"].request("setup", **setup_request(args, backbone, [r[2] for r in TF_ROWS]))}
+            info = {"tf": workers["tf"].request("setup", **setup_request(args, backbone, [r[2] for r in rows]))}
             if torch_modes:
                 info["torch"] = workers["torch"].request("setup", **setup_request(args, backbone, torch_modes))
             print_params(backbone, info)

@@ -74,6 +74,10 @@ def main(argv=None):
         key, _, value = item.partition("=")
         cli[key.replace("-", "_")] = yaml.safe_load(value)
     config = training.resolve_config(cli)
+    from training.hardware import resolve_auto_settings
+
+    for line in resolve_auto_settings(config):  # --mixed-precision/--xla auto, as train.py resolves them
+        print(line)
     keras.utils.set_random_seed(config.seed)
     data = tfrecord_data(config.data, config.batch_size, shuffle_buffer=config.shuffle_buffer, seed=config.seed)
     strategy = tf.distribute.get_strategy()

@@ -1,0 +1,179 @@
+"""Every benchmark script end to end on tiny inputs, so a renamed function or flag cannot break one
+unseen (issue 30: inference_speed.py and identification.py once failed at start). Sizes are the
+smallest each script accepts: these check that a script runs and writes its figures, not the figures.
+
+In-process (one TensorFlow import for the file) wherever the script allows. Not here: benchmarks/jax_step.py
+runs on Keras' JAX backend, chosen at import (tests/test_jax_step.py runs it where JAX is installed);
+train_speed.py's PyTorch rows need torch in .venv-bench; the recipes (recipes/) are run by
+tests/test_lfw_view1.py. About two minutes of CPU in one process on 2 cores (train_speed's worker
+processes the most, 28 s), so half that on the suite's two workers.
+"""
+
+import importlib
+import inspect
+import json
+import sys
+
+import pytest
+
+from inference_helpers import embedding_model
+
+
+def run_main(module_name, argv, monkeypatch):
+    """Call the script's main with argv (through sys.argv when main takes no arguments); its exit code."""
+    module = importlib.import_module(module_name)
+    if inspect.signature(module.main).parameters:
+        return module.main(argv)
+    monkeypatch.setattr(sys, "argv", [module_name, *argv])
+    return module.main()
+
+
+@pytest.fixture(scope="module")
+def aligned(tmp_path_factory):
+    """A synthetic aligned folder: 6 identities x 4 smooth random 112x96 JPEGs (build_memory's maker)."""
+    from benchmarks.build_memory import make_synthetic_aligned
+
+    root = tmp_path_factory.mktemp("bench") / "aligned"
+    make_synthetic_aligned(root, 24, per_identity=4, pool=24)
+    return root
+
+
+@pytest.fixture(scope="module")
+def shards(aligned, tmp_path_factory):
+    """Shards of the aligned folder with two held-out identities (training_dynamics validates on their pairs)."""
+    from tfrecords.build import build
+
+    out = tmp_path_factory.mktemp("bench") / "shards"
+    build(str(aligned), str(out), num_shards=2, val_identities=2, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_run(tmp_path_factory):
+    """RUN/export/best.keras: a small MobileFaceNet with random weights (inference_helpers)."""
+    run = tmp_path_factory.mktemp("bench") / "run"
+    (run / "export").mkdir(parents=True)
+    embedding_model("mobilefacenet", (112, 96), 64, seed=0).save(run / "export" / "best.keras")
+    return run
+
+
+def test_results_index(tmp_path, capsys):
+    from benchmarks import results_index
+
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "results.json").write_text(json.dumps(
+        {"command": "python -m benchmarks.lfw_view1 --lfw-dir L", "cpu": "Some CPU",
+         "runs": {"am_softmax": {"pairsDevTest": {"accuracy_mean": 0.9, "accuracy_std": 0.01}}}}))
+    assert results_index.main(["--results-dir", str(tmp_path)]) == 0
+    index = (tmp_path / "README.md").read_text()
+    assert "python -m recipes.lfw_view1 --lfw-dir L" in index and "Some CPU" in index
+    assert "am_softmax: pairsDevTest 90.00 ± 1.00 %" in index
+
+
+def test_verification_speed(monkeypatch, capsys):
+    run_main("benchmarks.verification_speed", ["--repeats", "1", "--backbone", ""], monkeypatch)
+    assert "ms" in capsys.readouterr().out
+
+
+def test_xla_layers(monkeypatch, capsys):
+    run_main("benchmarks.xla_layers", ["--batch-size", "2", "--rounds", "1"], monkeypatch)
+    assert "XLA" in capsys.readouterr().out
+
+
+def test_backbone_step(monkeypatch, capsys):
+    run_main("benchmarks.backbone_step", ["--backbones", "mobilefacenet", "--batch-size", "2", "--num-classes", "8",
+                                          "--steps", "1", "--warmup", "1", "--precisions", "off"], monkeypatch)
+    assert "mobilefacenet" in capsys.readouterr().out
+
+
+def test_input_pipeline(aligned, shards, monkeypatch, capsys):
+    run_main("benchmarks.input_pipeline", ["--aligned", str(aligned), "--shards", str(shards), "--batch-size", "4",
+                                           "--seconds", "0.2", "--rounds", "1", "--train-steps", "0"], monkeypatch)
+    assert "make_train_dataset" in capsys.readouterr().out
+
+
+def test_recordio_import(aligned, tmp_path, monkeypatch, capsys):
+    run_main("benchmarks.recordio_import", ["--aligned-dir", str(aligned), "--records", "24", "--work-dir",
+                                            str(tmp_path), "--workers", "1", "--repeats", "1"], monkeypatch)
+    assert "records/s" in capsys.readouterr().out
+
+
+def test_training_dynamics(shards, tmp_path, monkeypatch):
+    out = tmp_path / "probes.jsonl"
+    run_main("benchmarks.training_dynamics", ["--data", str(shards), "--backbone", "mobilefacenet", "--batch-size",
+                                              "4", "--steps", "2", "--probe-every", "1", "--output", str(out)],
+             monkeypatch)
+    assert out.read_text().strip()
+
+
+def _pairs_file(aligned, path):
+    from fileio import format_generic_pairs
+
+    names = sorted(p.name for p in aligned.iterdir() if p.is_dir())
+    files = {n: sorted(f.name for f in (aligned / n).iterdir()) for n in names}
+    same = [(f"{n}/{files[n][0]}", f"{n}/{files[n][1]}", True) for n in names]
+    different = [(f"{a}/{files[a][0]}", f"{b}/{files[b][0]}", False) for a, b in zip(names, names[1:] + names[:1])]
+    path.write_text(format_generic_pairs(same + different))
+    return path
+
+
+def test_inference_speed(model_run, aligned, tmp_path, monkeypatch, capsys):
+    pairs = _pairs_file(aligned, tmp_path / "pairs.txt")
+    out = tmp_path / "inference_speed"
+    run_main("benchmarks.inference_speed", ["--model", str(model_run), "--lfw-pairs", str(pairs), "--lfw-dir",
+                                            str(aligned), "--engines", "keras", "fast", "--batch-size", "4",
+                                            "--chunk", "4", "--output-dir", str(out)], monkeypatch)
+    figures = json.loads((out / "results.json").read_text())
+    assert set(figures["engines"]) == {"keras", "fast"} and (out / "results.md").is_file()
+
+
+def test_identification(model_run, tmp_path, monkeypatch):
+    """A miniature LFW: peopleDevTest.txt of 52 people with two images (the script's 50-person gallery needs
+    50) and two with one (the impostors), random crops."""
+    import cv2
+    import numpy as np
+
+    lfw, crops = tmp_path / "lfw", tmp_path / "aligned"
+    people = {**{f"Person_{k:02d}": 2 for k in range(52)}, "Single_A": 1, "Single_B": 1}
+    lfw.mkdir()
+    (lfw / "peopleDevTest.txt").write_text(f"{len(people)}\n" + "".join(f"{n}\t{c}\n" for n, c in people.items()))
+    rng = np.random.default_rng(0)
+    for name, count in people.items():
+        (crops / name).mkdir(parents=True)
+        for i in range(1, count + 1):
+            cv2.imwrite(str(crops / name / f"{name}_{i:04d}.jpg"), rng.integers(0, 256, (112, 96, 3), dtype=np.uint8))
+    out = tmp_path / "identification"
+    run_main("benchmarks.identification", ["--model", str(model_run), "--lfw-dir", str(lfw), "--aligned-dir",
+                                           str(crops), "--splits", "1", "--search-sizes", "50", "--speed-photos", "0",
+                                           "--skip-enroll", "--output-dir", str(out)], monkeypatch)
+    figures = json.loads((out / "results.json").read_text())
+    assert figures["accuracy"]["gallery"] == 52 and (out / "results.md").is_file()
+
+
+@pytest.mark.slow
+def test_build_memory(tmp_path, monkeypatch, capsys):
+    """Two builder processes under /usr/bin/time (the script's way of measuring peak RSS)."""
+    import shutil
+
+    if not shutil.which("time") and not __import__("pathlib").Path("/usr/bin/time").exists():
+        pytest.skip("needs /usr/bin/time, as the script says")
+    run_main("benchmarks.build_memory", ["--sizes", "20", "40", "--workdir", str(tmp_path), "--workers", "1"],
+             monkeypatch)
+    assert "RSS" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_train_speed_tensorflow_rows(monkeypatch, capsys):
+    """The TF graph row only: the PyTorch rows need torch in .venv-bench (not installed for the tests), and the
+    XLA and stock-layer rows add a minute of compiling on 2 cores."""
+    run_main("benchmarks.train_speed", ["--quick", "--no-torch", "--backbones", "mobilefacenet", "--tf-rows", "graph"],
+             monkeypatch)
+    assert "mobilefacenet" in capsys.readouterr().out
+
+
+@pytest.mark.real_data
+def test_align_speed(lfw_dir, monkeypatch, capsys):
+    run_main("benchmarks.align_speed", ["--lfw-dir", str(lfw_dir), "--plain-images", "2", "--pipeline-images", "4",
+                                        "--workers", "1"], monkeypatch)
+    assert "img/s" in capsys.readouterr().out
+
