@@ -16,7 +16,19 @@ from align.image_io import ImageError, read_image_rgb
 from align.report import load_report
 
 __all__ = [
-    "REFERENCE_LANDMARKS", "reference_landmarks", "align_face", "estimate_transform", "fallback_landmarks",
-    "FaceDetector", "Face", "pick_face", "DEFAULT_MIN_FACE_SIZE", "DEFAULT_THRESHOLDS",
-    "align_folder", "AlignError", "read_image_rgb", "ImageError", "load_report",
+    "DEFAULT_MIN_FACE_SIZE",
+    "DEFAULT_THRESHOLDS",
+    "REFERENCE_LANDMARKS",
+    "AlignError",
+    "Face",
+    "FaceDetector",
+    "ImageError",
+    "align_face",
+    "align_folder",
+    "estimate_transform",
+    "fallback_landmarks",
+    "load_report",
+    "pick_face",
+    "read_image_rgb",
+    "reference_landmarks",
 ]

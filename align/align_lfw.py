@@ -20,10 +20,10 @@ import sys
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from align.detector import DEFAULT_MIN_FACE_SIZE, DEFAULT_SCALE_FACTOR, DEFAULT_THRESHOLDS  # noqa: E402
-from align.folder import AlignError, align_folder, available_cores, format_summary  # noqa: E402
-from align.image_io import DEFAULT_MAX_MEGAPIXELS, MB_PER_MEGAPIXEL  # noqa: E402
-from fileio import parse_image_size  # noqa: E402
+from align.detector import DEFAULT_MIN_FACE_SIZE, DEFAULT_SCALE_FACTOR, DEFAULT_THRESHOLDS
+from align.folder import AlignError, align_folder, available_cores, format_summary
+from align.image_io import DEFAULT_MAX_MEGAPIXELS, MB_PER_MEGAPIXEL
+from fileio import parse_image_size
 
 
 def _image_size(text: str):
@@ -58,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-face-size", type=int, default=DEFAULT_MIN_FACE_SIZE,
                         help=f"smallest face searched, pixels (default {DEFAULT_MIN_FACE_SIZE}, as MTCNN's authors)")
     parser.add_argument("--thresholds", type=_thresholds, default=list(DEFAULT_THRESHOLDS),
-                        help="P,R,O-Net face probability thresholds (default %s: MTCNN's authors and facenet; "
-                             "insightface uses 0.6,0.7,0.8/0.9)" % ",".join(map(str, DEFAULT_THRESHOLDS)))
+                        help="P,R,O-Net face probability thresholds (default {}: MTCNN's authors and facenet; "
+                             "insightface uses 0.6,0.7,0.8/0.9)".format(",".join(map(str, DEFAULT_THRESHOLDS))))
     parser.add_argument("--scale-factor", type=float, default=DEFAULT_SCALE_FACTOR,
                         help=f"image pyramid step (default {DEFAULT_SCALE_FACTOR})")
     parser.add_argument("--fallback", choices=("none", "center"), default="none",

@@ -26,8 +26,8 @@ def write_contact_sheet(records: list, output_dir, path, template, count: int = 
         if crop is None:
             continue
         tile = crop.copy()
-        eye_row = int(round(template[:2, 1].mean()))
-        mouth_row = int(round(template[3:, 1].mean()))
+        eye_row = round(template[:2, 1].mean())
+        mouth_row = round(template[3:, 1].mean())
         for row in (eye_row, mouth_row):
             tile[row, ::2] = (0, 255, 0)  # dotted, so the face under it stays visible
         if record["status"] == "fallback":
@@ -41,6 +41,6 @@ def write_contact_sheet(records: list, output_dir, path, template, count: int = 
     for i, tile in enumerate(tiles):
         y, x = (i // columns) * (height + 2), (i % columns) * (width + 2)
         sheet[y:y + height, x:x + width] = tile
-    ok, data = cv2.imencode(".png", sheet)
+    _ok, data = cv2.imencode(".png", sheet)
     write_bytes_atomic(path, data.tobytes())
     return str(path)

@@ -10,7 +10,6 @@ import numpy as np
 
 from fileio import jpeg_damage, write_bytes_atomic
 
-
 # Measured (MTCNN on one CPU thread): detection takes about 100 MB of memory per megapixel, on top
 # of ~0.7 GB for TensorFlow and the networks; 25 MP (a 24 MP camera, a 12 MP phone) stays near 3 GB.
 DEFAULT_MAX_MEGAPIXELS = 25.0

@@ -8,7 +8,7 @@ centred crop at the LFW median face position, and warp it onto the template (`al
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
@@ -29,13 +29,13 @@ class AlignedImage(NamedTuple):
     """
 
     status: str
-    reason: Optional[str]
-    detail: Optional[str]
-    crop: Optional[np.ndarray]
-    landmarks: Optional[np.ndarray]
-    box: Optional[np.ndarray]
-    score: Optional[float]
-    faces: Optional[int]
+    reason: str | None
+    detail: str | None
+    crop: np.ndarray | None
+    landmarks: np.ndarray | None
+    box: np.ndarray | None
+    score: float | None
+    faces: int | None
     input_size: tuple
 
 

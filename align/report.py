@@ -23,8 +23,16 @@ import os
 import time
 
 import fileio
-from fileio.align_report import (CONFIG_NAME, CONTACT_SHEET_NAME, REPORT_NAME, SUMMARY_NAME,  # noqa: F401
-                                 load_report, source_stamp, source_unchanged, stamp_of)
+from fileio.align_report import (  # noqa: F401
+    CONFIG_NAME,
+    CONTACT_SHEET_NAME,
+    REPORT_NAME,
+    SUMMARY_NAME,
+    load_report,
+    source_stamp,
+    source_unchanged,
+    stamp_of,
+)
 
 STATUSES = ("aligned", "fallback", "failed", "excluded")
 

@@ -23,10 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from fileio.quiet_tensorflow import quiet_tensorflow  # noqa: E402
+from fileio.quiet_tensorflow import quiet_tensorflow
+
 quiet_tensorflow()   # before TensorFlow loads: its C++ start-up lines stay out of the output
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 LFW_IMAGES = 13233
 
@@ -55,7 +56,7 @@ def main() -> None:
     files = lfw_files(args.lfw_dir, args.plain_images)
     images = [read_image_rgb(f) for f in files]
     t_p, t_r, t_o = DEFAULT_THRESHOLDS
-    options = dict(min_face_size=DEFAULT_MIN_FACE_SIZE, threshold_pnet=t_p, threshold_rnet=t_r, threshold_onet=t_o)
+    options = {"min_face_size": DEFAULT_MIN_FACE_SIZE, "threshold_pnet": t_p, "threshold_rnet": t_r, "threshold_onet": t_o}
 
     plain = MTCNN()
     ours = FaceDetector()

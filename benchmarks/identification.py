@@ -42,7 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 ANCHOR = "ArcFace ResNet-50 (VGGFace2): top-1 92.0 %, top-5 96.8 % on 50 enrolled identities"
 
@@ -213,7 +213,7 @@ def per_photo_speed(photo_paths, engines):
     align_ms, embed_ms = [], {name: [] for name in names}
     for k, path in enumerate(photo_paths):
         start = time.perf_counter()
-        record, crop = align_photo(path, engines[names[0]].image_size, detector)
+        _record, crop = align_photo(path, engines[names[0]].image_size, detector)
         align_ms.append(1000 * (time.perf_counter() - start))
         if crop is None:
             continue
@@ -227,7 +227,7 @@ def per_photo_speed(photo_paths, engines):
 
 def format_tables(figures):
     a = figures["accuracy"]
-    pct = lambda s: f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f} %"  # noqa: E731
+    pct = lambda s: f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f} %"
     lines = [f"LFW View 1 DevTest people, {a['splits']} random splits (seed {a['seed']}); model {figures['model']}; "
              f"CPU {figures['cpu']}",
              "",
@@ -283,8 +283,8 @@ def main():
     args = parser.parse_args()
 
     from benchmarks.inference_speed import load_engines
-    from training.hardware import cpu_description
     from fileio.quiet_tensorflow import quiet_tensorflow
+    from training.hardware import cpu_description
 
     quiet_tensorflow()
     from inference.embedding import embed_aligned

@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 METRICS = ("accuracy_mean", "threshold", "far_at_threshold", "val", "far", "auc", "eer")
 
@@ -134,7 +134,7 @@ def profile(keras_model, image_size, batch_size, repeats=3):
         wall = (time.perf_counter() - start) / repeats
         tf.profiler.experimental.stop()
         space = xplane_pb2.XSpace()
-        space.ParseFromString(Path(sorted(glob.glob(f"{logdir}/plugins/profile/*/*.xplane.pb"))[-1]).read_bytes())
+        space.ParseFromString(Path(max(glob.glob(f"{logdir}/plugins/profile/*/*.xplane.pb"))).read_bytes())
         plane = next(p for p in space.planes if p.name == "/host:CPU")
         names = {k: v.name for k, v in plane.event_metadata.items()}
         per_type = collections.Counter()
@@ -152,8 +152,8 @@ def profile(keras_model, image_size, batch_size, repeats=3):
 
 def batch_sweep(keras_model, image_size, sizes=(8, 16, 32, 64, 256), images=512, rounds=3):
     """Forward images/s of the keras graph and the fast graph without its micro-batching, per batch size."""
-    from evaluation.model_io import make_embed_fn
     from evaluation.fast_graph import make_fast_embed_fn
+    from evaluation.model_io import make_embed_fn
 
     x = np.random.default_rng(0).uniform(0, 255, (images, *image_size, 3)).astype(np.float32)
     # the fast graph as compiled, handed each batch whole (its micro-batch size set past the largest)
@@ -217,8 +217,8 @@ def main():
                              "writes results.json and results.md (the tables) there")
     args = parser.parse_args()
 
-    from training.hardware import cpu_description
     from fileio.quiet_tensorflow import quiet_tensorflow
+    from training.hardware import cpu_description
 
     quiet_tensorflow()
     from evaluation import read_pairs
@@ -236,7 +236,7 @@ def main():
         pairs = read_pairs(args.lfw_pairs)
         paths = pairs.unique_paths()[:args.num_images] if args.num_images else pairs.unique_paths()
         files = resolve_image_files(args.lfw_dir, paths)
-        load = lambda p: read_rgb(files[p])  # noqa: E731
+        load = lambda p: read_rgb(files[p])
         seconds, first, raw = throughput(engines, paths, load, image_size, args.batch_size, args.chunk)
         results = compare(raw, paths, pairs) if len(paths) == len(pairs.unique_paths()) else None
         base = seconds.get("keras")

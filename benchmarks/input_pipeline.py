@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-from fileio.quiet_tensorflow import quiet_tensorflow  # noqa: E402
+from fileio.quiet_tensorflow import quiet_tensorflow
+
 quiet_tensorflow()   # before TensorFlow loads: its C++ start-up lines stay out of the output
 
 LFW_IMAGES = REPO.parent / "shared" / "data" / "lfw" / "images"

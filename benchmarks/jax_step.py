@@ -22,7 +22,6 @@ its 67 TFLOP/s non-tensor fp32 peak); ``JAX_DEFAULT_MATMUL_PRECISION=highest`` g
 """
 
 import argparse
-import json
 import os
 import platform
 import shlex

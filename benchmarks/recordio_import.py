@@ -50,7 +50,7 @@ def cpu_model():
 def make_pack(aligned_dir, work_dir, num_records, name="pack"):
     """train.rec of the first num_records sorted *.jpg under aligned_dir/<person>/ (cycled again when it
     holds fewer: the copies keep their person's label); returns (rec, count)."""
-    from tests.recordio_writer import write_insightface_pack   # the writer lives with the tests: we only read packs
+    from tests.recordio_writer import write_insightface_pack  # the writer lives with the tests: we only read packs
 
     pack_dir = Path(work_dir) / name
     marker = pack_dir / ".complete"
@@ -107,7 +107,7 @@ def decode_check(path, workers):
     cv2.setNumThreads(1)
     images = [unpack(payload)[1] for _, payload in iter_records(path)]
     images = [im for im in images if im]          # the header and identity records hold no image
-    decode = lambda data: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # noqa: E731
+    decode = lambda data: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     pool = concurrent.futures.ThreadPoolExecutor(workers)   # one item per task, as the builder submits them
     return lambda: list(pool.map(decode, images)), len(images), pool
 
@@ -142,7 +142,7 @@ def planning(rec):
 def import_without_check(rec, out, workers):
     """Seconds of the writing phase in this process with the image check replaced by a pass-through: what the
     rest of the import (reads, plan, serialization, TFRecord writes, fsync, sha256) costs on its own."""
-    import tfrecords.rec_source as rec_source
+    from tfrecords import rec_source
     from tfrecords.build import build
 
     shutil.rmtree(out, ignore_errors=True)

@@ -132,7 +132,7 @@ def _serve(handlers):
 
 def tf_worker():
     """TF side: builds the model with the project's code and runs training.trainer's step."""
-    from fileio.quiet_tensorflow import quiet_tensorflow  # noqa: E402
+    from fileio.quiet_tensorflow import quiet_tensorflow
     quiet_tensorflow()   # before TensorFlow loads: its C++ start-up lines stay out of the output
     import keras
     import numpy as np
@@ -156,7 +156,7 @@ def tf_worker():
         state["steps"] = steps
         first = next(iter(steps.values())).state
         model, head = first.backbone, first.head
-        params = lambda vs: int(sum(np.prod(v.shape) for v in vs))  # noqa: E731
+        params = lambda vs: int(sum(np.prod(v.shape) for v in vs))
         decayed = [v for v in model.trainable_variables if v.path.endswith("kernel")] + [head.kernel]
         return {"backbone_params": params(model.trainable_variables),
                 # BN statistics; Dropout's random-seed state is not a model buffer.

@@ -23,7 +23,8 @@ import json
 import sys
 import time
 
-from fileio.quiet_tensorflow import quiet_tensorflow  # noqa: E402
+from fileio.quiet_tensorflow import quiet_tensorflow
+
 quiet_tensorflow()   # before TensorFlow loads: its C++ start-up lines stay out of the output
 
 
@@ -47,26 +48,26 @@ def stage_of(path):
     for part in name.split("_"):
         if part.startswith("stage"):
             return part
-    if name.startswith(("embedding", "flatten")) or name.startswith("head") or name.startswith("gdc"):
+    if name.startswith(("embedding", "flatten", "head", "gdc")):
         return "embedding"
     return "stem"
 
 
 def main(argv=None):
     args = parse_args(argv)
-    import yaml
     import keras
     import numpy as np
     import tensorflow as tf
+    import yaml
 
+    import losses
     import training
+    from models.scaling import scale_images
     from training.data import singleton_roles, tfrecord_data
-    from training.state import build_training_state
     from training.schedules import margin_warmup_weight
+    from training.state import build_training_state
     from training.trainer import different_identity_cosines, make_train_step
     from training.validation import make_validator
-    import losses
-    from models.scaling import scale_images
 
     cli = {"data": args.data, "backbone": args.backbone, "lr": args.lr, "lr_schedule": "constant",
            "batch_size": args.batch_size, "max_steps": args.steps}

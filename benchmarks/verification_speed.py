@@ -15,13 +15,14 @@
 import argparse
 import time
 
-from fileio.quiet_tensorflow import quiet_tensorflow  # noqa: E402
+from fileio.quiet_tensorflow import quiet_tensorflow
+
 quiet_tensorflow()   # before TensorFlow loads: its C++ start-up lines stay out of the output
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from evaluation import embed_images, verification_metrics  # noqa: E402
-from evaluation.pairs import contiguous_folds  # noqa: E402
+from evaluation import embed_images, verification_metrics
+from evaluation.pairs import contiguous_folds
 
 
 def facenet_loop_metrics(emb_a, emb_b, issame, folds, far_target=1e-3):

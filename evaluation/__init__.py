@@ -20,10 +20,10 @@ from evaluation.pairs import PairSet, PairsFormatError, read_pairs
 __all__ = [
     "ACCURACY_THRESHOLDS",
     "FLIP_MODES",
+    "VAL_THRESHOLDS",
     "NonFiniteEmbeddings",
     "PairSet",
     "PairsFormatError",
-    "VAL_THRESHOLDS",
     "auc_standard_error",
     "combine_flips",
     "embed_images",

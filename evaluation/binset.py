@@ -169,9 +169,8 @@ def write_bin(aligned_dir, pairs_path, output, protocol=4) -> int:
     for i in order:
         bins.append(files[pairs.paths_a[i]].read_bytes())
         bins.append(files[pairs.paths_b[i]].read_bytes())
-    with atomic_output(output) as tmp:
-        with open(tmp, "wb") as f:
-            pickle.dump((bins, [bool(pairs.issame[i]) for i in order]), f, protocol=protocol)
+    with atomic_output(output) as tmp, open(tmp, "wb") as f:
+        pickle.dump((bins, [bool(pairs.issame[i]) for i in order]), f, protocol=protocol)
     return len(pairs)
 
 

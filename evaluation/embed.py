@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from tqdm import tqdm

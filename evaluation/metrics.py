@@ -216,7 +216,7 @@ def verification_metrics(emb_a, emb_b, issame, folds, far_target=1e-3) -> dict:
         "same_similarity_std": float(np.std(cosine[issame])),
         "different_similarity_mean": float(np.mean(cosine[~issame])),
         "different_similarity_std": float(np.std(cosine[~issame])),
-        "num_pairs": int(len(dist)),
+        "num_pairs": len(dist),
         "num_same": int(issame.sum()),
         "num_different": int((~issame).sum()),
         "num_folds": k,

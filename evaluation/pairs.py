@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from fileio import GENERIC_HEADER, IMAGE_EXTENSIONS, text_lines
+
 NUM_FOLDS = 10
 
 
@@ -111,7 +112,7 @@ def contiguous_fold_count(issame) -> int:
     return min(NUM_FOLDS, int(issame.sum()), int((~issame).sum()))
 
 
-def fold_order(pairs: "PairSet") -> np.ndarray:
+def fold_order(pairs: PairSet) -> np.ndarray:
     """Indices listing ``pairs`` fold by fold (file order within a fold), such that cutting that list
     into ``contiguous_fold_count`` contiguous folds gives back exactly ``pairs.folds``. ValueError when
     no order can (e.g. a View 2 file with other than 10 folds)."""

@@ -10,11 +10,11 @@ import numpy as np
 
 from evaluation.binset import bin_image_loader, bin_pairset, load_bin
 from evaluation.embed import combine_flips, embed_paths, embed_paths_raw, gather_pairs
-from fileio import atomic_output
 from evaluation.images import read_rgb, resolve_image_files
 from evaluation.metrics import verification_metrics
 from evaluation.model_io import default_engine, load_embedding_model, make_embed_fn, model_fingerprint
 from evaluation.pairs import read_pairs, strip_image_extension
+from fileio import atomic_output
 
 
 def _metrics(features, paths, pairs, far_target):
@@ -100,7 +100,7 @@ def evaluate_model_on_pairs(model_path, pairs_path, image_dir, flip="concat", ba
     pairs = read_pairs(pairs_path)
     paths = pairs.unique_paths()
     files = resolve_image_files(image_dir, paths)  # checks every file exists before the model is even loaded
-    model, image_size, embed_fn, model_fields = _load_for_embedding(model_path, engine)
+    _model, image_size, embed_fn, model_fields = _load_for_embedding(model_path, engine)
     start = time.perf_counter()
     emb, emb_flip = embed_paths_raw(embed_fn, paths, lambda p: read_rgb(files[p]), batch_size, flip,
                                     image_size, progress)
@@ -123,7 +123,7 @@ def evaluate_model_on_bin(model_path, bin_path, flip="concat", batch_size=256, f
     """Embed an insightface .bin set with the model; metrics over its 10 contiguous folds."""
     bins, issame = load_bin(bin_path)
     pairs = bin_pairset(bin_path, issame)
-    model, image_size, embed_fn, model_fields = _load_for_embedding(model_path, engine)
+    _model, image_size, embed_fn, model_fields = _load_for_embedding(model_path, engine)
     load = bin_image_loader(bin_path, bins, image_size, center_crop)
     first = load("0")
     if first.shape[:2] != tuple(image_size):

@@ -19,11 +19,34 @@ A leaf: it imports nothing from the project, so any package may use it.
 
 from fileio.atomic import DISK_FULL_ERRNOS, atomic_output, write_bytes_atomic, write_json_atomic, write_text_atomic
 from fileio.hashing import sha256_of_file
-from fileio.images import (DOWNSAMPLING, IMAGE_EXTENSIONS, is_image_file, jpeg_damage, parse_image_size,
-                           untrainable_reason, validate_image_size)
+from fileio.images import (
+                           DOWNSAMPLING,
+                           IMAGE_EXTENSIONS,
+                           is_image_file,
+                           jpeg_damage,
+                           parse_image_size,
+                           untrainable_reason,
+                           validate_image_size,
+)
 from fileio.pairs_format import GENERIC_HEADER, format_generic_pairs
 from fileio.text import TextEncodingError, text_lines
 
-__all__ = ["DISK_FULL_ERRNOS", "DOWNSAMPLING", "GENERIC_HEADER", "IMAGE_EXTENSIONS", "TextEncodingError", "text_lines", "atomic_output", "format_generic_pairs",
-           "is_image_file", "jpeg_damage", "parse_image_size", "sha256_of_file", "untrainable_reason", "validate_image_size", "write_bytes_atomic",
-           "write_json_atomic", "write_text_atomic"]
+__all__ = [
+                           "DISK_FULL_ERRNOS",
+                           "DOWNSAMPLING",
+                           "GENERIC_HEADER",
+                           "IMAGE_EXTENSIONS",
+                           "TextEncodingError",
+                           "atomic_output",
+                           "format_generic_pairs",
+                           "is_image_file",
+                           "jpeg_damage",
+                           "parse_image_size",
+                           "sha256_of_file",
+                           "text_lines",
+                           "untrainable_reason",
+                           "validate_image_size",
+                           "write_bytes_atomic",
+                           "write_json_atomic",
+                           "write_text_atomic",
+]

@@ -45,12 +45,11 @@ def atomic_output(path, tmp_dir=None):
 
 def write_bytes_atomic(path, data, fsync=False, tmp_dir=None):
     """Write ``data`` (bytes) to ``path`` atomically; ``fsync`` also forces it to disk before the rename."""
-    with atomic_output(path, tmp_dir) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
+    with atomic_output(path, tmp_dir) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
     return Path(path)
 
 

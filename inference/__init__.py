@@ -20,7 +20,23 @@ from inference.thresholds import Threshold, ThresholdError, model_threshold
 from inference.verification import Verification, verify_photos
 
 __all__ = [
-    "ENGINES", "EmbeddingModel", "EnrollSummary", "Gallery", "GalleryError", "Identification", "PhotoError",
-    "PhotoRecord", "Threshold", "ThresholdError", "UNKNOWN", "Verification", "embed_aligned", "embed_photos",
-    "enroll_folder", "load_model", "model_threshold", "search_photos", "verify_photos",
+    "ENGINES",
+    "UNKNOWN",
+    "EmbeddingModel",
+    "EnrollSummary",
+    "Gallery",
+    "GalleryError",
+    "Identification",
+    "PhotoError",
+    "PhotoRecord",
+    "Threshold",
+    "ThresholdError",
+    "Verification",
+    "embed_aligned",
+    "embed_photos",
+    "enroll_folder",
+    "load_model",
+    "model_threshold",
+    "search_photos",
+    "verify_photos",
 ]

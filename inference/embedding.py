@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -39,17 +38,17 @@ class PhotoRecord:
 
     path: str
     status: str
-    reason: Optional[str] = None
-    detail: Optional[str] = None
-    faces: Optional[int] = None
-    box: Optional[list] = None
-    score: Optional[float] = None
+    reason: str | None = None
+    detail: str | None = None
+    faces: int | None = None
+    box: list | None = None
+    score: float | None = None
 
     @property
     def ok(self) -> bool:
         return self.status != "failed"
 
-    def note(self) -> Optional[str]:
+    def note(self) -> str | None:
         """The sentence the commands print about this photo's alignment, or None when nothing is worth saying."""
         if self.status == "failed":  # read errors name the file already
             return self.detail if self.path in self.detail else f"{self.path}: {self.detail}"

@@ -48,7 +48,7 @@ class Gallery:
         return len(self.names)
 
     @classmethod
-    def for_model(cls, model) -> "Gallery":
+    def for_model(cls, model) -> Gallery:
         """An empty gallery for an inference.model.EmbeddingModel."""
         return cls(model.fingerprint, str(model.path), tuple(model.image_size))
 
@@ -117,13 +117,13 @@ class Gallery:
             "model_path": np.array(self.model_path), "image_size": np.array(self.image_size, np.int64),
             "flip": np.array(self.flip),
         }
-        with atomic_output(path) as tmp:
-            with open(tmp, "wb") as handle:  # a file object: np.savez would append .npz to a name
-                np.savez(handle, **arrays)
+        # a file object: np.savez would append .npz to a name
+        with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
         return Path(path)
 
     @classmethod
-    def load(cls, path) -> "Gallery":
+    def load(cls, path) -> Gallery:
         """Read a gallery file; GalleryError naming the file when it is missing or not a gallery."""
         path = Path(path)
         if not path.is_file():

@@ -15,9 +15,9 @@ was exported from in its metadata.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 ENGINES = ("fast", "keras", "onnx")
 # Images per ONNX Runtime call, whatever batch the caller hands over: smaller batches stay in cache.

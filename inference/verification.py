@@ -52,4 +52,4 @@ def verify_photos(photo_a, photo_b, model=None, threshold=None, report_path=None
     return Verification(cosine, cosine > decision.cosine, decision, records, model.describe())
 
 
-__all__ = ["Verification", "verify_photos", "PhotoRecord"]
+__all__ = ["PhotoRecord", "Verification", "verify_photos"]

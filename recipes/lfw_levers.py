@@ -19,8 +19,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from recipes.lfw_view1 import parse_args as view1_args
 from fileio import write_json_atomic, write_text_atomic
+from recipes.lfw_view1 import parse_args as view1_args
 
 # Settings that say where files are, not how the model trains; and the two that only size the
 # schedule (a lever run given the baseline's step count by --max-steps trains the same length: the

@@ -316,9 +316,7 @@ def train_and_evaluate(bench, key, common, schedule, entry):
     entry["command"] = " ".join(str(a) for a in train_args[1:]).replace(str(REPO) + "/", "")
     summaries = read_summaries(run)
     guard_log = bench.stages.logs / f"train_{key}.log"
-    if summaries and (summaries[-1]["last_step"] == summaries[-1]["steps"] or summaries[-1]["time_limited"]):
-        bench.cached.add(f"train_{key}")
-    elif not summaries and guard_log.is_file() and guard_stop(guard_log):
+    if summaries and (summaries[-1]["last_step"] == summaries[-1]["steps"] or summaries[-1]["time_limited"]) or not summaries and guard_log.is_file() and guard_stop(guard_log):
         bench.cached.add(f"train_{key}")
     else:
         if summaries or (run / "checkpoints" / "checkpoint").is_file():

@@ -71,7 +71,7 @@ def expected_metrics(pairs_path, pixels, kernel, bias):
     paths = pairs.unique_paths()
     rgb = np.stack([pixels[p] for p in paths])
     emb, emb_flip = numpy_embed(rgb, kernel, bias), numpy_embed(rgb[:, :, ::-1], kernel, bias)
-    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
     feats = dict(zip(paths, np.concatenate([unit(emb), unit(emb_flip)], axis=1)))
     a = np.stack([feats[p] for p in pairs.paths_a])
     b = np.stack([feats[p] for p in pairs.paths_b])
@@ -114,8 +114,8 @@ def test_saved_embeddings_reproduce_the_model_result(tiny_model, lfw_like, tmp_p
 
 
 def test_embeddings_npz_mode_matches_model_mode(tiny_model, lfw_like, tmp_path):
-    run, kernel, bias = tiny_model
-    root, pairs, pixels = lfw_like
+    _run, kernel, bias = tiny_model
+    _root, pairs, pixels = lfw_like
     want, paths, emb, emb_flip = expected_metrics(pairs, pixels, kernel, bias)
     npz = tmp_path / "E.npz"
     np.savez(npz, paths=np.array([p + ".jpg" for p in paths]), embeddings=emb, embeddings_flip=emb_flip)

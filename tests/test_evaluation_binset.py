@@ -84,7 +84,7 @@ def python2_bin(images, issame):
 
 @pytest.mark.parametrize("flavour", ["python2", "protocol2", "protocol4", "numpy_buffers"])
 def test_published_flavours_load(tmp_path, flavour):
-    ok, encoded = cv2.imencode(".jpg", np.full((8, 8, 3), 200, np.uint8))
+    _ok, encoded = cv2.imencode(".jpg", np.full((8, 8, 3), 200, np.uint8))
     images = [encoded.tobytes(), encoded.tobytes()]
     path = tmp_path / "set.bin"
     if flavour == "python2":
@@ -111,6 +111,6 @@ def test_bad_structure_and_garbage(tmp_path):
 def test_center_crop(tmp_path):
     image = np.zeros((112, 112, 3), np.uint8)
     image[:, 8:104] = 255
-    ok, encoded = cv2.imencode(".png", image)
+    _ok, encoded = cv2.imencode(".png", image)
     load = bin_image_loader("x.bin", [encoded.tobytes()], image_size=(112, 96), center_crop=True)
     assert load("0").shape == (112, 96, 3) and load("0").min() == 255

@@ -50,8 +50,8 @@ def reference_metrics(emb_a, emb_b, issame, folds, far_target=1e-3):
         val, far = ref_val_far(threshold, dist[test], issame[test])
         vals.append(val)
         fars.append(far)
-    return dict(fold_accuracies=accuracies, fold_thresholds=best_thresholds, vals=vals, fars=fars,
-                tars_at_threshold=thr_tars, fars_at_threshold=thr_fars)
+    return {"fold_accuracies": accuracies, "fold_thresholds": best_thresholds, "vals": vals, "fars": fars,
+                "tars_at_threshold": thr_tars, "fars_at_threshold": thr_fars}
 
 
 def view2_layout(num_folds, per_fold):

@@ -74,7 +74,7 @@ def test_missing_file(tmp_path):
 
 
 def test_helpers():
-    assert contiguous_folds(23, 10).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] + sum(([k, k] for k in range(3, 10)), [])
+    assert contiguous_folds(23, 10).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] + [k for k in range(3, 10) for _ in (0, 1)]
     assert strip_image_extension("John_C._Doe/John_C._Doe_0001.JPG") == "John_C._Doe/John_C._Doe_0001"
     assert strip_image_extension("John_C._Doe/John_C._Doe_0001") == "John_C._Doe/John_C._Doe_0001"
 

@@ -11,8 +11,8 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-import models  # noqa: E402
-from models.layers import FastPReLU, FusedBatchNormalization, with_stock_layers  # noqa: E402
+import models
+from models.layers import FastPReLU, FusedBatchNormalization, with_stock_layers
 
 
 def _train_step_results(layer, x, upstream):

@@ -425,11 +425,10 @@ def test_damaged_checkpoint_and_truncated_model_are_named_with_the_fix(tmp_path,
     """#7: --resume skips a damaged newest checkpoint (one warning line naming it) for the older one;
     none readable is one error line. A truncated .keras is named as such (Keras says "File not found"),
     with the fix, which works: --resume of the finished run exports it again."""
+    import evaluate
     import training
     from evaluation.model_io import load_embedding_model
     from training.config import resolve_config
-
-    import evaluate
 
     run = tmp_path / "run"
     config = dict(TINY, max_steps=4, checkpoint_every=2, lr_schedule="constant")
@@ -447,7 +446,7 @@ def test_damaged_checkpoint_and_truncated_model_are_named_with_the_fix(tmp_path,
     err = capsys.readouterr().err
     assert "not a complete .keras file" in one_error_line(err)
 
-    newest = sorted((run / "checkpoints").glob("ckpt-4.data-*"))[0]
+    newest = min((run / "checkpoints").glob("ckpt-4.data-*"))
     newest.write_bytes(newest.read_bytes()[:1000])
     messages = []
     summary = training.run_training(resolve_config(dict(config, resume=True)), run, log=messages.append)
@@ -467,7 +466,8 @@ def test_bin_written_from_view1_and_generic_pairs_is_read_with_the_files_own_fol
     pairs'). Now pairs go in fold by fold and the .bin evaluates exactly as its pairs file does."""
     import hashlib
 
-    from evaluation.binset import bin_pairset, load_bin, main as binset_main
+    from evaluation.binset import bin_pairset, load_bin
+    from evaluation.binset import main as binset_main
     from evaluation.metrics import verification_metrics
     from evaluation.pairs import read_pairs
 
@@ -490,7 +490,7 @@ def test_bin_written_from_view1_and_generic_pairs_is_read_with_the_files_own_fol
         bin_result = verification_metrics(emb[0::2], emb[1::2], from_bin.issame, from_bin.folds)
         images = lfw_dir / "images"
 
-        def read(path):
+        def read(path, images=images):
             return (images / (path if path.endswith(".jpg") else path + ".jpg")).read_bytes()
 
         file_result = verification_metrics(np.array([feature(read(p)) for p in from_file.paths_a]),

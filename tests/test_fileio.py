@@ -13,11 +13,10 @@ import fileio
 def test_atomic_output_replaces_whole_or_not_at_all(tmp_path):
     target = tmp_path / "sub" / "model.keras"
     fileio.write_bytes_atomic(target, b"old")
-    with pytest.raises(RuntimeError):
-        with fileio.atomic_output(target) as tmp:
-            assert tmp.parent == target.parent and tmp.suffix == ".keras" and tmp.name.startswith(".")
-            tmp.write_bytes(b"half")
-            raise RuntimeError("killed mid-write")
+    with pytest.raises(RuntimeError), fileio.atomic_output(target) as tmp:
+        assert tmp.parent == target.parent and tmp.suffix == ".keras" and tmp.name.startswith(".")
+        tmp.write_bytes(b"half")
+        raise RuntimeError("killed mid-write")
     assert target.read_bytes() == b"old"
     assert sorted(os.listdir(target.parent)) == ["model.keras"]   # no temporary file left
     with fileio.atomic_output(target) as tmp:

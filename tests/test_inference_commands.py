@@ -76,7 +76,7 @@ def test_verify_decides_with_the_threshold_of_the_models_evaluation(run_dir, lfw
     code, out, err = run_cli(verify.main, [a, b, "--model", str(run_dir), "--no-progress", "--json"], capsys)
     assert code == 0, err
     result = json.loads(out)
-    features, records = embed_photos([a, b], run_dir)
+    features, _records = embed_photos([a, b], run_dir)
     assert result["cosine"] == pytest.approx(float(features[0] @ features[1]), abs=1e-6)
     assert result["threshold"] == pytest.approx(report["threshold_cosine"]) and result["threshold_source"] == "evaluation"
     assert result["far_at_threshold"] == pytest.approx(report["far_at_threshold"])

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from evaluation import combine_flips
-from evaluation.model_io import default_engine, make_embed_fn
 from evaluation.fast_graph import computes_in_float32, make_fast_embed_fn
+from evaluation.model_io import default_engine, make_embed_fn
 from inference_helpers import embedding_model, randomize_inference_statistics
 
 SIZE = (32, 32)
@@ -40,7 +40,7 @@ def test_fast_graph_equals_keras_to_float_rounding(name, options, folded, affine
     features_keras = combine_flips(keras_out, make_embed_fn(model)(x_flip))
     features_fast = combine_flips(fast_out, fast(x_flip))
     assert np.abs(features_fast - features_keras).max() <= 2e-6
-    cosines = lambda f: f @ f.T  # noqa: E731
+    cosines = lambda f: f @ f.T
     assert np.abs(cosines(features_fast) - cosines(features_keras)).max() <= 2e-6
 
 

@@ -80,7 +80,7 @@ def test_lfw_view1_pipeline_table_rerun_and_identity_check(lfw_dir, tmp_path):
         assert code is None or re.fullmatch(r"[0-9a-f]{7,}(\+changes)?", code), code
     table = (work / "results.md").read_text()
     assert table in out.stdout
-    assert sum(line.startswith("| am_softmax") or line.startswith("| arcface") for line in table.splitlines()) == 2
+    assert sum(line.startswith(("| am_softmax", "| arcface")) for line in table.splitlines()) == 2
     assert (work / "learning_curves.png").stat().st_size > 10_000
 
     # A rerun redoes nothing that finished (only the align resume check runs).

@@ -130,7 +130,7 @@ def test_sphereface_rejects_fractional_margin():
 def test_combined_margin_reduces_to_each_special_case():
     cos, one_hot = _cos_grid()
     s = 64.0
-    comb = lambda **kw: _logits_and_grad(margins.combined_margin_logits, cos, one_hot, s=s, **kw)  # noqa: E731
+    comb = lambda **kw: _logits_and_grad(margins.combined_margin_logits, cos, one_hot, s=s, **kw)
     # (1, 0, m) is AM-Softmax / CosFace, everywhere.
     got, g1 = comb(m1=1.0, m2=0.0, m3=0.35)
     want, g2 = _logits_and_grad(margins.am_softmax_logits, cos, one_hot, s=s, m=0.35)

@@ -17,7 +17,7 @@ SIZES = [(112, 96), (112, 112)]
 NAMES = ["resface20", "resface36", "lresnet50e_ir", "mobilefacenet"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def built(name, image_size, embedding_size=512, **options):
     return models.build_backbone(name, image_size=image_size, embedding_size=embedding_size, **options)
 
@@ -56,7 +56,7 @@ def expected_resface(units, image_size, embedding, batch_norm=False):
 def expected_lresnet50e_ir(image_size, embedding):
     """insightface fresnet, residual_unit_v3 with stages [3, 4, 14, 3], version_input=1, fc_type E."""
     h, w = image_size
-    bn = lambda c: (4 * c, 2 * c)  # noqa: E731  (total, trainable)
+    bn = lambda c: (4 * c, 2 * c)
     total, trainable = 27 * 64 + 4 * 64 + 64, 27 * 64 + 2 * 64 + 64   # stem conv, BN, PReLU
     macs = h * w * 27 * 64
     cin, hi, wi = 64, h, w
@@ -176,7 +176,7 @@ def test_params_and_flops_match_architecture_arithmetic(name, size):
 @pytest.mark.parametrize("name", ["resface20", "mobilefacenet"])
 def test_embedding_size_configurable(name):
     model = built(name, (112, 96), 128)
-    total, trainable, flops = EXPECTED[name]((112, 96), 128)
+    total, _trainable, flops = EXPECTED[name]((112, 96), 128)
     assert model.output.shape == (None, 128)
     assert (model.count_params(), models.count_forward_flops(model)) == (total, flops)
 
@@ -280,11 +280,11 @@ def test_keras_round_trip_safe_mode(name, tmp_path):
     assert loaded.count_params() == model.count_params()
 
 
-OTHER_BACKEND_CHECK = """
+OTHER_BACKEND_CHECK = f"""
 import numpy as np, keras, losses, models
 rng = np.random.default_rng(0)
 x = rng.uniform(-1, 1, (4, 112, 96, 3)).astype("float32")
-for name, options in [(n, {}) for n in %r] + [("resface20", {"batch_norm": False})]:
+for name, options in [(n, {{}}) for n in {NAMES!r}] + [("resface20", {{"batch_norm": False}})]:
     m = models.build_backbone(name, (112, 96), **options)
     for training in (True, False):
         out = keras.ops.convert_to_numpy(m(x, training=training))
@@ -297,7 +297,7 @@ for head_name in losses.list_heads():
                                       class_weights=np.linspace(0.25, 1.0, 10).astype("float32"))
     assert keras.ops.convert_to_numpy(logits).shape == (8, 10), head_name
     assert np.isfinite(keras.ops.convert_to_numpy(loss)).all(), head_name
-""" % NAMES
+"""
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])

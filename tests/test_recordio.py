@@ -16,10 +16,26 @@ import cv2
 import numpy as np
 import pytest
 
-from recordio_writer import (RECORDIO_MAGIC, PackWriter, frame, header_length, jpeg_with_magic, pack, read_parts,
-                             write_insightface_pack)
-from tfrecords.recordio import (IdxFormatError, RecordIOError, iter_records, read_header, read_index, read_property,
-                                read_record, unpack)
+from recordio_writer import (
+    RECORDIO_MAGIC,
+    PackWriter,
+    frame,
+    header_length,
+    jpeg_with_magic,
+    pack,
+    read_parts,
+    write_insightface_pack,
+)
+from tfrecords.recordio import (
+    IdxFormatError,
+    RecordIOError,
+    iter_records,
+    read_header,
+    read_index,
+    read_property,
+    read_record,
+    unpack,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 M = RECORDIO_MAGIC

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import training
-from training.config import SYNTHETIC_DEFAULTS, TrainConfig, export_formats, resolve_config
+from training.config import SYNTHETIC_DEFAULTS, export_formats, resolve_config
 from training.schedules import build_lr_schedule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -535,6 +535,7 @@ def test_train_cli_on_tfrecords_validates_on_heldout_identities(tmp_path):
     """align-format folder -> tfrecords.build (with held-out identities) -> train.py --data:
     trains on the train split, validates on the val split's pairs, exports best.keras."""
     import cv2
+
     from tfrecords.build import build
     rng = np.random.default_rng(0)
     aligned = tmp_path / "aligned"
@@ -562,7 +563,7 @@ def test_train_cli_on_tfrecords_validates_on_heldout_identities(tmp_path):
     assert config["data"] == str(shards) and config["max_steps"] == 4
     assert (run / "export" / "best.keras").is_file()
     # A flipped byte in a shard: training stops with the shard's name and the fix, not a raw DataLossError.
-    shard = sorted(shards.glob("train-*.tfrecord"))[0]
+    shard = min(shards.glob("train-*.tfrecord"))
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))
@@ -593,6 +594,7 @@ def test_train_cli_on_tfrecords_validates_on_heldout_identities(tmp_path):
 def _shards_with_singletons(tmp_path, people=6, singletons=4):
     """Shards of ``people`` identities with 3 images each and ``singletons`` with one, 32x32."""
     import cv2
+
     from tfrecords.build import build
     rng = np.random.default_rng(0)
     aligned = tmp_path / "aligned"
@@ -610,6 +612,7 @@ def test_singletons_as_negatives_never_train_their_class_centres(tmp_path):
     weight decay their class centres get no gradient at all, while every other centre moves; their
     images still train the backbone (as negatives), and accuracy counts only examples with a class."""
     import tensorflow as tf
+
     from training.data import singleton_roles, tfrecord_data
     from training.state import build_training_state
     from training.trainer import make_train_step

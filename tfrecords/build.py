@@ -30,21 +30,27 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fileio import (TextEncodingError, atomic_output, format_generic_pairs, parse_image_size, untrainable_reason,
-                    write_json_atomic, write_text_atomic)
+from fileio import (
+    TextEncodingError,
+    atomic_output,
+    format_generic_pairs,
+    parse_image_size,
+    untrainable_reason,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 from .features import shard_file_name
 from .image_check import image_size_of, load_checked
 from .manifest import FORMAT_VERSION, MANIFEST_NAME
 from .pairs import make_pairs
-from .plan import (BuildError, count_identities, plan_fingerprint, read_plan, select_identities, shard_counts,
-                   write_plan)
-from .shard_writer import KILL_HOOK_ENV, KillHook, load_done, write_shard
+from .plan import BuildError, count_identities, plan_fingerprint, read_plan, select_identities, shard_counts, write_plan
 from .rec_source import RecSource
 from .recordio import IdxFormatError
+from .shard_writer import KILL_HOOK_ENV, KillHook, load_done, write_shard
 from .sources import FolderSource, ListSource, SourceError, read_people_file
 
-__all__ = ["BuildError", "BuildOptions", "KILL_HOOK_ENV", "build", "main"]
+__all__ = ["KILL_HOOK_ENV", "BuildError", "BuildOptions", "build", "main"]
 
 WORK_DIR = ".build"
 
@@ -327,7 +333,7 @@ def assemble_manifest(out, opts, options, fingerprint, splits, records, skipped_
             same = sum(p[2] for p in pairs)
             manifest["val_pairs_count"] = {"same": same, "different": len(pairs) - same}
     count = 0
-    with atomic_output(out / "unreadable.txt") as tmp:
+    with atomic_output(out / "unreadable.txt") as tmp:  # noqa: SIM117 (the output, then its inputs)
         with open(tmp, "w", encoding="utf-8") as f, open(skipped_path, encoding="utf-8") as skipped:
             f.write("# path<TAB>reason  (inputs left out of the shards)\n")
             for line in skipped:

@@ -11,7 +11,6 @@ Paths are the ``image/path`` values of the val split (``identity/filename``).
 import numpy as np
 
 
-
 def make_pairs(paths_by_identity, num_pairs, seed):
     """Balanced, shuffled [(path_a, path_b, is_same)] list; at most num_pairs // 2 of each kind.
 

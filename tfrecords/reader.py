@@ -42,9 +42,8 @@ def check_shards(data_dir, manifest, split="train", verify_checksums=False):
         if size != shard["bytes"]:
             raise ShardError(f"{path}: shard is {size} bytes, {MANIFEST_NAME} says {shard['bytes']} "
                              f"({'truncated' if size < shard['bytes'] else 'changed'}). {fix}")
-        if verify_checksums:
-            if sha256_of_file(path) != shard["sha256"]:
-                raise ShardError(f"{path}: sha256 differs from {MANIFEST_NAME} (corrupt shard). {fix}")
+        if verify_checksums and sha256_of_file(path) != shard["sha256"]:
+            raise ShardError(f"{path}: sha256 differs from {MANIFEST_NAME} (corrupt shard). {fix}")
 
 
 def _decoder(manifest, split):
@@ -62,7 +61,7 @@ def resolve_image_size(data_dir, manifest, image_size=None):
     size = tuple(manifest["image_size"])
     if image_size is not None and tuple(int(v) for v in image_size) != size:
         raise ManifestError(f"{Path(data_dir) / MANIFEST_NAME}: shards hold {size[0]}x{size[1]} (HxW) images, "
-                            f"but {tuple(image_size)[0]}x{tuple(image_size)[1]} was requested; build shards "
+                            f"but {image_size[0]}x{image_size[1]} was requested; build shards "
                             "at that size or change the requested image size")
     return size
 

@@ -70,7 +70,7 @@ def write_shard(plan_file, out_path, load, executor, progress, kill_hook, seed, 
     try:
         with tf.io.TFRecordWriter(str(tmp)) as writer:
             while pending:
-                (label, identity, rel, absolute), future = pending.popleft()
+                (label, identity, rel, _absolute), future = pending.popleft()
                 submit()
                 try:
                     data, fmt, change = future.result()

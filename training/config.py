@@ -258,7 +258,7 @@ def check_resume(config, base):
 def _check(config):
     if config.lr is not None and not config.lr > 0:
         raise ValueError(f"--lr must be > 0, got {config.lr}")
-    import losses   # Keras only, no TensorFlow graph work: the head registry checks the options early
+    import losses  # Keras only, no TensorFlow graph work: the head registry checks the options early
 
     if config.loss not in losses.HEADS:
         raise ValueError(f"unknown --loss {config.loss!r}; valid: {', '.join(losses.list_heads())}")

@@ -7,10 +7,9 @@ Both give ``dataset_fn(input_context, start_step) -> tf.data.Dataset`` of per-re
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
-
 
 
 @dataclasses.dataclass
@@ -155,4 +154,4 @@ def total_steps(config, data, global_batch):
     per_epoch = data.steps_per_epoch(global_batch)
     if per_epoch is None:
         raise ValueError("--epochs needs --data (the synthetic stream has no epochs); use --max-steps")
-    return int(math.ceil(config.epochs * per_epoch))
+    return math.ceil(config.epochs * per_epoch)

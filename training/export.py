@@ -13,7 +13,6 @@ from pathlib import Path
 import keras
 
 from fileio import atomic_output
-
 from models.layers import with_stock_layers
 from models.scaling import input_scaling_layer
 
@@ -53,9 +52,9 @@ def export_embedding_model(model, export_dir, formats=("keras", "saved_model", "
     model = with_stock_layers(model)   # once, for every file below
     keras_path = save_keras_atomic(model, export_dir / "embedding.keras")
     paths, removed = {"keras": str(keras_path)}, []
-    for name in targets:
+    for name, target in targets.items():
         if name not in formats:
-            _remove_stale(targets[name], removed, f"--exports {','.join(formats)} leaves it out now")
+            _remove_stale(target, removed, f"--exports {','.join(formats)} leaves it out now")
     if "saved_model" in formats:
         with atomic_output(targets["saved_model"]) as tmp:
             model.export(str(tmp), format="tf_saved_model", verbose=False)

@@ -58,7 +58,7 @@ def write_failure(run_dir, what, error, latest_checkpoint) -> RunWriteError:
     if isinstance(error, OSError):
         reason = error.strerror or str(error)
     else:  # tf.errors.OpError: "{{function_node ...}} /path/...tempstate123; File too large [Op:SaveV2]"
-        reason = re.sub(r"\s*\[Op:\w+\].*$", "", getattr(error, "message", str(error)).strip(), flags=re.S)
+        reason = re.sub(r"\s*\[Op:\w+\].*$", "", getattr(error, "message", str(error)).strip(), flags=re.DOTALL)
         reason = reason.rsplit("; ", 1)[-1].splitlines()[0]
     then = (f"`python train.py --resume --output-dir {run_dir}` continues from {Path(latest_checkpoint).name}"
             if latest_checkpoint else "rerun the same command (no checkpoint was written yet)")

@@ -1,5 +1,6 @@
 """Learning-rate schedules, evaluated at the optimizer's step so a resumed run gets the same lr."""
 
+import itertools
 import math
 
 import keras
@@ -82,7 +83,7 @@ def build_lr_schedule(spec, base_lr, total_steps, warmup_steps=0):
         except ValueError:
             raise ValueError(f"--lr-schedule item {item!r} is not STEP:LR (e.g. "
                              "'0:0.1,16000:0.01'), nor cosine/poly/constant") from None
-    if boundaries[0] != 0 or any(b <= a for a, b in zip(boundaries, boundaries[1:])):
+    if boundaries[0] != 0 or any(b <= a for a, b in itertools.pairwise(boundaries)):
         raise ValueError(f"--lr-schedule steps must start at 0 and increase: {spec!r}")
     return FaceLRSchedule("step", boundaries=boundaries, values=values, warmup_steps=warmup_steps)
 

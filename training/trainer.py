@@ -14,8 +14,8 @@ from training.checkpoints import RunCheckpoints
 from training.config import augmentation, export_formats
 from training.data import singleton_roles, synthetic_data, tfrecord_data, total_steps
 from training.export import export_embedding_model
-from training.hardware import resolve_auto_settings
 from training.guard import TrainingGuard
+from training.hardware import resolve_auto_settings
 from training.logger import RunLogger
 from training.run_dir import write_failure
 from training.schedules import margin_warmup_weight
