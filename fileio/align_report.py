@@ -134,3 +134,13 @@ def crop_verdicts(aligned_dir, log=print):
 
 NOT_IN_REPORT = (f"no aligned record in {REPORT_NAME} writes this file (a leftover of an earlier alignment, "
                  "or added by hand); rerun align, skipped")
+
+
+def aligned_image_size(aligned_dir):
+    """(H, W) the aligned folder's crops were made at, from its align_config.json; None without one."""
+    path = Path(aligned_dir) / CONFIG_NAME
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as handle:
+        size = json.load(handle).get("image_size")
+    return tuple(int(v) for v in size) if size else None

@@ -350,3 +350,16 @@ def test_second_builder_on_the_same_directory_is_refused(tmp_path):
         with pytest.raises(BuildError, match="another build"):
             build(tmp_path / "in", tmp_path / "out", progress=False, log=quiet)
     assert build(tmp_path / "in", tmp_path / "out", progress=False, log=quiet)["num_images"] == 4
+
+
+def test_image_size_comes_from_the_aligned_folders_align_config(tmp_path):
+    """An aligned folder's align_config.json names the crop size; the builder takes it rather than the size
+    of whichever image it reads first (here every image is twice that size, so only --resize packs them)."""
+    make_aligned(tmp_path / "in", [2, 2], size=(2 * H, 2 * W))
+    (tmp_path / "in" / "align_config.json").write_text(json.dumps({"image_size": [H, W]}))
+    lines = []
+    manifest = build(tmp_path / "in", tmp_path / "out", resize=True, progress=False, log=lines.append)
+    assert manifest["image_size"] == [H, W] and manifest["splits"]["train"]["resized"] == 4
+    assert any("align_config.json" in line for line in lines)
+    with pytest.raises(BuildError, match="--resize"):     # without --resize: the crops disagree with their folder
+        build(tmp_path / "in", tmp_path / "out2", progress=False, log=quiet)

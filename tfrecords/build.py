@@ -39,6 +39,7 @@ from fileio import (
     write_json_atomic,
     write_text_atomic,
 )
+from fileio.align_report import aligned_image_size
 
 from .features import shard_file_name
 from .image_check import image_size_of, load_checked
@@ -59,7 +60,7 @@ WORK_DIR = ".build"
 class BuildOptions:
     """What to pack and how; the command line's options (see ``--help``)."""
 
-    image_size: tuple | None = None     # (H, W); None: a pack's property file, else the first readable image's size
+    image_size: tuple | None = None     # (H, W); None: a pack's property file or align_config.json, else the first image
     resize: bool = False
     center_crop: tuple | None = None    # (H, W): keep the middle W columns of wider images (112x112 -> 112x96)
     num_shards: int | None = None
@@ -142,6 +143,10 @@ def _build_locked(source, out, work, opts, progress, log):
         image_size = source.declared_image_size or source.first_image_size(log)
         if source.declared_image_size:
             log(f"image size {image_size[0]}x{image_size[1]} (HxW), from {source.property_file}")
+    if image_size is None and isinstance(source, FolderSource):   # an aligned folder says what it holds
+        image_size = aligned_image_size(source.root)
+        if image_size:
+            log(f"image size {image_size[0]}x{image_size[1]} (HxW), from {source.root / 'align_config.json'}")
     image_size = tuple(int(v) for v in image_size or _infer_image_size(plan_dir / "train-00000.tsv", log))
     if untrainable_reason(image_size):
         log(f"warning: these shards will not train: {untrainable_reason(image_size)}")
@@ -388,8 +393,8 @@ def parse_args(argv=None):
                           "named by their zero-padded labels; bad records are listed by key in unreadable.txt")
     src.add_argument("--output-dir", required=True, help="shard directory to create (or resume)")
     src.add_argument("--image-size", type=_parse_size, default=None,
-                     help="expected HxW, e.g. 112x96 (default: a pack's property file, else the size of the "
-                          "first image)")
+                     help="expected HxW, e.g. 112x96 (default: a pack's property file, an aligned folder's "
+                          "align_config.json, else the size of the first image)")
     src.add_argument("--resize", action="store_true",
                      help="resize (and re-encode) images of another size instead of stopping with an error")
     src.add_argument("--center-crop", type=_parse_size, default=None, metavar="HxW",
