@@ -243,6 +243,15 @@ def _check_templates_known(t, known, path, label):
                          "meta file (face_tid_mid); the meta files are from different releases")
 
 
+def _check_one_template_per_subject(gallery):
+    seen = {}
+    for template, subject, line in zip(gallery.templates, gallery.subjects, gallery.lines):
+        if subject in seen:
+            raise ValueError(f"{gallery.path} line {line}: subject {subject} has a second template ({template}, "
+                             f"after {seen[subject]}); a 1:N gallery holds one template per subject")
+        seen[subject] = template
+
+
 def read_ijb(ijb_dir, target="IJBC", need_1n=True) -> IJBMeta:
     """Read and check all protocol files of one IJB set (see the module doc); raises one-line errors."""
     root = Path(ijb_dir)
@@ -283,5 +292,6 @@ def read_ijb(ijb_dir, target="IJBC", need_1n=True) -> IJBMeta:
             if name == "probe":
                 meta.probe = gallery
             else:
+                _check_one_template_per_subject(gallery)
                 meta.galleries[name] = gallery
     return meta
