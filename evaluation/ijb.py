@@ -173,10 +173,11 @@ class FeatureCache:
             self.dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(info, self.key)
 
-    def load_or_embed(self, names, load_crop, embed_fn, batch_size=256, progress=True):
+    def load_or_embed(self, names, load_crop, embed_fn, batch_size=256, progress=True, detector_scores=None):
         """(emb, emb_flip) float32 [I, D] for names [I]: from the cache, else embedding what is missing.
 
-        load_crop(name) -> aligned uint8 [H, W, 3]; embed_fn as evaluation.model_io.make_embed_fn.
+        load_crop(name) -> aligned uint8 [H, W, 3]; embed_fn as evaluation.model_io.make_embed_fn;
+        detector_scores [I] are stored beside them (for other tools; the landmark file stays the source).
         Returns also the number of images embedded now (0 when all came from the cache).
         """
         from evaluation.embed import embed_paths_raw
@@ -208,7 +209,8 @@ class FeatureCache:
         emb = np.concatenate([p[0] for p in parts])
         emb_flip = np.concatenate([p[1] for p in parts])
         with atomic_output(self.features_file) as tmp:
-            np.savez(tmp, names=np.array(names), emb=emb, emb_flip=emb_flip)
+            extra = {} if detector_scores is None else {"detector_scores": np.asarray(detector_scores, np.float64)}
+            np.savez(tmp, names=np.array(names), emb=emb, emb_flip=emb_flip, **extra)
         for k in range(len(starts)):
             (self.dir / f"chunk_{k:05d}.npz").unlink(missing_ok=True)
         return emb, emb_flip, embedded
@@ -281,7 +283,7 @@ def evaluate_model_on_ijb(ijb_dir, target="IJBC", model=None, engine="auto", fli
                          len(meta.image_names))
     start = time.perf_counter()
     emb, emb_flip, embedded = cache.load_or_embed(meta.image_names, crop_loader(meta, loaded.image_size),
-                                                  loaded.embed_fn, batch_size, progress)
+                                                  loaded.embed_fn, batch_size, progress, meta.detector_scores)
     seconds = time.perf_counter() - start
     result, roc, scores = evaluate_features(meta, emb, emb_flip, flip, norm, detector, one_to_n)
     result.update(model=str(loaded.path), engine=loaded.engine, model_fingerprint=loaded.fingerprint,

@@ -342,6 +342,7 @@ def test_cli_runs_end_to_end_with_an_exported_model(mini_ijb, tmp_path, capsys):
     assert result["images_embedded"] == 48 and result["image_size"] == [112, 96]
     with np.load(Path(result["cache_dir"]) / "features.npz") as data:
         names, emb, emb_flip = list(data["names"]), data["emb"], data["emb_flip"]
+        np.testing.assert_array_equal(data["detector_scores"], read_ijb(mini_ijb).detector_scores)
     plain = plain_ijb(mini_ijb, names, emb, emb_flip)
     assert result["verification"]["auc"] == pytest.approx(plain["auc"], abs=1e-9)
     assert [r["tar"] for r in result["verification"]["tar_at_far"]] == pytest.approx(plain["tar"], abs=1e-9)
