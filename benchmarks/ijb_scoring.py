@@ -11,17 +11,22 @@ Phases run in this order so the peak RSS printed after each covers only what ran
 1. scoring: evaluation.ijb.score_pairs + ijb_metrics.verification_1to1 from template features [23124, 512];
 2. 1:N: identification_1toN for G1 and G2 with the 19,593 probes;
 3. pooling: evaluation.ijb.template_features from 469,375 raw image embeddings + flips (float32, as cached)
-   with the default modes F1N1D1 (these arrays alone are 1.9 GB).
+   with the default modes F1N1D1 (these arrays alone are 1.9 GB);
+4. parsing: evaluation.ijb_meta.read_template_pairs on the 15.7M-line pair file written to a temporary
+   folder in the real format ("<t1> <t2> <label>").
 """
 
 import argparse
 import json
 import resource
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 from evaluation.ijb import image_features, score_pairs, template_features
+from evaluation.ijb_meta import read_template_pairs
 from evaluation.ijb_metrics import identification_1toN, verification_1to1
 
 
@@ -41,6 +46,8 @@ def main(argv=None):
     parser.add_argument("--images", type=int, default=469_375)
     parser.add_argument("--output", help="write the figures as JSON here")
     args = parser.parse_args(argv)
+    if args.images < 23_124:
+        parser.error("--images must be at least the 23,124 templates (each template has an image)")
     rng = np.random.default_rng(0)
     n_g1, n_g2, n_probe = 1772, 1759, 19_593
     n_gallery = n_g1 + n_g2
@@ -62,7 +69,7 @@ def main(argv=None):
     shuffle = rng.permutation(len(t1))
     t1, t2, label = t1[shuffle], t2[shuffle], label[shuffle]
     del shuffle, impostor_probe, impostor_gallery
-    figures = {"dim": args.dim, "pairs": int(len(t1)), "genuine": args.genuine, "templates": int(len(ids))}
+    figures = {"dim": args.dim, "pairs": len(t1), "genuine": args.genuine, "templates": len(ids)}
     figures["rss_before_gib"] = peak_rss_gib()
 
     start = time.perf_counter()
@@ -75,7 +82,7 @@ def main(argv=None):
     print(f"1:1 {len(t1):,} pairs: scores {figures['score_pairs_s']:.1f} s + ROC {figures['roc_s']:.1f} s = "
           f"{figures['scoring_total_s']:.1f} s, peak RSS {figures['scoring_peak_rss_gib']:.2f} GiB "
           f"(TAR@1e-4 {figures['tar_at_1e_4']:.4f}, AUC {figures['auc']:.4f})", flush=True)
-    del scores, t1, t2, label
+    del scores
 
     start = time.perf_counter()
     g1 = np.arange(n_g1)
@@ -100,6 +107,18 @@ def main(argv=None):
     print(f"pooling {args.images:,} images (F1N1D1): {figures['pooling_s']:.1f} s, peak RSS "
           f"{figures['final_peak_rss_gib']:.2f} GiB (the float32 embeddings + flips alone are "
           f"{2 * emb.nbytes / 2**30:.2f} GiB)", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ijbc_template_pair_label.txt"
+        step = 1_000_000
+        with open(path, "w") as f:
+            f.writelines("".join(f"{a} {b} {c}\n" for a, b, c in zip(
+                t1[lo:lo + step].tolist(), t2[lo:lo + step].tolist(), label[lo:lo + step].tolist()))
+                for lo in range(0, len(t1), step))
+        start = time.perf_counter()
+        r1, r2, rl = read_template_pairs(path)
+        figures.update(pair_file_mib=path.stat().st_size / 2**20, parse_pairs_s=time.perf_counter() - start)
+        assert (r1 == t1).all() and (r2 == t2).all() and (rl == label).all()
+    print(f"parsing the {figures['pair_file_mib']:.0f} MiB pair file: {figures['parse_pairs_s']:.1f} s", flush=True)
     if args.output:
         with open(args.output, "w") as f:
             json.dump(figures, f, indent=1)
