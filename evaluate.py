@@ -4,6 +4,7 @@
     python evaluate.py --lfw-pairs pairs.txt --model RUN --lfw-dir ALIGNED
     python evaluate.py --bin agedb_30.bin --center-crop               # insightface set (112x112) with a 112x96 model
     python evaluate.py --lfw-pairs pairs.txt --embeddings E.npz --output R.json
+    python evaluate.py --ijb IJB_DIR --target IJBC --model RUN/export/embedding.keras   # IJB-C 1:1 and 1:N
 
 The work is done by the evaluation package (shared with training's validation); this file parses flags.
 """
@@ -41,18 +42,34 @@ def build_parser():
                      "112x96 template is the 112x112 one shifted 8 px, so this is exact)")
     src.add_argument("--embeddings", help="precomputed E.npz with 'paths' (relative to the LFW folder, any extension), "
                      "'embeddings' [N, D] and optional 'embeddings_flip' [N, D]; no model is loaded")
+    ijb = parser.add_argument_group("IJB-B / IJB-C template protocols (docs/ijb.md)")
+    ijb.add_argument("--ijb", metavar="IJB_DIR", help="evaluate on IJB-B/C: the folder holding meta/ (face_tid_mid, "
+                     "name_5pts_score, template_pair_label, 1N gallery/probe csv) and loose_crop/, as distributed")
+    ijb.add_argument("--target", choices=("IJBC", "IJBB"), default="IJBC", help="which IJB set IJB_DIR holds")
+    ijb.add_argument("--ijb-norm", choices=("keep", "unit"), default="keep",
+                     help="keep = N1: image features keep their norm, which weights them in the template "
+                     "(insightface's use_norm_score=True); unit = N0: each image feature L2-normalised first")
+    ijb.add_argument("--ijb-detector-score", choices=("weight", "ignore"), default="weight",
+                     help="weight = D1: image features multiplied by the detector score of the landmark file; "
+                     "ignore = D0")
+    ijb.add_argument("--ijb-cache", metavar="DIR", help="feature cache (raw embeddings + flips; an interrupted "
+                     "run resumes, a rerun with other modes skips the model); default RUN/eval/<target>_features_"
+                     "<model fingerprint>_<H>x<W>/")
+    ijb.add_argument("--no-1n", action="store_true", help="1:1 only (no 1:N gallery/probe files needed)")
     parser.add_argument("--model", help="exported .keras model or a run directory (uses export/best.keras, else "
                         "export/embedding.keras); default: the newest under --runs-dir")
     parser.add_argument("--runs-dir", default="runs", help="where to look for the default model")
     parser.add_argument("--flip", choices=FLIP_MODES, default=None,
                         help="features: concat = [emb || emb of the mirror image] (default), sum = emb + emb_flip "
                         "(insightface), none; always L2-normalised, so squared distances stay in [0, 4]. With "
-                        "--embeddings the default is concat if 'embeddings_flip' is present, else none")
-    parser.add_argument("--engine", choices=("auto", "fast", "keras"), default="auto",
+                        "--embeddings the default is concat if 'embeddings_flip' is present, else none. With --ijb: "
+                        "sum = F1 (default: raw embedding + that of the mirror), none = F0, concat = [e || e_flip]")
+    parser.add_argument("--engine", choices=("auto", "fast", "keras", "onnx"), default="auto",
                         help="how the model runs: fast = its inference graph with batch norm folded into the "
                         "convolutions (the same function up to float rounding, ~2x faster on a CPU); keras = the "
                         "model's own graph; auto = fast for a float32 model, keras for one whose layers compute in "
-                        "float16/bfloat16 (mixed precision), where the fast graph would compute in float32")
+                        "float16/bfloat16 (mixed precision), where the fast graph would compute in float32; onnx (with "
+                        "--ijb) = the .onnx export beside the model under ONNX Runtime")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (an image and its flip count as two)")
     parser.add_argument("--far", type=float, default=1e-3, help="target false accept rate for VAL@FAR")
     parser.add_argument("--output", help="result JSON (plots go beside it as <stem>_roc.png, <stem>_hist.png); default "
@@ -73,7 +90,11 @@ def main(argv=None):
     from evaluation import report, run
     from evaluation.model_io import resolve_model_path, run_dir_of
 
+    if args.ijb:
+        return _main_ijb(args)
     try:
+        if args.engine == "onnx":
+            raise ValueError("--engine onnx works with --ijb (for LFW use verify.py/identify.py or --engine fast)")
         if not (0.0 < args.far < 1.0):
             raise ValueError(f"--far must be in (0, 1), got {args.far}")
         if args.batch_size < 1:
@@ -120,6 +141,37 @@ def main(argv=None):
     if not args.no_plots:
         written += report.write_plots(result, emb_a, emb_b, issame, output, title)
     print(report.format_report(result))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _main_ijb(args):
+    """--ijb: the IJB-B/C protocols (evaluation.ijb), table + JSON + ROC plot."""
+    from evaluation import ijb, ijb_report, report
+
+    try:
+        if args.lfw_pairs or args.bin or args.embeddings or args.save_embeddings:
+            raise ValueError("--ijb evaluates an IJB set on its own; do not combine it with --lfw-pairs/--bin/"
+                             "--embeddings/--save-embeddings")
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        if args.model is None:
+            from evaluation.model_io import find_default_model
+
+            args.model = str(find_default_model(args.runs_dir))
+        print(f"model: {args.model}", file=sys.stderr)
+        result, roc, _ = ijb.evaluate_model_on_ijb(
+            args.ijb, args.target, args.model, args.engine, args.flip or "sum", args.ijb_norm,
+            args.ijb_detector_score, args.ijb_cache, args.batch_size, not args.no_progress, not args.no_1n)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    output = Path(args.output) if args.output else Path(result["eval_dir"]) / f"{args.target.lower()}_{result['mode']}.json"
+    report.write_json(result, output)
+    written = [output]
+    if not args.no_plots:
+        written.append(ijb_report.write_ijb_roc(result, roc, output, f"{Path(args.model).name} on {args.target}"))
+    print(ijb_report.format_ijb_report(result))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
