@@ -33,6 +33,10 @@ class PartialFCHead(keras.layers.Layer):
     ``margin`` names a normalised head of ``losses.HEADS``; ``margin_args`` are its options.
     """
 
+    # The full head's N(0, 0.01) start (arcface_torch's), drawn in [C, D] directly: a transposed
+    # [D, C] draw would match a seeded full head's centres but hold a second copy of them at start.
+    initial_centres = keras.initializers.RandomNormal(stddev=0.01)
+
     def __init__(self, num_classes, margin, margin_args=None, sample_rate=1.0, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
@@ -44,13 +48,8 @@ class PartialFCHead(keras.layers.Layer):
 
     def build(self, embeddings_shape, labels_shape=None):
         dim = embeddings_shape[-1]
-        # The full head's N(0, 0.01) start (arcface_torch's), drawn as [D, C] and transposed, so a
-        # seeded run starts from the very centres the full head would (RATE = 1 then trains alike).
-        def full_head_start(shape, dtype=None):
-            return ops.transpose(keras.initializers.RandomNormal(stddev=0.01)((shape[1], shape[0]), dtype))
-
         self.kernel = self.add_weight(name="kernel", shape=(self.num_classes, dim), trainable=False,
-                                      initializer=full_head_start)
+                                      initializer=self.initial_centres)
         self.momentum = self.add_weight(name="momentum", shape=(self.num_classes, dim), trainable=False,
                                         initializer="zeros")
 
@@ -59,7 +58,13 @@ class PartialFCHead(keras.layers.Layer):
         return self.scale * self.sampled_cosine(embeddings, centres)
 
     def sampled_cosine(self, embeddings, centres):
-        return ops.matmul(_unit_rows(embeddings), ops.transpose(_unit_rows(centres)))
+        """cos θ [B, K] between ``embeddings`` [B, D] and ``centres`` [K, D].
+
+        The centres' norms divide the [B, K] product instead of their [K, D] rows: the same cosine
+        with one pass over the sampled centres (and their gradient) instead of several."""
+        centres = ops.cast(centres, "float32")
+        norms = ops.sqrt(ops.maximum(ops.sum(ops.square(centres), axis=-1), 1e-24))
+        return ops.matmul(_unit_rows(embeddings), ops.transpose(centres)) / norms[None, :]
 
     def sampled_logits(self, embeddings, centres, local_labels, margin_weight=None):
         """Margin logits [B, K]: ``local_labels`` [B] index the rows of ``centres`` [K, D]."""

@@ -42,8 +42,8 @@ def test_rate_one_equals_the_full_head_loss_and_gradients(name):
     np.testing.assert_allclose(float(partial_loss), float(full_loss), rtol=1e-6)
     np.testing.assert_allclose(tape.gradient(partial_loss, x), tape.gradient(full_loss, x), atol=1e-6)
     # the full head's kernel is [D, C]; the sampled rows [K, D] come back in class order (index = 0..C-1)
-    np.testing.assert_allclose(tape.gradient(partial_loss, centres), tf.transpose(tape.gradient(full_loss, full.kernel)),
-                               atol=1e-6)
+    np.testing.assert_allclose(tape.gradient(partial_loss, centres),
+                               tf.transpose(tape.gradient(full_loss, full.kernel)), atol=1e-6)
 
 
 def test_sample_holds_every_positive_and_changes_each_step():
@@ -90,12 +90,17 @@ def _losses_and_weights(run_dir, summary):
     return {e["step"]: e["loss"] for e in log if "loss" in e}, model.get_weights()
 
 
-def test_training_at_rate_one_equals_the_full_head(tmp_path):
+def test_training_at_rate_one_equals_the_full_head(tmp_path, monkeypatch):
     """Four SGD steps (momentum, a strong weight decay, an lr drop): the same losses and backbone weights.
     ResFace20 without batch norm: MobileFaceNet's batch-4 statistics amplify float32 rounding (two
     matmul layouts) chaotically, as much as a 1e-5 change of the lr does."""
     common = {**TINY, "backbone": "resface20", "backbone_options": {"batch_norm": False}, "max_steps": 4,
               "lr_schedule": "0:0.01,2:0.005", "weight_decay": 0.05, "checkpoint_every": 4}
+    # Start from the full head's very centres: its seeded [D, C] draw, transposed.
+    import keras
+    monkeypatch.setattr(losses.PartialFCHead, "initial_centres", staticmethod(
+        lambda shape, dtype=None: keras.ops.transpose(
+            keras.initializers.RandomNormal(stddev=0.01)((shape[1], shape[0]), dtype))))
     runs = {}
     for name, extra in (("full", {}), ("partial", {"partial_fc": 1.0})):
         run = training.new_run_dir(tmp_path / name, "m", "l")

@@ -47,6 +47,12 @@ def sample_centres(labels, num_classes, num_sample, seed, step):
     return index, tf.searchsorted(index, labels, side="left", out_type=tf.int32)
 
 
+def gather_centres(head, index):
+    """The rows ``index`` [K] of ``head.kernel`` [C, D] -> [K, D], read row by row from the variable
+    (a read of the whole variable beside row writes makes TensorFlow copy all of it each step)."""
+    return tf.gather(head.kernel.value, index)
+
+
 def sparse_sgd_update(head, index, grad_rows, lr, momentum, weight_decay):
     """Keras SGD's momentum step on the rows ``index`` [K] of ``head.kernel`` and ``head.momentum``
     ([C, D]), with ``grad_rows`` [K, D] the loss gradient of those rows; other rows untouched."""

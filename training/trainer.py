@@ -17,7 +17,7 @@ from training.export import export_embedding_model
 from training.hardware import resolve_auto_settings
 from training.guard import TrainingGuard
 from training.logger import RunLogger
-from training.partial_fc import head_memory_line, sample_centres, sparse_sgd_update
+from training.partial_fc import gather_centres, head_memory_line, sample_centres, sparse_sgd_update
 from training.run_dir import write_failure
 from training.schedules import margin_warmup_weight
 from training.state import build_training_state, decayed_variables, peak_lr
@@ -112,7 +112,7 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch, clas
 
         def sampled_forward_backward(images, labels, margin_weight, index, local_labels):
             # Partial FC: the loss sees K sampled centres; their gradient is taken as rows [K, D].
-            centres = tf.gather(head.kernel, index)
+            centres = gather_centres(head, index)
             sampled = {"class_weights": class_weights, "negative_classes": negative_classes}
             sampled = {k: None if v is None else tf.gather(v, index) for k, v in sampled.items()}
             with tf.GradientTape() as tape:
