@@ -55,6 +55,9 @@ def build_parser():
     g.add_argument("--m3", type=float, help="combined margin (default 0.2)")
     g.add_argument("--easy-margin", action=B, help="arcface: margin only where cos(theta) > 0")
     g.add_argument("--sphereface-lambda", type=float, help="sphereface: blend lambda*cos into psi (default 0)")
+    g.add_argument("--partial-fc", type=float, metavar="RATE",
+                   help="Partial FC: each step's softmax over the batch's classes plus random other centres, "
+                        "RATE x classes in all (e.g. 0.1 for 10^6+ identities; default: all centres)")
     g.add_argument("--margin-warmup-steps", type=int, metavar="N",
                    help="grow the margin linearly from 0 to its value over the first N steps (default 0 = off): "
                         "am_softmax/cosface train with m x step/N; other heads blend their margin logits with "

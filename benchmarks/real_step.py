@@ -27,7 +27,7 @@ class RealStep:
 
 def make_real_step(backbone, batch_size, image_size, num_classes, *, lr=0.01, xla=False,
                    mixed_precision="off", backbone_options=None, stock_layers=False, autodiff_prelu=False,
-                   seed=0):
+                   seed=0, embedding_size=512, partial_fc=None):
     """Build train.py's state and step for `backbone` on one random batch of uint8-range images.
 
     image_size: (height, width); lr: constant learning rate (SGD momentum 0.9 and weight decay as
@@ -36,7 +36,8 @@ def make_real_step(backbone, batch_size, image_size, num_classes, *, lr=0.01, xl
     with batch norm); {} = the published network. stock_layers: Keras' own BatchNormalization and
     PReLU instead of models/layers.py's fused ones (the same model, the stock step), to measure them.
     autodiff_prelu: FastPReLU's select differentiated by TensorFlow's autodiff in training, as it
-    ran before its XLA training kernels, to measure them.
+    ran before its XLA training kernels, to measure them. partial_fc: --partial-fc's sample rate
+    (None: the full head).
     """
     import keras
     import tensorflow as tf
@@ -49,6 +50,7 @@ def make_real_step(backbone, batch_size, image_size, num_classes, *, lr=0.01, xl
     keras.utils.set_random_seed(seed)
     config = TrainConfig(backbone=backbone, batch_size=batch_size, num_classes=num_classes, lr=lr,
                          lr_schedule="constant", xla=xla, mixed_precision=mixed_precision,
+                         embedding_size=embedding_size, partial_fc=partial_fc,
                          backbone_options=dict(models.TRAINING_OPTIONS.get(backbone, {})
                                                if backbone_options is None else backbone_options))
     strategy = tf.distribute.get_strategy()

@@ -12,6 +12,7 @@ _HOMES = {
     "losses.heads": ["HEADS", "HeadEntry", "NormalizedMarginHead", "SoftmaxHead", "build_head", "head_options",
                      "list_heads"],
     "losses.loss": ["drop_negative_classes", "margin_softmax_loss"],
+    "losses.partial_fc": ["PartialFCHead", "build_partial_fc_head", "partial_fc_num_sample"],
     "losses.margins": ["am_softmax_logits", "arcface_logits", "combined_margin_logits", "sphereface_logits",
                        "sphereface_psi"],
 }

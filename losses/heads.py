@@ -85,18 +85,22 @@ class NormalizedMarginHead(keras.layers.Layer):
         """Margin logits [B, C]; ``margin_weight`` w (a float32 scalar in [0, 1], default 1) blends
         them with the plain scores, ``s·cos θ + w·(margin logits − s·cos θ)``: only the true class
         changes, and for am_softmax/cosface that is exactly the margin m scaled by w (a margin warm-up)."""
-        cos = self.cosine(embeddings)
-        one_hot = ops.one_hot(ops.reshape(ops.cast(labels, "int32"), (-1,)), self.num_classes,
-                              dtype="float32")
-        logits = HEADS[self.margin].margin(cos, one_hot, **self.margin_args)
-        if margin_weight is None:
-            return logits
-        plain = self.scale * cos
-        return plain + ops.cast(margin_weight, "float32") * (logits - plain)
+        return margin_logits(self.margin, self.margin_args, self.cosine(embeddings), labels, margin_weight)
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes,
                 "margin": self.margin, "margin_args": self.margin_args}
+
+
+def margin_logits(margin, margin_args, cos, labels, margin_weight=None):
+    """Logits [B, K] of head ``margin`` from cosines ``cos`` [B, K] and class indices ``labels`` [B]
+    into those K columns: the full head (K = C) and Partial FC (K sampled centres) share this."""
+    one_hot = ops.one_hot(ops.reshape(ops.cast(labels, "int32"), (-1,)), ops.shape(cos)[-1], dtype="float32")
+    logits = HEADS[margin].margin(cos, one_hot, **margin_args)
+    if margin_weight is None:
+        return logits
+    plain = float(margin_args.get("s", 1.0)) * cos
+    return plain + ops.cast(margin_weight, "float32") * (logits - plain)
 
 
 @dataclasses.dataclass(frozen=True)

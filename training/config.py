@@ -37,6 +37,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     head_wd_mult: float = 1.0
     clip_grad_norm: float | None = None  # global L2 norm bound of each step's gradient; None = off
+    partial_fc: float | None = None      # Partial FC sample rate in (0, 1]; None = the full head
     dropout: float | None = None        # None -> the backbone's default (lresnet50e_ir: 0.4)
     max_steps: int | None = None
     epochs: float | None = None
@@ -249,10 +250,34 @@ _RUN_SHAPING = ("backbone", "backbone_options", "embedding_size", "loss", "image
 def check_resume(config, base):
     """ValueError naming the settings a --resume tries to change that the saved run cannot take."""
     changed = [k for k in _RUN_SHAPING if k in base and base[k] != getattr(config, k)]
+    # Partial FC stores its centres class-major with their own momentum: switching it on or off
+    # changes the head's variables (another rate is fine).
+    if (base.get("partial_fc") is None) != (config.partial_fc is None):
+        changed.append("partial_fc")
     if changed:
         raise ValueError(f"--resume cannot change {', '.join(changed)} "
                          f"({'; '.join(f'{k}: {base[k]!r} -> {getattr(config, k)!r}' for k in changed)}); "
                          "start a new run with another --output-dir instead")
+
+
+def _check_partial_fc(config):
+    if config.partial_fc is None:
+        return
+    if not 0.0 < config.partial_fc <= 1.0:
+        raise ValueError(f"--partial-fc must be a sample rate in (0, 1], got {config.partial_fc}")
+    if config.loss == "softmax":
+        raise ValueError("--partial-fc needs a margin head (class centres on the unit sphere); "
+                         "--loss softmax has none: use am_softmax, cosface, arcface, sphereface or combined")
+    # Each of these would need the sampled centres' gradient inside the Keras optimizer's own logic.
+    if config.strategy != "default":
+        raise ValueError(f"--partial-fc runs on one device: its centres are not sharded across replicas yet; "
+                         f"drop --strategy {config.strategy} (or train with the full head)")
+    if config.clip_grad_norm is not None:
+        raise ValueError("--partial-fc with --clip-grad-norm is not supported: the sampled centres are updated "
+                         "outside the optimizer that clips; drop one of them")
+    if config.mixed_precision == "float16":
+        raise ValueError("--partial-fc with --mixed-precision float16 is not supported (loss scaling); "
+                         "use bfloat16 or off")
 
 
 def _check(config):
@@ -267,6 +292,7 @@ def _check(config):
         raise ValueError(f"--loss {config.loss} takes {losses.head_options(config.loss) or 'no options'}, "
                          f"not {unknown}")
     _check_head_options(config.loss, config.head_options)
+    _check_partial_fc(config)
     if config.max_steps is not None and config.epochs is not None:
         raise ValueError("give --max-steps or --epochs, not both")
     if config.max_steps is not None and config.max_steps < 1:

@@ -109,6 +109,8 @@ def resolve_auto_settings(config):
     gpu = gpu_available()
     if config.mixed_precision == "auto":
         config.mixed_precision, why = choose_precision(config.backbone, gpu)
+        if config.mixed_precision == "float16" and getattr(config, "partial_fc", None) is not None:
+            config.mixed_precision, why = "bfloat16", "GPU with --partial-fc, which float16's loss scaling cannot take"
         lines.append(f"--mixed-precision auto -> {config.mixed_precision} ({why}; set it to override)")
     if config.xla == "auto":
         config.xla, why = choose_xla(config.backbone, gpu)

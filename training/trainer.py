@@ -17,6 +17,7 @@ from training.export import export_embedding_model
 from training.guard import TrainingGuard
 from training.hardware import resolve_auto_settings
 from training.logger import RunLogger
+from training.partial_fc import gather_centres, head_memory_line, sample_centres, sparse_sgd_update
 from training.run_dir import write_failure
 from training.schedules import margin_warmup_weight
 from training.state import build_training_state, decayed_variables, peak_lr
@@ -106,14 +107,52 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch, clas
         stats["cosine_sum"], stats["cosine_pairs"] = different_identity_cosines(embeddings, labels)
         return grads, stats
 
+    if config.partial_fc is not None:
+        num_sample = losses.partial_fc_num_sample(head.num_classes, config.partial_fc, config.batch_size)
+
+        def sampled_forward_backward(images, labels, margin_weight, index, local_labels):
+            # Partial FC: the loss sees K sampled centres; their gradient is taken as rows [K, D].
+            centres = gather_centres(head, index)
+            sampled = {"class_weights": class_weights, "negative_classes": negative_classes}
+            sampled = {k: None if v is None else tf.gather(v, index) for k, v in sampled.items()}
+            with tf.GradientTape() as tape:
+                tape.watch(centres)
+                embeddings = model(images, training=True)
+                logits = head.sampled_logits(embeddings, centres, local_labels, margin_weight=margin_weight)
+                loss = losses.margin_softmax_loss(local_labels, logits, focal_gamma=config.focal, **sampled)
+                share = tf.cast(tf.shape(labels)[0], tf.float32) / global_batch
+                l2 = tf.add_n([mult * tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v, mult in decayed])
+                objective = loss * share + 0.5 * config.weight_decay * l2
+            *grads, centre_grads = tape.gradient(objective, variables + [centres])
+            scores = head.sampled_scores(embeddings, centres)
+            classified = tf.ones_like(local_labels, tf.float32)
+            if sampled["negative_classes"] is not None:
+                scores = losses.drop_negative_classes(scores, sampled["negative_classes"])
+                classified -= tf.gather(sampled["negative_classes"], local_labels)
+            hits = tf.cast(tf.equal(tf.argmax(scores, axis=-1, output_type=tf.int32), local_labels), tf.float32)
+            stats = {"loss": loss * share, "correct": tf.reduce_sum(hits * classified),
+                     "classified": tf.reduce_sum(classified)}
+            stats["cosine_sum"], stats["cosine_pairs"] = different_identity_cosines(embeddings, labels)
+            return grads, centre_grads, stats
+
+        forward_backward = sampled_forward_backward
     if config.xla:
         forward_backward = tf.function(forward_backward, jit_compile=True)
 
     def replica_step(images, labels):
         # --margin-warmup-steps: the margin grows with the optimizer's step (None when off).
         margin_weight = margin_warmup_weight(optimizer.iterations, config.margin_warmup_steps)
-        grads, stats = forward_backward(images, labels, margin_weight)
+        if config.partial_fc is None:
+            grads, stats = forward_backward(images, labels, margin_weight)
+            optimizer.apply_gradients(zip(grads, variables))
+            return stats
+        step = optimizer.iterations
+        lr = optimizer.learning_rate   # this step's, read before apply_gradients advances the count
+        index, local_labels = sample_centres(labels, head.num_classes, num_sample, config.seed, step)
+        grads, centre_grads, stats = forward_backward(images, labels, margin_weight, index, local_labels)
         optimizer.apply_gradients(zip(grads, variables))
+        sparse_sgd_update(head, index, centre_grads, lr, config.momentum,
+                          config.weight_decay * config.head_wd_mult)
         return stats
 
     @tf.function
@@ -171,6 +210,9 @@ def run_training(config, run_dir, strategy=None, log=print):
         f"{'float32' if config.mixed_precision == 'off' else config.mixed_precision}, XLA {'on' if config.xla else 'off'}; "
         f"run dir {run_dir}")
 
+    num_sample = (None if config.partial_fc is None
+                  else losses.partial_fc_num_sample(data.num_classes, config.partial_fc, config.batch_size))
+    log(head_memory_line(data.num_classes, config.embedding_size, config.batch_size, num_sample))
     with strategy.scope():
         state = build_training_state(config, data.num_classes, data.image_size, steps, global_batch)
     guard = TrainingGuard(lambda: checkpoints.latest, enabled=config.collapse_guard,

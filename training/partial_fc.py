@@ -1,0 +1,78 @@
+"""Partial FC's training side: which class centres a step samples, and their sparse SGD update.
+
+Sampling (as arcface_torch's partial_fc_v2): every class of the batch is in the sample; the other
+K − |positives| centres are a uniformly random subset of the rest, drawn anew each step. The draw
+is a pure function of (seed, step), so a resumed run samples exactly what the straight run did and
+no random-number state needs a checkpoint.
+
+Update: the sampled rows get exactly Keras SGD's momentum step with weight decay,
+``g ← ∂L/∂w + wd·w; m ← μ·m − lr·g; w ← w + m``. Unsampled centres and their momentum are left
+unchanged that step (no decay, no momentum drift), as in the Partial FC paper's memory-bank
+version; arcface_torch's partial_fc_v2 instead keeps one dense parameter, so its optimizer also
+decays every unsampled centre and moves it along its momentum. We chose the sparse rule because
+a step then costs O(K·D) rather than O(C·D), which is what makes 10^6–10^7 classes trainable on
+one machine; at RATE = 1 both rules are the full head's update.
+"""
+
+import tensorflow as tf
+
+
+def sample_centres(labels, num_classes, num_sample, seed, step):
+    """(index [K] int32 ascending, local labels [B] int32 with index[local] == labels).
+
+    The K sampled classes are the K smallest of C uniform keys drawn from (seed, step), with the
+    positives' keys set to −1: a uniform K-subset of the negatives beside all positives. Only the
+    classes whose key falls below a threshold a few standard deviations above K/C are sorted, so
+    the draw costs O(C) plus a sort of about K (the whole C only in the ~1e-9 case that too few
+    keys fall below it).
+    """
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    if num_sample >= num_classes:
+        return tf.range(num_classes, dtype=tf.int32), labels
+    seeds = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
+    keys = tf.random.stateless_uniform([num_classes], seed=seeds)
+    keys = tf.tensor_scatter_nd_update(keys, labels[:, None], -tf.ones_like(labels, tf.float32))
+    threshold = (num_sample + 6.0 * num_sample ** 0.5 + 64.0) / num_classes
+
+    def smallest_of_candidates():
+        candidates = tf.cast(tf.reshape(tf.where(keys < threshold), [-1]), tf.int32)
+        _, order = tf.math.top_k(-tf.gather(keys, candidates), k=num_sample)
+        return tf.gather(candidates, order)
+
+    def smallest_of_all():
+        return tf.math.top_k(-keys, k=num_sample).indices
+
+    enough = tf.reduce_sum(tf.cast(keys < threshold, tf.int32)) >= num_sample
+    index = tf.sort(tf.cond(enough, smallest_of_candidates, smallest_of_all))
+    return index, tf.searchsorted(index, labels, side="left", out_type=tf.int32)
+
+
+def gather_centres(head, index):
+    """The rows ``index`` [K] of ``head.kernel`` [C, D] -> [K, D], read row by row from the variable
+    (a read of the whole variable beside row writes makes TensorFlow copy all of it each step)."""
+    return tf.gather(head.kernel.value, index)
+
+
+def sparse_sgd_update(head, index, grad_rows, lr, momentum, weight_decay):
+    """Keras SGD's momentum step on the rows ``index`` [K] of ``head.kernel`` and ``head.momentum``
+    ([C, D]), with ``grad_rows`` [K, D] the loss gradient of those rows; other rows untouched."""
+    kernel, slots = head.kernel.value, head.momentum.value
+    rows = tf.gather(kernel, index)
+    grad = tf.cast(grad_rows, tf.float32) + weight_decay * rows
+    velocity = momentum * tf.gather(slots, index) - tf.cast(lr, tf.float32) * grad
+    slots.scatter_update(tf.IndexedSlices(velocity, index))
+    kernel.scatter_update(tf.IndexedSlices(rows + velocity, index))
+
+
+def head_memory_line(num_classes, dim, batch_size, num_sample=None):
+    """One start-up line: the head's memory (centres, momentum, logits per step) in GB, float32."""
+    gb = 4 / 1e9
+    centres = num_classes * dim * gb
+    columns = num_sample or num_classes
+    # logits, their softmax and their gradient: three [B, K] float32 tensors live in a step
+    logits = 3 * batch_size * columns * gb
+    what = (f"partial FC: {columns:,} of {num_classes:,} centres per step" if num_sample
+            else f"full head: {num_classes:,} centres")
+    gathered = f", sampled centres {2 * columns * dim * gb:.3g} GB" if num_sample else ""
+    return (f"{what}; centres {centres:.3g} GB, momentum {centres:.3g} GB, logits per step "
+            f"{logits:.3g} GB{gathered} (float32)")
