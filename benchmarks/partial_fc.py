@@ -49,11 +49,10 @@ def estimated_gb(kind, classes, dim, rate, batch):
 
 
 def run_head_case(classes, dim, rate, batch, steps):
-    """Median seconds of one head step (forward, backward, update) and the lines it printed."""
+    """Median seconds of one head step (forward, backward, update)."""
+    import keras
     import numpy as np
     import tensorflow as tf
-
-    import keras
 
     import losses
     from training.partial_fc import gather_centres, sample_centres, sparse_sgd_update
