@@ -161,6 +161,25 @@ def test_reference_step_schedule_and_warmup():
     np.testing.assert_allclose([float(cos(s)) for s in (0, 50, 100)], [0.1, 0.05, 0.0], atol=1e-7)
     poly = build_lr_schedule("poly", 0.1, 100)
     np.testing.assert_allclose(float(poly(50)), 0.1 * 0.25, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "poly"])
+def test_decay_schedules_with_warmup_reach_the_peak(kind):
+    # arcface_torch's PolyScheduler: linear warm-up to the peak at W, then decay over (step - W) / (T - W).
+    # (Before: decay over step / T times the ramp, peaking at 0.0976 (cosine) / 0.0812 (poly) here.)
+    base, total, warmup = 0.1, 1000, 100
+
+    def reference(step):
+        if step < warmup:
+            return base * (step + 1) / warmup
+        t = min((step - warmup) / (total - warmup), 1.0)
+        return base * (0.5 * (1 + np.cos(np.pi * t)) if kind == "cosine" else (1 - t) ** 2)
+
+    schedule = build_lr_schedule(kind, base, total, warmup_steps=warmup)
+    steps = [0, 1, 49, 98, 99, 100, 101, 300, 550, 999, 1000, 1200]
+    np.testing.assert_allclose([float(schedule(s)) for s in steps], [reference(s) for s in steps],
+                               rtol=1e-5, atol=1e-8)
+    assert max(float(schedule(s)) for s in range(total)) == pytest.approx(base, rel=1e-6)
     with pytest.raises(ValueError, match="start at 0"):
         build_lr_schedule("100:0.1,50:0.01", 0.1, 10)
     with pytest.raises(ValueError, match="STEP:LR"):
