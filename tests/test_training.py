@@ -195,19 +195,83 @@ def test_margin_warmup_weight_ramps_like_the_lr_warmup():
 
 # -- the loop ----------------------------------------------------------------------------------
 
-def test_weight_decay_selects_kernels_only():
+RULE_NAMES = {  # which Keras variable names each reference decays (docs/protocols.md)
+    "kernels": {"kernel"}, "insightface": {"kernel", "gamma", "alpha"},
+    "caffe": {"kernel", "gamma", "beta", "alpha"}, "all": {"kernel", "gamma", "beta", "alpha", "bias"}}
+
+
+@pytest.mark.parametrize("rule", sorted(RULE_NAMES))
+def test_weight_decay_rule_selects_the_references_variables(rule):
     import losses
     import models
     from training.state import decayed_variables
     backbone = models.build_backbone("mobilefacenet", image_size=(32, 32), embedding_size=8)
-    head = losses.build_head("arcface", 3)
+    head = losses.build_head("softmax", 3)   # kernel + bias: the head follows the rule too
     head.build((None, 8))
-    pairs = decayed_variables(backbone, head, head_wd_mult=10.0)
-    paths = [v.path for v, _ in pairs]
-    assert all(p.endswith("kernel") for p in paths)
-    assert not any(("gamma" in p or "beta" in p or "alpha" in p or "bias" in p) for p in paths)
-    convs = [w for layer in backbone.layers for w in layer.weights if w.path.endswith("kernel")]
-    assert len(pairs) == len(convs) + 1 and pairs[-1] == (head.kernel, 10.0)
+    pairs = decayed_variables(backbone, head, head_wd_mult=10.0, rule=rule)
+    names = {v.path.split("/")[-1] for v, _ in pairs}
+    assert names == RULE_NAMES[rule]   # mobilefacenet + softmax head have all five kinds
+    everything = backbone.trainable_variables + head.trainable_variables
+    expected = [v for v in everything if v.path.split("/")[-1] in RULE_NAMES[rule]]
+    assert [v.path for v, _ in pairs] == [v.path for v in expected]
+    assert {v.path: m for v, m in pairs}[head.kernel.path] == 10.0
+    with pytest.raises(ValueError, match="weight-decay-rule"):
+        decayed_variables(backbone, head, 1.0, rule="bn")
+
+
+def _caffe_sgd(w, grads, lr, momentum, wd, clip=None, clip_first=True):
+    """Caffe's SGDSolver::ApplyUpdate, written plainly: ClipGradients (global L2 norm of the loss
+    gradient), Regularize (+ wd·w), ComputeUpdateValue (v = μ·v + lr·g), Update (w -= v).
+    ``clip_first=False``: the old order (clip the gradient with the decay already in it)."""
+    def clipped(g):
+        if clip is None:
+            return g
+        norm = np.sqrt(sum(np.sum(x.astype(np.float64) ** 2) for x in g))
+        return [x * (clip / max(norm, clip)) for x in g]
+
+    w, v = [x.copy() for x in w], [np.zeros_like(x) for x in w]
+    for g in grads:
+        g = clipped(g) if clip_first else g
+        g = [gi + wd_i * wi for gi, wi, wd_i in zip(g, w, wd)]
+        g = g if clip_first else clipped(g)
+        v = [momentum * vi + lr * gi for vi, gi in zip(v, g)]
+        w = [wi - vi for wi, vi in zip(w, v)]
+    return w
+
+
+@pytest.mark.parametrize("clip", [None, 1.0])
+def test_optimizer_decay_strength_and_clip_order_match_caffe(clip):
+    import keras
+
+    from training.state import build_optimizer
+    rng = np.random.default_rng(0)
+    w0 = [rng.normal(size=(3, 4)).astype("float32"), rng.normal(size=(4,)).astype("float32")]
+    grads = [[rng.normal(size=x.shape).astype("float32") for x in w0] for _ in range(3)]
+    wd, lr = 0.05, 0.1   # large, so a doubled or missing decay moves the weights by ~1e-2
+    variables = [keras.Variable(x) for x in w0]
+    config = TrainConfig(weight_decay=wd, momentum=0.9, clip_grad_norm=clip, mixed_precision="off")
+    optimizer = build_optimizer(config, build_lr_schedule("constant", lr, 10), variables,
+                                decayed=[(variables[0], 1.0), (variables[1], 3.0)])   # x head_wd_mult
+    for g in grads:
+        optimizer.apply_gradients(zip([keras.ops.convert_to_tensor(x) for x in g], variables))
+    got = [keras.ops.convert_to_numpy(v) for v in variables]
+    want = _caffe_sgd(w0, grads, lr, 0.9, [wd, 3 * wd], clip)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for wrong in ([2 * wd, 6 * wd], [wd, wd]):   # a doubled decay, a lost multiplier: far from ours
+        assert max(np.abs(a - b).max() for a, b in zip(got, _caffe_sgd(w0, grads, lr, 0.9, wrong, clip))) > 1e-3
+    if clip is not None:   # clipping (g + wd·w) instead, as before, is measurably different
+        old_order = _caffe_sgd(w0, grads, lr, 0.9, [wd, 3 * wd], clip, clip_first=False)
+        assert max(np.abs(a - b).max() for a, b in zip(got, old_order)) > 1e-3
+
+
+def test_training_state_decays_what_the_rule_picks():
+    from training.state import build_training_state, decayed_variables
+    for rule in ("kernels", "all"):
+        config = TrainConfig(backbone="mobilefacenet", embedding_size=8, weight_decay_rule=rule,
+                             mixed_precision="off")
+        state = build_training_state(config, 3, (32, 32), 10)
+        assert len(state.optimizer._decay_mults) == len(decayed_variables(state.backbone, state.head, 1.0, rule))
 
 
 def test_synthetic_training_learns_and_exports(tmp_path):
