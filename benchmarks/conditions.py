@@ -68,6 +68,7 @@ def describe_conditions(conditions, what="the trainings"):
     load_mean = max(c["load_during_mean"] for c in measured)
     load_max = max(c["load_during_max"] for c in measured)
     before = max(c["load_before"] for c in measured)
+    after = max(c["load_after"] for c in measured)
     excess = max(c["load_during_mean"] - c["busy_cores"] for c in measured)
     verdict = (f"other work shared the CPU (load exceeded {what}' own use by up to {excess:.1f})"
                if excess > OTHER_WORK_MARGIN else f"no sign of other work (load within {OTHER_WORK_MARGIN} of "
@@ -75,5 +76,5 @@ def describe_conditions(conditions, what="the trainings"):
     unmeasured = len(conditions) - len(measured)
     return (f"Measured during {what}: {min(busy):.2f}-{max(busy):.2f} cores busy (CPU time / wall time) of "
             f"{measured[0]['cores']}; 1-min load average {before:.1f} before, {load_mean:.1f} mean "
-            f"({load_max:.1f} max) during: {verdict}"
+            f"({load_max:.1f} max) during, {after:.1f} after: {verdict}"
             + (f"; {unmeasured} not measured" if unmeasured else "") + ".")
