@@ -4,6 +4,7 @@
     python evaluate.py --lfw-pairs pairs.txt --model RUN --lfw-dir ALIGNED
     python evaluate.py --bin agedb_30.bin --center-crop               # insightface set (112x112) with a 112x96 model
     python evaluate.py --lfw-pairs pairs.txt --embeddings E.npz --output R.json
+    python evaluate.py --lfw-pairs pairs.txt --protocol sphereface    # as a reference scored it (docs/protocols.md)
 
 The work is done by the evaluation package (shared with training's validation); this file parses flags.
 """
