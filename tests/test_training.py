@@ -590,10 +590,14 @@ base = dict(backbone="resface20", backbone_options={"batch_norm": False}, image_
             synthetic_images=32, log_every=1, max_steps=3, lr_schedule="constant", lr=0.01,
             checkpoint_every=3, val_every=3, mixed_precision="off")   # float32: sums must agree across layouts
 out = {}
-for name, strategy, batch in [("single", tf.distribute.OneDeviceStrategy("/cpu:0"), 4),
-                              ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), 2)]:
+single, mirrored = tf.distribute.OneDeviceStrategy("/cpu:0"), tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+# clipped: the bound applies to the replicas' summed gradient (clipping each replica's share differs)
+for name, strategy, batch, extra in [("single", single, 4, {}), ("mirrored", mirrored, 2, {}),
+                                     ("single_lr", single, 4, {"lr": 0.5}),
+                                     ("single_clip", single, 4, {"clip_grad_norm": 0.2, "lr": 0.5}),
+                                     ("mirrored_clip", mirrored, 2, {"clip_grad_norm": 0.2, "lr": 0.5})]:
     run = training.new_run_dir(sys.argv[2] + "/" + name, "r", "l")
-    s = training.run_training(resolve_config(dict(base, batch_size=batch)), run, strategy=strategy,
+    s = training.run_training(resolve_config(dict(base, batch_size=batch, **extra)), run, strategy=strategy,
                               log=lambda *_: None)
     lines = [json.loads(l) for l in open(run / "train_log.jsonl")]
     out[name] = {"global_batch": s["global_batch"], "replicas": strategy.num_replicas_in_sync,
@@ -612,6 +616,8 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path):
     result = json.loads(out.stdout.split("RESULT")[1])
     assert result["mirrored"]["replicas"] == 2 and result["mirrored"]["global_batch"] == 4
     np.testing.assert_allclose(result["mirrored"]["losses"], result["single"]["losses"], rtol=1e-4)
+    np.testing.assert_allclose(result["mirrored_clip"]["losses"], result["single_clip"]["losses"], rtol=1e-4)
+    assert abs(result["single_clip"]["losses"][-1] - result["single_lr"]["losses"][-1]) > 1e-3   # the clip acted
 
 
 def test_train_cli_on_tfrecords_validates_on_heldout_identities(tmp_path):
