@@ -5,6 +5,7 @@
     python evaluate.py --bin agedb_30.bin --center-crop               # insightface set (112x112) with a 112x96 model
     python evaluate.py --lfw-pairs pairs.txt --embeddings E.npz --output R.json
     python evaluate.py --ijb IJB_DIR --target IJBC --model RUN/export/embedding.keras   # IJB-C 1:1 and 1:N
+    python evaluate.py --lfw-pairs pairs.txt --protocol sphereface    # as a reference scored it (docs/protocols.md)
 
 The work is done by the evaluation package (shared with training's validation); this file parses flags.
 """
@@ -16,14 +17,16 @@ from pathlib import Path
 
 from evaluation.embed import FLIP_MODES
 from evaluation.images import DEFAULT_LFW_DIR
+from evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS
 from fileio.quiet_tensorflow import quiet_tensorflow
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         description="Face verification metrics: accuracy mean +- std over 10 folds (each fold's threshold chosen on "
-        "the other nine: squared L2 distance of L2-normalised features, thresholds np.arange(0, 4, 0.01), "
-        "strict <), VAL@FAR (default FAR 1e-3), AUC, EER, the threshold as distance and cosine. Writes a JSON, "
+        "the other nine; --protocol facenet: squared L2 distance of L2-normalised features, thresholds "
+        "np.arange(0, 4, 0.01), strict <), VAL@FAR (default FAR 1e-3), AUC and EER (pooled exact ROC of all pairs), "
+        "the threshold as distance and cosine. Writes a JSON, "
         "a ROC plot and a similarity histogram, and prints a table.",
         epilog="Models load with keras safe_mode=True (no Python lambdas are deserialised). .bin files are pickles "
         "and are read with a restricted unpickler that only admits plain data. To write a .bin: "
@@ -59,11 +62,16 @@ def build_parser():
     parser.add_argument("--model", help="exported .keras model or a run directory (uses export/best.keras, else "
                         "export/embedding.keras); default: the newest under --runs-dir")
     parser.add_argument("--runs-dir", default="runs", help="where to look for the default model")
+    parser.add_argument("--protocol", choices=tuple(PROTOCOLS), default=None,
+                        help="how the published numbers were computed (docs/protocols.md): facenet (default with "
+                        "--lfw-pairs: flip-concatenated features, squared L2 on a 0.01 grid), insightface (default "
+                        "with --bin: flips summed, same grid), sphereface (raw flip concatenation, training folds' "
+                        "mean subtracted, cosine grid of 20,001, mean of tied best thresholds)")
     parser.add_argument("--flip", choices=FLIP_MODES, default=None,
-                        help="features: concat = [emb || emb of the mirror image] (default), sum = emb + emb_flip "
-                        "(insightface), none; always L2-normalised, so squared distances stay in [0, 4]. With "
-                        "--embeddings the default is concat if 'embeddings_flip' is present, else none. With --ijb: "
-                        "sum = F1 (default: raw embedding + that of the mirror), none = F0, concat = [e || e_flip]")
+                        help="features: concat = [emb || emb of the mirror image], sum = emb + emb_flip "
+                        "(insightface), concat_raw (sphereface, unnormalised), none; default: the protocol's. With "
+                        "--embeddings and no 'embeddings_flip' the default is none. With --ijb: sum = F1 (default: "
+                        "raw embedding + that of the mirror), none = F0, concat = [e || e_flip]")
     parser.add_argument("--engine", choices=("auto", "fast", "keras", "onnx"), default="auto",
                         help="how the model runs: fast = its inference graph with batch norm folded into the "
                         "convolutions (the same function up to float rounding, ~2x faster on a CPU); keras = the "
@@ -107,26 +115,27 @@ def main(argv=None):
             raise ValueError("--save-embeddings works with --lfw-pairs and a model (not --bin or --embeddings)")
         if not args.bin and not args.lfw_pairs:
             raise ValueError("give --lfw-pairs PAIRS.txt (e.g. LFW's pairs.txt) or --bin SET.bin")
+        protocol = args.protocol or DEFAULT_PROTOCOL["bin" if args.bin else "pairs"]
         if args.embeddings:
-            result, emb_a, emb_b, issame = run.evaluate_embeddings(args.lfw_pairs, args.embeddings, args.flip, args.far)
+            result, emb_a, emb_b, issame = run.evaluate_embeddings(args.lfw_pairs, args.embeddings, args.flip, args.far,
+                                                                   protocol)
             npz = Path(args.embeddings)
             default_out = npz.parent / "eval" / f"{npz.stem}_{Path(args.lfw_pairs).stem}.json"
             title = f"{npz.name} on {Path(args.lfw_pairs).name}"
         else:
             model_path = resolve_model_path(args.model, args.runs_dir)
             print(f"model: {model_path}", file=sys.stderr)
-            flip = args.flip or "concat"
             engine = None if args.engine == "auto" else args.engine
             if args.bin:
                 result, emb_a, emb_b, issame = run.evaluate_model_on_bin(
-                    model_path, args.bin, flip, args.batch_size, args.far, args.center_crop, not args.no_progress,
-                    engine)
+                    model_path, args.bin, args.flip, args.batch_size, args.far, args.center_crop, not args.no_progress,
+                    engine, protocol)
                 default_out = run_dir_of(model_path) / "eval" / f"bin_{Path(args.bin).stem}.json"
                 title = f"{model_path} on {Path(args.bin).name}"
             else:
                 result, emb_a, emb_b, issame = run.evaluate_model_on_pairs(
-                    model_path, args.lfw_pairs, args.lfw_dir, flip, args.batch_size, args.far, not args.no_progress,
-                    args.save_embeddings, engine)
+                    model_path, args.lfw_pairs, args.lfw_dir, args.flip, args.batch_size, args.far, not args.no_progress,
+                    args.save_embeddings, engine, protocol)
                 default_out = run_dir_of(model_path) / "eval" / f"lfw_{Path(args.lfw_pairs).stem}.json"
                 title = f"{model_path} on {Path(args.lfw_pairs).name}"
     except (FileNotFoundError, ValueError, KeyError, pickle.UnpicklingError) as e:

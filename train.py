@@ -83,11 +83,16 @@ def build_parser():
     g.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default 0)")
     g.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     g.add_argument("--weight-decay", type=float,
-                   help="SGD weight decay (default 5e-4): gradient += wd*w on conv/dense kernels and class "
-                        "centres; BN, PReLU and biases are not decayed")
+                   help="SGD weight decay (default 5e-4): gradient += wd*w, after --clip-grad-norm, on the "
+                        "variables --weight-decay-rule picks")
+    g.add_argument("--weight-decay-rule", choices=("kernels", "insightface", "caffe", "all"),
+                   help="which variables are decayed (docs/protocols.md): kernels (default: conv/dense kernels "
+                        "and class centres), insightface (+ BN gamma, PReLU slopes), caffe (all but biases), "
+                        "all (arcface_torch)")
     g.add_argument("--head-wd-mult", type=float, help="weight-decay multiplier for the class centres (default 1)")
     g.add_argument("--clip-grad-norm", type=float, metavar="NORM",
-                   help="clip each step's gradient to this global L2 norm (default: off)")
+                   help="clip each step's loss gradient to this global L2 norm before weight decay is added, "
+                        "as Caffe does (default: off)")
     g.add_argument("--max-steps", type=int, help="default 30000 with --data (40 synthetic)")
     g.add_argument("--epochs", type=float, help="instead of --max-steps")
     g.add_argument("--time-limit", type=float, metavar="MINUTES",

@@ -3,8 +3,8 @@
 Why JAX: the GPU machines this project borrows have JAX and PyTorch but no TensorFlow, and
 ``models/`` and ``losses/`` are pure Keras 3, so the same backbone and head train there unchanged
 (docs/DESIGN.md). The model, head, SGD and weight decay are train.py's own
-(``training.state.build_training_state`` from a ``TrainConfig``; the decayed variables from
-``training.state.decayed_variables``); only the step around them is JAX's: ``stateless_call`` for
+(``training.state.build_training_state`` from a ``TrainConfig``; its optimizer adds the weight
+decay, ``training.state.ReferenceSGD``); only the step around them is JAX's: ``stateless_call`` for
 the forward pass, ``jax.value_and_grad``, ``optimizer.stateless_apply``, all in one ``jax.jit``.
 
 One fixed random batch stays on the device (the input pipeline is not timed). Every variant
@@ -87,25 +87,18 @@ def make_jax_train_step(state, config):
     -> (new values, mean loss). ``values`` = (trainable, non-trainable, optimizer variables), as
     returned by ``initial_values``; the loss, weight decay and update are train.py's."""
     import jax
-    import jax.numpy as jnp
 
     import losses
-    from training.state import decayed_variables
-
     model, head, optimizer = state.model, state.head, state.optimizer
-    trainable = model.trainable_variables + head.trainable_variables
     num_model = len(model.trainable_variables)
-    position = {id(v): i for i, v in enumerate(trainable)}
-    decayed = [(position[id(v)], mult) for v, mult in decayed_variables(state.backbone, head, config.head_wd_mult)]
 
     def objective(trainable_values, non_trainable_values, images, labels):
         embeddings, non_trainable_values = model.stateless_call(
             trainable_values[:num_model], non_trainable_values, images, training=True)
         logits, _ = head.stateless_call(trainable_values[num_model:], [], embeddings, labels)
         loss = losses.margin_softmax_loss(labels, logits, focal_gamma=config.focal)
-        # ½·wd·Σ mult·w²: the same decay train.py's step adds (training/trainer.py).
-        l2 = sum(mult * jnp.sum(jnp.square(trainable_values[i].astype("float32"))) for i, mult in decayed)
-        return loss + 0.5 * config.weight_decay * l2, (loss, non_trainable_values)
+        # no L2 term: the optimizer's update adds wd·mult·w, as in train.py (training.state.ReferenceSGD)
+        return loss, (loss, non_trainable_values)
 
     gradient = jax.value_and_grad(objective, has_aux=True)
 

@@ -71,9 +71,10 @@ def make_real_step(backbone, batch_size, image_size, num_classes, *, lr=0.01, xl
 def _with_backbone(state, config, image_size, backbone):
     """The state around another backbone of the same variables (its own optimizer)."""
     from training.export import build_embedding_model
-    from training.state import build_optimizer
+    from training.state import build_optimizer, decayed_variables
 
-    optimizer = build_optimizer(config, state.schedule, backbone.trainable_variables + state.head.trainable_variables)
+    optimizer = build_optimizer(config, state.schedule, backbone.trainable_variables + state.head.trainable_variables,
+                                decayed_variables(backbone, state.head, config.head_wd_mult, config.weight_decay_rule))
     return dataclasses.replace(state, backbone=backbone, model=build_embedding_model(backbone, tuple(image_size)),
                                optimizer=optimizer)
 

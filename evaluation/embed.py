@@ -5,6 +5,8 @@ Flip modes (features per image, L2-normalised):
   is L2 normalisation; each half is normalised first as in facenet, whose network outputs unit
   vectors, then the whole (so squared distances stay in [0, 4]).
 - ``sum`` (insightface): ``n(e + e_flip)`` of the raw embeddings.
+- ``concat_raw`` (SphereFace's evaluation.m): ``[e || e_flip]`` of the raw embeddings, not normalised
+  (its protocol subtracts the training folds' mean first, evaluation/protocols.py).
 - ``none``: ``n(e)``.
 """
 
@@ -17,16 +19,17 @@ from collections.abc import Callable
 import numpy as np
 from tqdm import tqdm
 
-from evaluation.metrics import l2_normalize, verification_metrics
+from evaluation.metrics import l2_normalize
 from evaluation.pairs import PairSet
+from evaluation.protocols import get_protocol
 
-FLIP_MODES = ("concat", "sum", "none")
+FLIP_MODES = ("concat", "sum", "concat_raw", "none")
 
 
 def combine_flips(emb, emb_flip=None, flip="concat") -> np.ndarray:
     """Per-image features from embeddings [N, D] and those of the flipped images [N, D] (see module doc).
 
-    Returns float32 [N, 2D] for concat, [N, D] otherwise, rows of unit norm.
+    Returns float32 [N, 2D] for concat and concat_raw, [N, D] otherwise; rows of unit norm but for concat_raw.
     """
     if flip not in FLIP_MODES:
         raise ValueError(f"flip must be one of {FLIP_MODES}, got {flip!r}")
@@ -40,6 +43,8 @@ def combine_flips(emb, emb_flip=None, flip="concat") -> np.ndarray:
         raise ValueError(f"flipped embeddings {emb_flip.shape} differ in shape from embeddings {emb.shape}")
     if flip == "sum":
         return l2_normalize(emb + emb_flip).astype(np.float32)
+    if flip == "concat_raw":
+        return np.concatenate([emb, emb_flip], axis=1).astype(np.float32)
     return l2_normalize(np.concatenate([l2_normalize(emb), l2_normalize(emb_flip)], axis=1)).astype(np.float32)
 
 
@@ -168,23 +173,27 @@ def evaluate_pairs(
     pairs: PairSet,
     images_by_path,
     batch_size: int = 256,
-    flip: str = "concat",
+    flip: str | None = None,
     far_target: float = 1e-3,
     image_size=None,
     progress: bool = True,
+    protocol: str = "facenet",
 ) -> dict:
-    """Embed each distinct image of ``pairs`` once (plus its flip) and return verification_metrics.
+    """Embed each distinct image of ``pairs`` once (plus its flip) and return the metrics of ``protocol``
+    (evaluation.protocols: facenet's verification_metrics by default; flip=None: the protocol's flip mode).
 
     images_by_path: dict path -> uint8 [H, W, 3] or callable(path) -> that array; keys are the PairSet's
     paths. The result also holds flip, num_images, embed_seconds and images_per_second (distinct images).
     """
+    flip = flip or get_protocol(protocol).flip
     paths = pairs.unique_paths()
     start = time.perf_counter()
     features = embed_paths(embed_fn, paths, images_by_path, batch_size, flip, image_size, progress)
     seconds = time.perf_counter() - start
     emb_a, emb_b = gather_pairs(features, paths, pairs)
-    result = verification_metrics(emb_a, emb_b, pairs.issame, pairs.folds, far_target)
+    result = get_protocol(protocol).metrics(emb_a, emb_b, pairs.issame, pairs.folds, far_target)
     result.update(
+        protocol=protocol,
         flip=flip,
         num_images=len(paths),
         embed_seconds=seconds,

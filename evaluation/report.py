@@ -81,7 +81,8 @@ def format_report(result: dict) -> str:
                        f"different {result['different_similarity_mean']:.3f} +- {result['different_similarity_std']:.3f}"),
     ]
     if "flip" in result:
-        rows.append(("features", f"flip={result['flip']}"))
+        rows.append(("features", f"flip={result['flip']}"
+                     + (f", protocol {result['protocol']}" if "protocol" in result else "")))
     if result.get("num_images"):
         engine = f", {result['engine']} engine" if "engine" in result else ""
         rows.append(("embedding", f"{result['num_images']} images in {result['embed_seconds']:.1f} s "

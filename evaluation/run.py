@@ -11,25 +11,26 @@ import numpy as np
 from evaluation.binset import bin_image_loader, bin_pairset, load_bin
 from evaluation.embed import combine_flips, embed_paths, embed_paths_raw, gather_pairs
 from evaluation.images import read_rgb, resolve_image_files
-from evaluation.metrics import verification_metrics
+from evaluation.protocols import get_protocol
 from evaluation.model_io import default_engine, load_embedding_model, make_embed_fn, model_fingerprint
 from evaluation.pairs import read_pairs, strip_image_extension
 from fileio import atomic_output
 
 
-def _metrics(features, paths, pairs, far_target):
+def _metrics(features, paths, pairs, far_target, protocol):
     emb_a, emb_b = gather_pairs(features, paths, pairs)
     start = time.perf_counter()
-    result = verification_metrics(emb_a, emb_b, pairs.issame, pairs.folds, far_target)
+    result = get_protocol(protocol).metrics(emb_a, emb_b, pairs.issame, pairs.folds, far_target)
     result["metrics_seconds"] = time.perf_counter() - start
+    result["protocol"] = protocol
     return result, emb_a, emb_b
 
 
-def load_embeddings_npz(npz_path, flip=None):
+def load_embeddings_npz(npz_path, flip=None, default_flip="concat"):
     """Read E.npz (paths [N] str, embeddings [N, D], optional embeddings_flip [N, D]) -> (keys, features, flip).
 
-    keys are the paths without image extension. flip=None picks 'concat' when embeddings_flip is present,
-    else 'none'; asking for concat/sum without embeddings_flip is an error.
+    keys are the paths without image extension. flip=None picks ``default_flip`` when embeddings_flip is
+    present, else 'none'; asking for a flip mode without embeddings_flip is an error.
     """
     npz_path = Path(npz_path)
     if not npz_path.is_file():
@@ -46,7 +47,7 @@ def load_embeddings_npz(npz_path, flip=None):
     if emb.ndim != 2 or len(emb) != len(paths):
         raise ValueError(f"{npz_path}: 'embeddings' must be [N={len(paths)}, D], got {emb.shape}")
     if flip is None:
-        flip = "concat" if emb_flip is not None else "none"
+        flip = default_flip if emb_flip is not None else "none"
     if flip != "none" and emb_flip is None:
         raise ValueError(f"{npz_path}: --flip {flip} needs an 'embeddings_flip' array; use --flip none")
     keys = [strip_image_extension(p.decode() if isinstance(p, bytes) else str(p)) for p in paths]
@@ -56,17 +57,18 @@ def load_embeddings_npz(npz_path, flip=None):
     return keys, combine_flips(emb, emb_flip, flip), flip
 
 
-def evaluate_embeddings(pairs_path, npz_path, flip=None, far_target=1e-3):
-    """Metrics of a pairs file from precomputed embeddings (paths matched regardless of extension)."""
+def evaluate_embeddings(pairs_path, npz_path, flip=None, far_target=1e-3, protocol="facenet"):
+    """Metrics of a pairs file from precomputed embeddings (paths matched regardless of extension) under
+    ``protocol`` (evaluation.protocols; flip=None: the protocol's flip mode, or none without flips)."""
     pairs = read_pairs(pairs_path)
-    keys, features, flip = load_embeddings_npz(npz_path, flip)
+    keys, features, flip = load_embeddings_npz(npz_path, flip, get_protocol(protocol).flip)
     index = {k: i for i, k in enumerate(keys)}
     wanted = pairs.unique_paths()
     missing = [p for p in wanted if strip_image_extension(p) not in index]
     if missing:
         raise KeyError(f"{npz_path}: no embedding for {len(missing)} image(s) of {pairs_path}, e.g. {missing[:3]}")
     features = features[[index[strip_image_extension(p)] for p in wanted]]
-    result, emb_a, emb_b = _metrics(features, wanted, pairs, far_target)
+    result, emb_a, emb_b = _metrics(features, wanted, pairs, far_target, protocol)
     result.update(flip=flip, pairs=str(pairs_path), embeddings=str(npz_path), pairs_kind=pairs.kind)
     return result, emb_a, emb_b, pairs.issame
 
@@ -90,13 +92,15 @@ def _load_for_embedding(model_path, engine):
                                                              "model_fingerprint": model_fingerprint(model)}
 
 
-def evaluate_model_on_pairs(model_path, pairs_path, image_dir, flip="concat", batch_size=256, far_target=1e-3,
-                            progress=True, save_embeddings=None, engine=None):
-    """Embed the aligned crops a pairs file names (each once, plus flips) with the model; metrics.
+def evaluate_model_on_pairs(model_path, pairs_path, image_dir, flip=None, batch_size=256, far_target=1e-3,
+                            progress=True, save_embeddings=None, engine=None, protocol="facenet"):
+    """Embed the aligned crops a pairs file names (each once, plus flips) with the model; metrics under
+    ``protocol`` (evaluation.protocols; flip=None: the protocol's flip mode).
 
     save_embeddings: optional E.npz path for the raw embeddings (paths relative to image_dir, with extension).
     engine: "fast" or "keras" (evaluation.model_io.make_embed_fn); None: default_engine(model).
     """
+    flip = flip or get_protocol(protocol).flip
     pairs = read_pairs(pairs_path)
     paths = pairs.unique_paths()
     files = resolve_image_files(image_dir, paths)  # checks every file exists before the model is even loaded
@@ -109,7 +113,7 @@ def evaluate_model_on_pairs(model_path, pairs_path, image_dir, flip="concat", ba
     if save_embeddings:
         root = Path(image_dir)
         save_embeddings_npz(save_embeddings, [files[p].relative_to(root).as_posix() for p in paths], emb, emb_flip)
-    result, emb_a, emb_b = _metrics(features, paths, pairs, far_target)
+    result, emb_a, emb_b = _metrics(features, paths, pairs, far_target, protocol)
     result.update(
         flip=flip, model=str(model_path), pairs=str(pairs_path), image_dir=str(image_dir), pairs_kind=pairs.kind,
         image_size=list(image_size), num_images=len(paths), embed_seconds=seconds, images_per_second=len(paths) / seconds,
@@ -118,9 +122,11 @@ def evaluate_model_on_pairs(model_path, pairs_path, image_dir, flip="concat", ba
     return result, emb_a, emb_b, pairs.issame
 
 
-def evaluate_model_on_bin(model_path, bin_path, flip="concat", batch_size=256, far_target=1e-3, center_crop=False, progress=True,
-                          engine=None):
-    """Embed an insightface .bin set with the model; metrics over its 10 contiguous folds."""
+def evaluate_model_on_bin(model_path, bin_path, flip=None, batch_size=256, far_target=1e-3, center_crop=False, progress=True,
+                          engine=None, protocol="insightface"):
+    """Embed an insightface .bin set with the model; metrics over its 10 contiguous folds under ``protocol``
+    (default insightface's own: flips summed; flip=None: the protocol's flip mode)."""
+    flip = flip or get_protocol(protocol).flip
     bins, issame = load_bin(bin_path)
     pairs = bin_pairset(bin_path, issame)
     _model, image_size, embed_fn, model_fields = _load_for_embedding(model_path, engine)
@@ -135,7 +141,7 @@ def evaluate_model_on_bin(model_path, bin_path, flip="concat", batch_size=256, f
     start = time.perf_counter()
     features = embed_paths(embed_fn, paths, load, batch_size, flip, image_size, progress)
     seconds = time.perf_counter() - start
-    result, emb_a, emb_b = _metrics(features, paths, pairs, far_target)
+    result, emb_a, emb_b = _metrics(features, paths, pairs, far_target, protocol)
     result.update(
         flip=flip, model=str(model_path), bin=str(bin_path), pairs_kind="bin", center_crop=bool(center_crop),
         image_size=list(image_size), num_images=len(paths), embed_seconds=seconds, images_per_second=len(paths) / seconds,

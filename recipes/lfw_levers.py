@@ -19,6 +19,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from benchmarks.conditions import describe_conditions
 from fileio import write_json_atomic, write_text_atomic
 from recipes.lfw_view1 import parse_args as view1_args
 
@@ -110,6 +111,7 @@ def lever_row(work, results, baseline):
         "delta_selected": accuracy_delta(selected["accuracy_mean"],
                                          (base.get("pairsDevTest_selected") or base["pairsDevTest"])["accuracy_mean"]),
         "cpu": results.get("cpu", "?"), "command": results["command"],
+        "conditions": run.get("conditions") or [None],   # per training invocation (benchmarks/conditions.py)
     }
 
 
@@ -175,7 +177,8 @@ def format_lever_table(rows, means=()):
     if means:
         lines += ["", format_seed_means(means)]
     cpus = sorted({r["cpu"] for r in rows})
-    lines += ["", f"CPU: {'; '.join(cpus)}. One training at a time, nothing else running. Commands:"]
+    conditions = describe_conditions([c for r in rows for c in r.get("conditions") or [None]])
+    lines += ["", f"CPU: {'; '.join(cpus)}. One training at a time. {conditions} Commands:"]
     lines += [f"- `{r['command']}`" for r in rows]
     return "\n".join(lines)
 

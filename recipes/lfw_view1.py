@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.conditions import describe_conditions, run_measured
 from fileio import write_json_atomic, write_text_atomic
 from training.hardware import cpu_description  # no TensorFlow: --help stays instant
 
@@ -117,6 +118,10 @@ class Stages:
         self.seconds = json.loads(self.record.read_text()) if self.record.is_file() else {}
         self.code_record = self.logs / "stage_code.json"
         self.code = json.loads(self.code_record.read_text()) if self.code_record.is_file() else {}
+        # CPU time, wall time and load averages of each stage (benchmarks/conditions.py), kept likewise
+        self.conditions_record = self.logs / "stage_conditions.json"
+        self.conditions = (json.loads(self.conditions_record.read_text())
+                           if self.conditions_record.is_file() else {})
         self.version = code_version()
 
     def run(self, name, args, tolerated=()):
@@ -128,12 +133,14 @@ class Stages:
         if not versions or versions[-1] != self.version:
             versions.append(self.version)
             write_json_atomic(self.code_record, self.code)
-        started = time.perf_counter()
         with open(log, "w") as f:
-            code = subprocess.call([str(a) for a in args], stdout=f, stderr=subprocess.STDOUT, cwd=REPO,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.seconds[name] = time.perf_counter() - started
+            code, conditions = run_measured([str(a) for a in args], stdout=f, stderr=subprocess.STDOUT, cwd=REPO,
+                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.seconds[name] = conditions["wall_seconds"]
         write_json_atomic(self.record, self.seconds)
+        # a resumed training keeps each invocation's conditions
+        self.conditions.setdefault(name, []).append(conditions)
+        write_json_atomic(self.conditions_record, self.conditions)
         print(f"    {name}: exit {code} after {self.seconds[name]:.0f} s", flush=True)
         if code != 0 and code not in tolerated:
             tail = log.read_text(errors="replace")[-1500:]
@@ -331,6 +338,7 @@ def train_and_evaluate(bench, key, common, schedule, entry):
         return entry
     s = summaries[-1]
     entry["code"] = bench.stages.code.get(f"train_{key}")   # None for a run trained before it was recorded
+    entry["conditions"] = bench.stages.conditions.get(f"train_{key}")   # likewise
     heldout = [e for e in read_jsonl(run / "train_log.jsonl") if e.get("validation") == "heldout"]
     entry.update({"steps": s["last_step"], "planned_steps": s["steps"], "time_limited": s["time_limited"],
                   "images_seen": s["last_step"] * s["global_batch"],
@@ -432,7 +440,8 @@ def format_table(results):
         f"Stages: align {stage('align')} ({results['align']['aligned']} aligned, {results['align']['fallback']} "
         f"centre fallback, {results['align']['failed']} failed; {results['align']['skipped_already_done']} were "
         f"already aligned by an earlier run), build {stage('build')}, calibrate {calib_time / 60:.1f} min "
-        f"({calibrations} planned). CPU: {results.get('cpu', '?')}; nothing else ran during the trainings.",
+        f"({calibrations} planned). CPU: {results.get('cpu', '?')}. "
+        + describe_conditions([c for r in results["runs"].values() for c in (r.get("conditions") or [None])]),
         "",
         "| run | precision | steps (epochs) | train time | train img/s | held-out acc: final / best.keras (step) | "
         + " | ".join(f"{header[p]} (final model) | VAL@FAR1e-3 | AUC" for p in pairs_names)

@@ -137,10 +137,13 @@ def test_bin_mode_equals_folder_mode(tiny_model, lfw_like, tmp_path):
     root, pairs, pixels = lfw_like
     write_bin(root, pairs, tmp_path / "tiny.bin")
     out = tmp_path / "bin.json"
-    assert evaluate.main(["--bin", str(tmp_path / "tiny.bin"), "--model", str(run / "export" / "best.keras"),
-                          "--output", str(out), "--no-plots", "--no-progress"]) == 0
+    common = ["--bin", str(tmp_path / "tiny.bin"), "--model", str(run / "export" / "best.keras"),
+              "--output", str(out), "--no-plots", "--no-progress"]
+    assert evaluate.main(common + ["--protocol", "facenet"]) == 0   # the folder mode's default protocol
     want, *_ = expected_metrics(pairs, pixels, kernel, bias)
     assert_same_metrics(json.loads(out.read_text()), want)
+    assert evaluate.main(common) == 0   # a .bin defaults to insightface's own protocol: flips summed
+    assert (json.loads(out.read_text())["protocol"], json.loads(out.read_text())["flip"]) == ("insightface", "sum")
 
 
 def test_errors_name_the_problem(tiny_model, lfw_like, tmp_path, capsys):

@@ -161,6 +161,25 @@ def test_reference_step_schedule_and_warmup():
     np.testing.assert_allclose([float(cos(s)) for s in (0, 50, 100)], [0.1, 0.05, 0.0], atol=1e-7)
     poly = build_lr_schedule("poly", 0.1, 100)
     np.testing.assert_allclose(float(poly(50)), 0.1 * 0.25, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "poly"])
+def test_decay_schedules_with_warmup_reach_the_peak(kind):
+    # arcface_torch's PolyScheduler: linear warm-up to the peak at W, then decay over (step - W) / (T - W).
+    # (Before: decay over step / T times the ramp, peaking at 0.0976 (cosine) / 0.0812 (poly) here.)
+    base, total, warmup = 0.1, 1000, 100
+
+    def reference(step):
+        if step < warmup:
+            return base * (step + 1) / warmup
+        t = min((step - warmup) / (total - warmup), 1.0)
+        return base * (0.5 * (1 + np.cos(np.pi * t)) if kind == "cosine" else (1 - t) ** 2)
+
+    schedule = build_lr_schedule(kind, base, total, warmup_steps=warmup)
+    steps = [0, 1, 49, 98, 99, 100, 101, 300, 550, 999, 1000, 1200]
+    np.testing.assert_allclose([float(schedule(s)) for s in steps], [reference(s) for s in steps],
+                               rtol=1e-5, atol=1e-8)
+    assert max(float(schedule(s)) for s in range(total)) == pytest.approx(base, rel=1e-6)
     with pytest.raises(ValueError, match="start at 0"):
         build_lr_schedule("100:0.1,50:0.01", 0.1, 10)
     with pytest.raises(ValueError, match="STEP:LR"):
@@ -176,19 +195,83 @@ def test_margin_warmup_weight_ramps_like_the_lr_warmup():
 
 # -- the loop ----------------------------------------------------------------------------------
 
-def test_weight_decay_selects_kernels_only():
+RULE_NAMES = {  # which Keras variable names each reference decays (docs/protocols.md)
+    "kernels": {"kernel"}, "insightface": {"kernel", "gamma", "alpha"},
+    "caffe": {"kernel", "gamma", "beta", "alpha"}, "all": {"kernel", "gamma", "beta", "alpha", "bias"}}
+
+
+@pytest.mark.parametrize("rule", sorted(RULE_NAMES))
+def test_weight_decay_rule_selects_the_references_variables(rule):
     import losses
     import models
     from training.state import decayed_variables
     backbone = models.build_backbone("mobilefacenet", image_size=(32, 32), embedding_size=8)
-    head = losses.build_head("arcface", 3)
+    head = losses.build_head("softmax", 3)   # kernel + bias: the head follows the rule too
     head.build((None, 8))
-    pairs = decayed_variables(backbone, head, head_wd_mult=10.0)
-    paths = [v.path for v, _ in pairs]
-    assert all(p.endswith("kernel") for p in paths)
-    assert not any(("gamma" in p or "beta" in p or "alpha" in p or "bias" in p) for p in paths)
-    convs = [w for layer in backbone.layers for w in layer.weights if w.path.endswith("kernel")]
-    assert len(pairs) == len(convs) + 1 and pairs[-1] == (head.kernel, 10.0)
+    pairs = decayed_variables(backbone, head, head_wd_mult=10.0, rule=rule)
+    names = {v.path.split("/")[-1] for v, _ in pairs}
+    assert names == RULE_NAMES[rule]   # mobilefacenet + softmax head have all five kinds
+    everything = backbone.trainable_variables + head.trainable_variables
+    expected = [v for v in everything if v.path.split("/")[-1] in RULE_NAMES[rule]]
+    assert [v.path for v, _ in pairs] == [v.path for v in expected]
+    assert {v.path: m for v, m in pairs}[head.kernel.path] == 10.0
+    with pytest.raises(ValueError, match="weight-decay-rule"):
+        decayed_variables(backbone, head, 1.0, rule="bn")
+
+
+def _caffe_sgd(w, grads, lr, momentum, wd, clip=None, clip_first=True):
+    """Caffe's SGDSolver::ApplyUpdate, written plainly: ClipGradients (global L2 norm of the loss
+    gradient), Regularize (+ wd·w), ComputeUpdateValue (v = μ·v + lr·g), Update (w -= v).
+    ``clip_first=False``: the old order (clip the gradient with the decay already in it)."""
+    def clipped(g):
+        if clip is None:
+            return g
+        norm = np.sqrt(sum(np.sum(x.astype(np.float64) ** 2) for x in g))
+        return [x * (clip / max(norm, clip)) for x in g]
+
+    w, v = [x.copy() for x in w], [np.zeros_like(x) for x in w]
+    for g in grads:
+        g = clipped(g) if clip_first else g
+        g = [gi + wd_i * wi for gi, wi, wd_i in zip(g, w, wd)]
+        g = g if clip_first else clipped(g)
+        v = [momentum * vi + lr * gi for vi, gi in zip(v, g)]
+        w = [wi - vi for wi, vi in zip(w, v)]
+    return w
+
+
+@pytest.mark.parametrize("clip", [None, 1.0])
+def test_optimizer_decay_strength_and_clip_order_match_caffe(clip):
+    import keras
+
+    from training.state import build_optimizer
+    rng = np.random.default_rng(0)
+    w0 = [rng.normal(size=(3, 4)).astype("float32"), rng.normal(size=(4,)).astype("float32")]
+    grads = [[rng.normal(size=x.shape).astype("float32") for x in w0] for _ in range(3)]
+    wd, lr = 0.05, 0.1   # large, so a doubled or missing decay moves the weights by ~1e-2
+    variables = [keras.Variable(x) for x in w0]
+    config = TrainConfig(weight_decay=wd, momentum=0.9, clip_grad_norm=clip, mixed_precision="off")
+    optimizer = build_optimizer(config, build_lr_schedule("constant", lr, 10), variables,
+                                decayed=[(variables[0], 1.0), (variables[1], 3.0)])   # x head_wd_mult
+    for g in grads:
+        optimizer.apply_gradients(zip([keras.ops.convert_to_tensor(x) for x in g], variables))
+    got = [keras.ops.convert_to_numpy(v) for v in variables]
+    want = _caffe_sgd(w0, grads, lr, 0.9, [wd, 3 * wd], clip)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for wrong in ([2 * wd, 6 * wd], [wd, wd]):   # a doubled decay, a lost multiplier: far from ours
+        assert max(np.abs(a - b).max() for a, b in zip(got, _caffe_sgd(w0, grads, lr, 0.9, wrong, clip))) > 1e-3
+    if clip is not None:   # clipping (g + wd·w) instead, as before, is measurably different
+        old_order = _caffe_sgd(w0, grads, lr, 0.9, [wd, 3 * wd], clip, clip_first=False)
+        assert max(np.abs(a - b).max() for a, b in zip(got, old_order)) > 1e-3
+
+
+def test_training_state_decays_what_the_rule_picks():
+    from training.state import build_training_state, decayed_variables
+    for rule in ("kernels", "all"):
+        config = TrainConfig(backbone="mobilefacenet", embedding_size=8, weight_decay_rule=rule,
+                             mixed_precision="off")
+        state = build_training_state(config, 3, (32, 32), 10)
+        assert len(state.optimizer._decay_mults) == len(decayed_variables(state.backbone, state.head, 1.0, rule))
 
 
 def test_synthetic_training_learns_and_exports(tmp_path):
@@ -507,10 +590,14 @@ base = dict(backbone="resface20", backbone_options={"batch_norm": False}, image_
             synthetic_images=32, log_every=1, max_steps=3, lr_schedule="constant", lr=0.01,
             checkpoint_every=3, val_every=3, mixed_precision="off")   # float32: sums must agree across layouts
 out = {}
-for name, strategy, batch in [("single", tf.distribute.OneDeviceStrategy("/cpu:0"), 4),
-                              ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), 2)]:
+single, mirrored = tf.distribute.OneDeviceStrategy("/cpu:0"), tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+# clipped: the bound applies to the replicas' summed gradient (clipping each replica's share differs)
+for name, strategy, batch, extra in [("single", single, 4, {}), ("mirrored", mirrored, 2, {}),
+                                     ("single_lr", single, 4, {"lr": 0.5}),
+                                     ("single_clip", single, 4, {"clip_grad_norm": 0.2, "lr": 0.5}),
+                                     ("mirrored_clip", mirrored, 2, {"clip_grad_norm": 0.2, "lr": 0.5})]:
     run = training.new_run_dir(sys.argv[2] + "/" + name, "r", "l")
-    s = training.run_training(resolve_config(dict(base, batch_size=batch)), run, strategy=strategy,
+    s = training.run_training(resolve_config(dict(base, batch_size=batch, **extra)), run, strategy=strategy,
                               log=lambda *_: None)
     lines = [json.loads(l) for l in open(run / "train_log.jsonl")]
     out[name] = {"global_batch": s["global_batch"], "replicas": strategy.num_replicas_in_sync,
@@ -529,6 +616,8 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(tmp_path):
     result = json.loads(out.stdout.split("RESULT")[1])
     assert result["mirrored"]["replicas"] == 2 and result["mirrored"]["global_batch"] == 4
     np.testing.assert_allclose(result["mirrored"]["losses"], result["single"]["losses"], rtol=1e-4)
+    np.testing.assert_allclose(result["mirrored_clip"]["losses"], result["single_clip"]["losses"], rtol=1e-4)
+    assert abs(result["single_clip"]["losses"][-1] - result["single_lr"]["losses"][-1]) > 1e-3   # the clip acted
 
 
 def test_train_cli_on_tfrecords_validates_on_heldout_identities(tmp_path):

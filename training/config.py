@@ -35,6 +35,7 @@ class TrainConfig:
     margin_warmup_steps: int = 0         # the margin grows linearly from 0 over these steps; 0 = off
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    weight_decay_rule: str = "kernels"   # which variables are decayed: training.state.WEIGHT_DECAY_RULES
     head_wd_mult: float = 1.0
     clip_grad_norm: float | None = None  # global L2 norm bound of each step's gradient; None = off
     partial_fc: float | None = None      # Partial FC sample rate in (0, 1]; None = the full head
@@ -313,6 +314,9 @@ def _check(config):
         raise ValueError(f"--momentum must be in [0, 1), got {config.momentum}")
     if config.weight_decay < 0 or config.head_wd_mult < 0:
         raise ValueError("--weight-decay and --head-wd-mult must be >= 0")
+    if config.weight_decay_rule not in ("kernels", "insightface", "caffe", "all"):
+        raise ValueError(f"--weight-decay-rule must be kernels, insightface, caffe or all, "
+                         f"not {config.weight_decay_rule!r}")
     if config.embedding_size < 1:
         raise ValueError(f"--embedding-size must be >= 1, got {config.embedding_size}")
     if config.time_limit is not None and config.time_limit <= 0:

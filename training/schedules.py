@@ -12,9 +12,11 @@ class FaceLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """Piecewise-constant steps, cosine or polynomial decay, with optional linear warm-up.
 
     kind "step":   lr = values[i] for boundaries[i] <= step < boundaries[i+1].
-    kind "cosine": lr = base·(1 + cos(π·t)) / 2, t = step / total_steps (clipped to 1).
-    kind "poly":   lr = base·(1 − t)^power (insightface's polynomial decay, power 2).
-    Warm-up multiplies by (step + 1) / warmup_steps during the first ``warmup_steps`` steps.
+    kind "cosine": lr = base·(1 + cos(π·t)) / 2, t = (step − W) / (total_steps − W), clipped to [0, 1].
+    kind "poly":   lr = base·(1 − t)^power (insightface's polynomial decay, power 2), the same t.
+    Warm-up (W = ``warmup_steps``) multiplies by (step + 1) / W during the first W steps. Cosine and
+    poly decay only after it, as arcface_torch's PolyScheduler does, so the peak ``base`` is reached
+    at step W − 1 and held at W (t = 0); a step schedule's values are only multiplied by the ramp.
     """
 
     def __init__(self, kind, base_lr=0.1, boundaries=(), values=(), total_steps=1,
@@ -34,7 +36,9 @@ class FaceLRSchedule(keras.optimizers.schedules.LearningRateSchedule):
             for boundary, value in zip(self.boundaries[1:], self.values[1:]):
                 lr = ops.where(step >= boundary, value, lr)
         else:
-            t = ops.minimum(step / self.total_steps, 1.0)
+            # decay over the steps after the warm-up, so the ramp ends at the peak (arcface_torch)
+            decay_steps = max(self.total_steps - self.warmup_steps, 1)
+            t = ops.clip((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
             if self.kind == "cosine":
                 lr = self.base_lr * 0.5 * (1.0 + ops.cos(math.pi * t))
             else:

@@ -20,7 +20,7 @@ from training.logger import RunLogger
 from training.partial_fc import gather_centres, head_memory_line, sample_centres, sparse_sgd_update
 from training.run_dir import write_failure
 from training.schedules import margin_warmup_weight
-from training.state import build_training_state, decayed_variables, peak_lr
+from training.state import build_training_state, peak_lr
 from training.validation import Validation, best_rule, make_bin_validators, make_validator
 
 
@@ -74,8 +74,6 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch, clas
     outside XLA because its cross-replica all-reduce cannot run inside a compiled cluster.
     """
     variables = model.trainable_variables + head.trainable_variables
-    decayed = decayed_variables(model, head, config.head_wd_mult)
-    num_replicas = strategy.num_replicas_in_sync
     scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     class_weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
     negative_classes = None if negative_classes is None else tf.constant(negative_classes, tf.float32)
@@ -88,10 +86,9 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch, clas
                                               class_weights=class_weights, negative_classes=negative_classes)
             # Gradients are summed over replicas: weight each replica's mean by its share.
             share = tf.cast(tf.shape(labels)[0], tf.float32) / global_batch
-            # SGD weight decay adds wd·w to each gradient (through momentum): that is the
-            # gradient of ½·wd·Σw². (keras.regularizers.L2(λ) is λ·Σw², gradient 2λw.)
-            l2 = tf.add_n([mult * tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v, mult in decayed])
-            objective = loss * share + 0.5 * config.weight_decay * l2 / num_replicas
+            # Weight decay is not in the objective: the optimizer adds wd·mult·w after clipping
+            # the loss gradient, in Caffe's order (training.state.ReferenceSGD).
+            objective = loss * share
             if scales_loss:
                 objective = optimizer.scale_loss(objective)
         grads = tape.gradient(objective, variables)

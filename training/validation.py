@@ -38,8 +38,9 @@ from training.guard import TrainingDiverged
 class Validator:
     """Callable: embedding model -> verification metrics dict (evaluation.verification_metrics)."""
 
-    def __init__(self, name, pairs, images_by_path, image_size, batch_size=256):
+    def __init__(self, name, pairs, images_by_path, image_size, batch_size=256, protocol="facenet"):
         self.name = name
+        self.protocol = protocol   # evaluation.protocols: a .bin is scored as insightface scores it
         self.pairs = pairs
         self.images_by_path = images_by_path
         self.image_size = image_size
@@ -52,7 +53,7 @@ class Validator:
             self._embed_fns[id(embedding_model)] = make_embed_fn(embedding_model)
         embed_fn = self._embed_fns[id(embedding_model)]
         return evaluation.evaluate_pairs(embed_fn, self.pairs, self.images_by_path,
-                                         batch_size=self.batch_size, flip="concat",
+                                         batch_size=self.batch_size, protocol=self.protocol,
                                          image_size=self.image_size, progress=False)
 
 
@@ -108,7 +109,8 @@ def make_bin_validators(config, image_size, log=print):
             left = (width - want_w) // 2
             log(f"--val-bin {path}: {height}x{width} images, centre-cropped to {want_h}x{want_w} (columns {left}.."
                 f"{left + want_w - 1}: for insightface's 112x112 sets exactly our 112x96 alignment)")
-        validators.append(Validator(name, pairs, bin_image_loader(path, bins, image_size, crop), image_size))
+        validators.append(Validator(name, pairs, bin_image_loader(path, bins, image_size, crop), image_size,
+                                    protocol="insightface"))
     return validators
 
 
