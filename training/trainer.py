@@ -117,9 +117,9 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch, clas
                 embeddings = model(images, training=True)
                 logits = head.sampled_logits(embeddings, centres, local_labels, margin_weight=margin_weight)
                 loss = losses.margin_softmax_loss(local_labels, logits, focal_gamma=config.focal, **sampled)
+                # the optimizer decays the backbone; sparse_sgd_update decays the sampled centres
                 share = tf.cast(tf.shape(labels)[0], tf.float32) / global_batch
-                l2 = tf.add_n([mult * tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v, mult in decayed])
-                objective = loss * share + 0.5 * config.weight_decay * l2
+                objective = loss * share
             *grads, centre_grads = tape.gradient(objective, variables + [centres])
             scores = head.sampled_scores(embeddings, centres)
             classified = tf.ones_like(local_labels, tf.float32)
