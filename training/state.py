@@ -44,7 +44,8 @@ def build_training_state(config, num_classes, image_size, total_steps, global_ba
     with dtype_policy(config.mixed_precision):
         backbone = models.build_backbone(config.backbone, image_size=image_size,
                                          embedding_size=config.embedding_size, **backbone_options(config))
-        head = losses.build_head(config.loss, num_classes, **config.head_options)
+        head = (losses.build_partial_fc_head(config.loss, num_classes, config.partial_fc, **config.head_options)
+                if config.partial_fc is not None else losses.build_head(config.loss, num_classes, **config.head_options))
         head.build((None, config.embedding_size))
         schedule = build_lr_schedule(config.lr_schedule, peak_lr(config, global_batch or config.batch_size),
                                      total_steps, config.warmup_steps)
