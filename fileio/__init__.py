@@ -10,6 +10,8 @@ the strict JPEG check, which imports simplejpeg when called).
 - ``sha256_of_file``: the checksum the manifest stores and verification recomputes.
 - ``align_report`` (imported from its module): the aligned folder's report as align resumes from it
   and the shard builder packs by it (records, source stamps, which crops are training images).
+- ``reading``: the one way an input file is opened (``open_regular``, ``read_input_bytes``): regular
+  files only (a FIFO would block, ``/dev/zero`` never ends), reads bounded, names of any bytes.
 - ``text_lines``: UTF-8 text inputs read line by line, with errors that name the line.
 - ``quiet_tensorflow`` (imported from its module by each command): TensorFlow's C++ start-up lines
   filtered out of stderr, the one part here about a stream rather than a file.
@@ -22,8 +24,12 @@ from fileio.hashing import sha256_of_file
 from fileio.images import (DOWNSAMPLING, IMAGE_EXTENSIONS, is_image_file, jpeg_damage, parse_image_size,
                            untrainable_reason, validate_image_size)
 from fileio.pairs_format import GENERIC_HEADER, format_generic_pairs
+from fileio.reading import (MAX_IMAGE_BYTES, InputFileError, InputTooLarge, NotRegularFile, check_regular,
+                            is_utf8_name, open_regular, printable_name, read_input_bytes)
 from fileio.text import TextEncodingError, text_lines
 
-__all__ = ["DISK_FULL_ERRNOS", "DOWNSAMPLING", "GENERIC_HEADER", "IMAGE_EXTENSIONS", "TextEncodingError", "text_lines", "atomic_output", "format_generic_pairs",
+__all__ = ["MAX_IMAGE_BYTES", "InputFileError", "InputTooLarge", "NotRegularFile", "check_regular", "is_utf8_name",
+           "open_regular", "printable_name", "read_input_bytes",
+           "DISK_FULL_ERRNOS", "DOWNSAMPLING", "GENERIC_HEADER", "IMAGE_EXTENSIONS", "TextEncodingError", "text_lines", "atomic_output", "format_generic_pairs",
            "is_image_file", "jpeg_damage", "parse_image_size", "sha256_of_file", "untrainable_reason", "validate_image_size", "write_bytes_atomic",
            "write_json_atomic", "write_text_atomic"]

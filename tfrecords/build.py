@@ -23,6 +23,7 @@ import dataclasses
 import fcntl
 import functools
 import json
+import math
 import os
 import shutil
 import sys
@@ -355,9 +356,26 @@ def _parse_size(text):
 
 
 def _parse_val(text):
-    value = float(text)
-    if value < 0 or (value >= 1 and value != int(value)):
-        raise argparse.ArgumentTypeError("--val-identities is a fraction in [0, 1) or a whole count")
+    """A fraction in [0, 1) or a whole count written as one ("1.0" is refused: one identity, or all?)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    whole = text.strip().isdigit()
+    if not math.isfinite(value) or value < 0 or (value >= 1 and not whole):
+        raise argparse.ArgumentTypeError(f"{text!r}: a fraction in [0, 1) (0.02 = 2% of the identities) or a "
+                                         "whole count written without a decimal point (5 = five identities)")
+    return int(value) if whole else value
+
+
+def _positive_finite(text):
+    """A float > 0 that is finite (nan and inf compare false to every bound, so they are refused by name)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number > 0")
     return value
 
 
@@ -405,7 +423,7 @@ def parse_args(argv=None):
     flt.add_argument("--val-pairs", type=int, default=6000, help="verification pairs to write (half same)")
     out = p.add_argument_group("output")
     out.add_argument("--num-shards", type=int, default=None, help="train shards (default: from --shard-size-mb)")
-    out.add_argument("--shard-size-mb", type=float, default=100.0, help="target shard size")
+    out.add_argument("--shard-size-mb", type=_positive_finite, default=100.0, help="target shard size")
     out.add_argument("--workers", type=int, default=None, help="reader/decoder threads (default: CPU count)")
     out.add_argument("--seed", type=int, default=0, help="seed for held-out identities, shard mixing and pairs")
     out.add_argument("--overwrite", action="store_true",

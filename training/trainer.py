@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from training.export import export_embedding_model
 from training.hardware import resolve_auto_settings
 from training.guard import TrainingGuard
 from training.logger import RunLogger
+from training.preemption import StopRequest, TrainingInterrupted
 from training.run_dir import write_failure
 from training.schedules import margin_warmup_weight
 from training.state import build_training_state, decayed_variables, peak_lr
@@ -189,8 +191,11 @@ def run_training(config, run_dir, strategy=None, log=print):
     time_up = _time_limit_check(strategy, config, wall_start)
 
     last_step, time_limited, val_metrics = start, False, None
+    stop = StopRequest()   # SIGTERM/SIGINT: a checkpoint of the step, then TrainingInterrupted (preemption.py)
+    catch_signals = (getattr(strategy.extended, "_num_workers", 1) <= 1
+                     and threading.current_thread() is threading.main_thread())
     try:
-        with _data_errors_explained(data):
+        with _data_errors_explained(data), stop.installed(catch_signals):
             for step in range(start + 1, steps + 1):
                 t0 = time.perf_counter()
                 stats = {k: float(v) for k, v in train_step(iterator).items()}
@@ -201,6 +206,9 @@ def run_training(config, run_dir, strategy=None, log=print):
                                                _epoch(data, step, global_batch))
                     guard.after_window(step, window["embedding_cosine"])
                 last_step = step
+                if stop.signum is not None:
+                    checkpoints.save(step)
+                    raise TrainingInterrupted(stop.signum, step, run_dir, checkpoints.latest)
                 time_limited = step < steps and time_up(step)
                 if step % config.checkpoint_every == 0 or step == steps or time_limited:
                     checkpoints.save(step)
