@@ -31,7 +31,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fileio import (TextEncodingError, atomic_output, format_generic_pairs, parse_image_size, untrainable_reason,
+from fileio import (TextEncodingError, atomic_output, format_generic_pairs, parse_image_size, printable_name,
+                    untrainable_reason,
                     write_json_atomic, write_text_atomic)
 
 from .features import shard_file_name
@@ -114,7 +115,8 @@ def _build_locked(source, out, work, opts, progress, log):
     people = read_people_file(opts.people) if opts.people else None
     skipped_path = work / f"skipped-{os.getpid()}.tsv"  # streamed to disk: there may be one per image
     with open(skipped_path, "w", encoding="utf-8") as skipped_file:
-        counts = count_identities(source, people, lambda path, why: skipped_file.write(f"{path}\t{why}\n"))
+        counts = count_identities(source, people,
+                                  lambda path, why: skipped_file.write(f"{printable_name(path)}\t{why}\n"))
     if people is not None:
         missing = sorted(people - set(counts))
         if missing:

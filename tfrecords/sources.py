@@ -18,8 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fileio import IMAGE_EXTENSIONS, is_image_file, text_lines
+from fileio import IMAGE_EXTENSIONS, is_image_file, is_utf8_name, text_lines
 from fileio.align_report import CONTACT_SHEET_NAME, NOT_IN_REPORT, crop_verdicts
+
+
+NOT_UTF8_NAME = ("its name is not valid UTF-8 (shown with \\xNN), which the shards and manifest cannot store: "
+                 "rename it in UTF-8 (e.g. convmv -f latin1 -t utf-8 -r --notest FOLDER), skipped")
 
 
 class SourceError(ValueError):
@@ -54,8 +58,9 @@ class FolderSource:
         return self.verdicts.get(rel, NOT_IN_REPORT)
 
     def identity_names(self):
-        """Sorted identity (subdirectory) names."""
-        return sorted(e.name for e in os.scandir(self.root) if e.is_dir() and not e.name.startswith("."))
+        """Sorted identity (subdirectory) names whose name is UTF-8 (count_identities reports the others)."""
+        return sorted(e.name for e in os.scandir(self.root)
+                      if e.is_dir() and not e.name.startswith(".") and is_utf8_name(e.name))
 
     def _entries(self, identity):
         with os.scandir(self.root / identity) as it:
@@ -66,7 +71,9 @@ class FolderSource:
         n = size = 0
         for e in self._entries(identity):
             rel = f"{identity}/{e.name}"
-            if e.is_file() and is_image_file(e.name) and self._refusal(rel):
+            if not is_utf8_name(e.name):   # the shards, manifest and pair list store names as UTF-8 text
+                skipped(rel, NOT_UTF8_NAME)
+            elif e.is_file() and is_image_file(e.name) and self._refusal(rel):
                 skipped(rel, self._refusal(rel))
             elif e.is_file() and is_image_file(e.name):
                 n += 1
@@ -84,13 +91,16 @@ class FolderSource:
     def files(self, identity):
         """[(absolute path, 'identity/filename')] of one identity's images, sorted by name."""
         return [(e.path, f"{identity}/{e.name}") for e in self._entries(identity)
-                if e.is_file() and is_image_file(e.name) and not self._refusal(f"{identity}/{e.name}")]
+                if is_utf8_name(e.name) and e.is_file() and is_image_file(e.name)
+                and not self._refusal(f"{identity}/{e.name}")]
 
     def count_identities(self, skipped, wanted=None):
         """{name: (count, bytes)} per identity folder (only names in ``wanted`` when given)."""
         with os.scandir(self.root) as it:
             for e in sorted(it, key=lambda e: e.name):
-                if e.is_file() and is_image_file(e.name) and e.name != CONTACT_SHEET_NAME:
+                if not is_utf8_name(e.name):
+                    skipped(e.name + ("/" if e.is_dir() else ""), NOT_UTF8_NAME)
+                elif e.is_file() and is_image_file(e.name) and e.name != CONTACT_SHEET_NAME:
                     skipped(e.name, "directly in the input folder, not in an identity folder "
                                     "(expected <identity>/<image>), skipped")
                 elif e.is_symlink() and not e.is_dir() and not e.is_file():
