@@ -498,3 +498,97 @@ def test_bin_written_from_view1_and_generic_pairs_is_read_with_the_files_own_fol
                                            from_file.issame, from_file.folds)
         assert bin_result["num_folds"] == file_result["num_folds"] == min(10, int(issame.sum()), int((~issame).sum()))
         assert bin_result["fold_accuracies"] == file_result["fold_accuracies"]
+
+
+# ---- round three (issue 37): inputs no earlier test tried ------------------------------------------------
+def fifo_and_device_link(folder, stem="pipe"):
+    """FOLDER/STEM.jpg a FIFO (open() of it blocks forever) and FOLDER/zero.jpg a link to /dev/zero (endless)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(folder / f"{stem}.jpg")
+    (folder / "zero.jpg").symlink_to("/dev/zero")
+
+
+def cli(args, timeout=120, **kwargs):
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"), **kwargs)
+
+
+def test_fifos_and_devices_are_reported_by_the_build_never_read(tmp_path):
+    """A FIFO or a link to /dev/zero in an identity folder and in a --list: one unreadable.txt line each
+    naming what it is, never a hang (the commands run under a timeout). The same --list also starts
+    with a byte-order mark (its first entry must not be lost) and lists one file twice under two
+    spellings and labels (packed once, the repeat reported with both lines)."""
+    inp = tmp_path / "in"
+    for name in ("A/0.jpg", "A/1.jpg", "B/0.jpg", "B/1.jpg"):
+        smooth_jpeg(inp / name, seed=len(name) + ord(name[0]))
+    fifo_and_device_link(inp / "A")
+    result = cli(["-m", "tfrecords.build", "--input-dir", str(inp), "--output-dir", str(tmp_path / "out"),
+                  "--no-progress"])
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    listed = unreadable_lines(tmp_path / "out")
+    assert packed_paths(tmp_path / "out") == ["A/0.jpg", "A/1.jpg", "B/0.jpg", "B/1.jpg"]
+    assert all("not a regular file" in listed[n] for n in ("A/pipe.jpg", "A/zero.jpg")) and len(listed) == 2
+
+    (tmp_path / "list.txt").write_bytes("\ufeffin/A/0.jpg 0\nin/A/1.jpg 0\nin/A/pipe.jpg 0\nin/A/zero.jpg 0\n"
+                                        "in/B/0.jpg 1\nin/B/1.jpg 1\n./in/A/1.jpg 1\n".encode("utf-8"))
+    result = cli(["-m", "tfrecords.build", "--list", str(tmp_path / "list.txt"), "--output-dir",
+                  str(tmp_path / "listed"), "--no-progress"])
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    listed = unreadable_lines(tmp_path / "listed")
+    assert packed_paths(tmp_path / "listed") == ["in/A/0.jpg", "in/A/1.jpg", "in/B/0.jpg", "in/B/1.jpg"]
+    assert "FIFO" in listed["in/A/pipe.jpg"] and "character device" in listed["in/A/zero.jpg"]
+    assert "list.txt:7: the same file as line 2 with label '0', not '1' (listed twice)" in listed["in/A/1.jpg"]
+    assert len(listed) == 3
+
+
+def test_fifos_devices_and_non_utf8_names_in_align_and_its_links(lfw_dir, tmp_path):
+    """align: a FIFO and a /dev/zero link are `unreadable` records naming what they are (no hang); a
+    photo whose name is not UTF-8 is aligned and drawn on the contact sheet (cv2.imread crashed on it),
+    then listed by the builder with the fix (it was a UnicodeEncodeError). An output folder inside the
+    input given through a link is refused like one inside the input itself."""
+    from align import load_report
+    from tfrecords.build import build
+
+    raw, out = tmp_path / "raw", tmp_path / "aligned"
+    copy_faces(lfw_dir, raw, FACES[:1])
+    latin1 = os.fsdecode(b"caf\xe9.jpg")
+    (raw / "George_W_Bush").mkdir()
+    (raw / "George_W_Bush" / latin1).write_bytes((lfw_dir / "images" / FACES[1]).read_bytes())
+    fifo_and_device_link(raw / "Aaron_Eckhart")
+    result = align_cli(raw, out, "--workers", "1", "--contact-sheet", "10", timeout=240)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    report = load_report(out / "align_report.jsonl")
+    assert report["Aaron_Eckhart/pipe.jpg"]["reason"] == report["Aaron_Eckhart/zero.jpg"]["reason"] == "unreadable"
+    assert "a FIFO" in report["Aaron_Eckhart/pipe.jpg"]["detail"]
+    assert "character device" in report["Aaron_Eckhart/zero.jpg"]["detail"]
+    assert report[f"George_W_Bush/{latin1}"]["status"] == "aligned" and (out / "contact_sheet.png").is_file()
+    assert cv2.imread(str(out / "contact_sheet.png")).shape[1] == 2 * (96 + 2)   # both crops drawn
+
+    build(out, tmp_path / "shards", progress=False, log=quiet)
+    assert packed_paths(tmp_path / "shards") == [FACES[0]]
+    assert "not valid UTF-8" in unreadable_lines(tmp_path / "shards")["George_W_Bush/caf\\xe9.jpg"]
+
+    (tmp_path / "link").symlink_to(raw, target_is_directory=True)
+    result = align_cli(tmp_path / "link", raw / "crops", timeout=120)
+    assert result.returncode == 2 and "is inside --input-dir" in one_error_line(result.stderr)
+    assert not (raw / "crops" / "align_report.jsonl").exists()
+
+
+def test_photo_commands_refuse_fifos_devices_and_pixel_bombs(tmp_path):
+    """verify.py / identify.py read a photo through inference.embedding.align_photo: a FIFO or a device
+    is a failed record naming it (never a hang: run under a timeout), a 100-byte PNG claiming
+    30000x30000 px is refused from its header with align's megapixel limit (it was decoded); the
+    manifest's checksum (sha256_of_file) refuses a device too."""
+    fifo_and_device_link(tmp_path)
+    bomb = huge_png_header(tmp_path / "bomb.png")
+    script = ("import sys\nfrom inference.embedding import align_photo\nfrom fileio import sha256_of_file\n"
+              "for p in sys.argv[1:]:\n    record, crop = align_photo(p, (112, 96), None)\n"
+              "    print(record.reason, '|', record.detail)\n"
+              "try:\n    sha256_of_file(sys.argv[2])\nexcept OSError as e:\n    print(type(e).__name__, e)\n")
+    result = cli(["-c", script, str(tmp_path / "pipe.jpg"), str(tmp_path / "zero.jpg"), str(bomb)], timeout=90)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("unreadable |") and "FIFO" in lines[0] and "pipe.jpg" in lines[0]
+    assert lines[1].startswith("unreadable |") and "character device" in lines[1]
+    assert lines[2].startswith("too many pixels |") and "900.0 megapixels" in lines[2]
+    assert lines[3].startswith("NotRegularFile") and "zero.jpg" in lines[3]

@@ -14,6 +14,7 @@ import models
 from training.checkpoints import RunCheckpoints
 from training.config import augmentation, export_formats
 from training.data import singleton_roles, synthetic_data, tfrecord_data, total_steps
+from training.data_identity import check_data_identity
 from training.export import export_embedding_model
 from training.hardware import resolve_auto_settings
 from training.guard import TrainingGuard
@@ -153,6 +154,7 @@ def run_training(config, run_dir, strategy=None, log=print):
         tf.config.experimental.enable_op_determinism()
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     data = open_data(config, config.batch_size)
+    check_data_identity(run_dir, data.data_dir, data.manifest, config.resume, chief, log)   # other shards: refused
     steps = total_steps(config, data, global_batch)
     for line in resolve_auto_settings(config):   # train.py resolved them already; API callers may not
         log(line)
