@@ -592,3 +592,103 @@ def test_photo_commands_refuse_fifos_devices_and_pixel_bombs(tmp_path):
     assert lines[1].startswith("unreadable |") and "character device" in lines[1]
     assert lines[2].startswith("too many pixels |") and "900.0 megapixels" in lines[2]
     assert lines[3].startswith("NotRegularFile") and "zero.jpg" in lines[3]
+
+
+def test_sigterm_during_training_saves_a_checkpoint_and_exits_143(tmp_path):
+    """SIGTERM (a scheduler, `docker stop`) mid-run: the step finishes, its checkpoint is saved, one
+    line says so and how to continue, exit status 143 (128 + 15), as a shell expects. Before, the
+    process ended with no word and lost up to --checkpoint-every steps."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    process = subprocess.Popen(tiny_train_cli(run, "--max-steps", "100000", "--checkpoint-every", "100000",
+                                              "--val-every", "100000"),
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    try:
+        log, deadline = run / "train_log.jsonl", time.monotonic() + 240
+        while not (log.exists() and len(log.read_text().splitlines()) >= 2):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stderr[-3000:]
+    assert "Traceback" not in stderr
+    line = next(line for line in stderr.splitlines() if "SIGTERM" in line)
+    step = int(line.split("stopped after step ")[1].split(",")[0])
+    assert step >= 2 and f"ckpt-{step} saved" in line and f"--resume --output-dir {run}" in line
+    assert (run / "checkpoints" / f"ckpt-{step}.index").is_file()
+
+
+def test_sigint_is_caught_only_while_training():
+    """The handler sets a flag (the loop saves and stops after the step) and the previous handler comes back."""
+    import signal
+
+    from training.preemption import StopRequest
+
+    before = signal.getsignal(signal.SIGINT)
+    stop = StopRequest()
+    with stop.installed():
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)   # a second signal does not replace the first
+    assert stop.signum == signal.SIGINT and signal.getsignal(signal.SIGINT) is before
+
+
+def test_resume_refuses_shards_rebuilt_with_other_people(tmp_path):
+    """Shards rebuilt in place with the same class count but other identities: --resume stops with one
+    line naming the label map (the path and the class count alone did not notice)."""
+    import training
+    from tfrecords.build import build
+    from training.config import resolve_config
+
+    for people, folder in ((("A", "B"), "first"), (("C", "D"), "second")):
+        for person in people:
+            for k in range(3):
+                smooth_jpeg(tmp_path / folder / person / f"{k}.jpg", size=(32, 32), seed=ord(person) * 10 + k)
+    shards = tmp_path / "shards"
+    build(tmp_path / "first", shards, progress=False, log=quiet)
+    config = {"backbone": "mobilefacenet", "image_size": "32x32", "embedding_size": 32, "batch_size": 4,
+              "data": str(shards), "max_steps": 2, "checkpoint_every": 2, "log_every": 1, "exports": "keras",
+              "lr_schedule": "constant"}
+    run = tmp_path / "run"
+    training.run_training(resolve_config(config), training.new_run_dir(run, "m", "l"), log=quiet)
+    build(tmp_path / "second", shards, overwrite=True, progress=False, log=quiet)
+    with pytest.raises(ValueError, match=r"--resume: .*shards is not the data run .* label map .*differs"):
+        training.run_training(resolve_config(dict(config, resume=True, max_steps=4)), run, log=quiet)
+
+
+def test_numbers_that_mean_nothing_are_refused_with_one_line(tmp_path, capsys):
+    """--lr-schedule 0:-0.5 (trained at a negative rate), --shard-size-mb nan (a traceback),
+    --val-identities 1.0 (meant one identity, not all), export_onnx.py --opset 1 (a traceback deep in
+    tf2onnx): each refused before any work with one line naming the flag."""
+    import export_onnx
+    from tfrecords import build as build_cli
+    from training.schedules import build_lr_schedule
+
+    with pytest.raises(ValueError, match="learning rates must be finite and >= 0"):
+        build_lr_schedule("0:-0.5", 0.1, 100)
+    for flag, value in (("--shard-size-mb", "nan"), ("--val-identities", "1.0"), ("--val-identities", "nan")):
+        with pytest.raises(SystemExit) as stopped:
+            build_cli.parse_args(["--input-dir", str(tmp_path), "--output-dir", str(tmp_path / "o"), flag, value])
+        assert stopped.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument {flag}: '{value}'" in one_error_line(err)
+    assert build_cli.parse_args(["--input-dir", "x", "--output-dir", "y", "--val-identities", "1"]).val_identities == 1
+    assert export_onnx.main(["--opset", "1", "--model", str(tmp_path / "none.keras")]) == 1
+    assert "--opset 1 is not supported: give an ONNX opset from 13 to 18" in one_error_line(capsys.readouterr().err)
+
+
+def test_one_png_among_jpegs_leaves_every_jpeg_pixel_identical_to_opencv(lfw_dir):
+    """The reader decodes per image: a split with one PNG used to move every JPEG to decode_image
+    (INTEGER_FAST IDCT, up to 16 levels off OpenCV)."""
+    from tfrecords.reader import _decoder
+
+    data = (lfw_dir / "images" / FACES[0]).read_bytes()
+    opencv = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    png = cv2.imencode(".png", opencv[:, :, ::-1])[1].tobytes()
+    decode = _decoder({"splits": {"train": {"formats": {"jpeg": 3, "png": 1}}}}, "train")
+    assert np.array_equal(decode(data).numpy(), opencv)
+    assert np.array_equal(decode(png).numpy(), opencv)
