@@ -441,7 +441,8 @@ def test_damaged_checkpoint_and_truncated_model_are_named_with_the_fix(tmp_path,
     images = tmp_path / "faces"
     for name in ("A/A_0001.jpg", "B/B_0001.jpg"):
         smooth_jpeg(images / name, size=(32, 32))
-    (tmp_path / "pairs.txt").write_text("# generic pairs\nA/A_0001.jpg\tA/A_0001.jpg\t1\nA/A_0001.jpg\tB/B_0001.jpg\t0\n")
+    smooth_jpeg(images / "A/A_0002.jpg", size=(32, 32), seed=2)
+    (tmp_path / "pairs.txt").write_text("# generic pairs\nA/A_0001.jpg\tA/A_0002.jpg\t1\nA/A_0001.jpg\tB/B_0001.jpg\t0\n")
     assert evaluate.main(["--model", str(model), "--lfw-pairs", str(tmp_path / "pairs.txt"),
                           "--lfw-dir", str(images), "--no-progress"]) == 1
     err = capsys.readouterr().err
@@ -510,7 +511,7 @@ def fifo_and_device_link(folder, stem="pipe"):
 
 def cli(args, timeout=120, **kwargs):
     return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"), **kwargs)
+                          env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"), check=False, **kwargs)
 
 
 def test_fifos_and_devices_are_reported_by_the_build_never_read(tmp_path):
@@ -692,3 +693,64 @@ def test_one_png_among_jpegs_leaves_every_jpeg_pixel_identical_to_opencv(lfw_dir
     decode = _decoder({"splits": {"train": {"formats": {"jpeg": 3, "png": 1}}}}, "train")
     assert np.array_equal(decode(data).numpy(), opencv)
     assert np.array_equal(decode(png).numpy(), opencv)
+
+
+def test_config_files_of_the_wrong_types_or_syntax_are_one_line_with_the_line(tmp_path, capsys):
+    """--config with a quoted number, a YAML syntax error, a YAML tag, an integer key, bad JSON: one
+    line naming the file, the line and the key (they were tracebacks); nothing runs."""
+    import train
+
+    cases = {"quoted.json": ('{"lr": 0.1,\n "batch_size": "64"}', "quoted.json:2: batch_size: expected an integer"),
+             "syntax.yaml": ("lr: 0.1\nbatch_size: [64\n", "syntax.yaml:3: not valid YAML"),
+             "tag.yaml": ("lr: !!python/object/apply:os.system [ls]\n", "tag.yaml:1: not valid YAML"),
+             "intkey.yaml": ("lr: 0.1\n1: 2\n", "intkey.yaml:2: option name 1 is not a name"),
+             "comma.json": ('{"lr": 0.1,,}', "comma.json:1: not valid JSON")}
+    for name, (text, says) in cases.items():
+        (tmp_path / name).write_text(text)
+        assert train.main(["--config", str(tmp_path / name), "--output-dir", str(tmp_path / "run")]) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert says in line, line
+    assert not (tmp_path / "run").exists()
+
+
+def test_gallery_files_are_checked_for_everything_they_claim(tmp_path):
+    """A truncated gallery (BadZipFile), one whose arrays were edited out of shape (IndexError), one whose
+    template is not unit length or not finite: GalleryError naming the file and the fix, never a
+    traceback or a silently wrong ranking."""
+    from inference.gallery import Gallery, GalleryError
+
+    gallery = Gallery("fp", "model.keras", (112, 96))
+    rng = np.random.default_rng(0)
+    for name in ("ann", "bob"):
+        features = rng.normal(size=(2, 8))
+        gallery.enroll(name, features / np.linalg.norm(features, axis=1, keepdims=True), [f"{name}1", f"{name}2"])
+    good = gallery.save(tmp_path / "good.npz")
+    assert Gallery.load(good).names == ["ann", "bob"]
+    (tmp_path / "cut.npz").write_bytes(good.read_bytes()[:300])
+    with pytest.raises(GalleryError, match=r"cut\.npz is not a gallery file \(BadZipFile.*enroll the people again"):
+        Gallery.load(tmp_path / "cut.npz")
+    arrays = dict(np.load(good))
+
+    def edited(name, **changes):
+        np.savez(tmp_path / name, **{**arrays, **changes})
+        return tmp_path / name
+
+    with pytest.raises(GalleryError, match=r"scaled\.npz: the template\(s\) of \['ann'\] are not finite unit"):
+        Gallery.load(edited("scaled.npz", templates=arrays["templates"] * np.array([[3.0], [1.0]])))
+    with pytest.raises(GalleryError, match=r"nan\.npz: the template\(s\) of \['bob'\]"):
+        Gallery.load(edited("nan.npz", templates=np.where([[False], [True]], np.nan, arrays["templates"])))
+    with pytest.raises(GalleryError, match=r"shape\.npz: a damaged or hand-edited gallery \(TypeError"):
+        Gallery.load(edited("shape.npz", image_counts=np.array(2)))
+
+
+def test_a_pair_naming_one_image_twice_is_refused(tmp_path):
+    """Such a pair scores 1 whatever the model: a free correct "same" that inflated accuracy."""
+    from evaluation.pairs import PairsFormatError, read_pairs
+
+    (tmp_path / "pairs.txt").write_text("# generic pairs\nA/1.jpg\tA/2.jpg\t1\nA/1.jpg\tA/1.jpg\t1\nA/1.jpg\tB/1.jpg\t0\n")
+    with pytest.raises(PairsFormatError, match=r"pairs\.txt: the pair 'A/1\.jpg' - 'A/1\.jpg' names the same image"):
+        read_pairs(tmp_path / "pairs.txt")
+    same = "".join(f"P\t1\t{k}\n" for k in range(1, 11))   # its first line: P 1 1
+    (tmp_path / "view1.txt").write_text("10\n" + same + "".join(f"P\t{k}\tQ\t1\n" for k in range(1, 11)))
+    with pytest.raises(PairsFormatError, match="names the same image twice"):
+        read_pairs(tmp_path / "view1.txt")

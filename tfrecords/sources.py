@@ -21,7 +21,6 @@ import numpy as np
 from fileio import IMAGE_EXTENSIONS, is_image_file, is_utf8_name, text_lines
 from fileio.align_report import CONTACT_SHEET_NAME, NOT_IN_REPORT, crop_verdicts
 
-
 NOT_UTF8_NAME = ("its name is not valid UTF-8 (shown with \\xNN), which the shards and manifest cannot store: "
                  "rename it in UTF-8 (e.g. convmv -f latin1 -t utf-8 -r --notest FOLDER), skipped")
 
