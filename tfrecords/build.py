@@ -367,7 +367,7 @@ def _parse_val(text):
     if not math.isfinite(value) or value < 0 or (value >= 1 and not whole):
         raise argparse.ArgumentTypeError(f"{text!r}: a fraction in [0, 1) (0.02 = 2% of the identities) or a "
                                          "whole count written without a decimal point (5 = five identities)")
-    return int(value) if whole else value
+    return value   # a float either way, as before: the build fingerprint records it
 
 
 def _positive_finite(text):
