@@ -35,9 +35,10 @@ def main(argv=None) -> int:
 
     from evaluation.model_io import load_embedding_model, make_embed_fn, resolve_model_path
     from inference.model import load_model, onnx_path_for
-    from inference.onnx_export import export_onnx, float32_twin
+    from inference.onnx_export import check_opset, export_onnx, float32_twin
 
     try:
+        check_opset(args.opset)   # before the model is loaded
         keras_path = resolve_model_path(args.model, args.runs_dir)
         output = args.output or onnx_path_for(keras_path)
         if str(output) == str(keras_path) or not str(output).endswith(".onnx"):

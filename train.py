@@ -161,6 +161,9 @@ def main(argv=None):
             print(line)
         training.save_run_config(run_dir, config)
         summary = training.run_training(config, run_dir)
+    except training.TrainingInterrupted as e:   # SIGTERM/SIGINT: checkpoint saved, the shell's status
+        print(f"stopped: {e}", file=sys.stderr)
+        return e.exit_code
     except (training.TrainingDiverged, training.TrainingCollapsed, training.RunWriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -8,7 +8,7 @@ import os
 import cv2
 import numpy as np
 
-from fileio import write_bytes_atomic
+from fileio import read_input_bytes, write_bytes_atomic
 
 
 def write_contact_sheet(records: list, output_dir, path, template, count: int = 50, columns: int = 10):
@@ -22,7 +22,13 @@ def write_contact_sheet(records: list, output_dir, path, template, count: int = 
     picks = [usable[i] for i in np.unique(np.linspace(0, len(usable) - 1, min(count, len(usable))).astype(int))]
     tiles = []
     for record in picks:
-        crop = cv2.imread(os.path.join(output_dir, record["output"]), cv2.IMREAD_COLOR)
+        # Read by Python, decoded from memory: cv2.imread takes a C string and crashes on a name that is not
+        # UTF-8 (a surrogate escape); read_input_bytes takes any name and refuses a FIFO or a device.
+        try:
+            data = read_input_bytes(os.path.join(output_dir, record["output"]))
+        except OSError:
+            continue
+        crop = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
         if crop is None:
             continue
         tile = crop.copy()

@@ -296,8 +296,12 @@ def _validate(input_dir, output_dir, image_size, image_format, jpeg_quality, min
     input_dir, output_dir = os.path.abspath(input_dir), os.path.abspath(output_dir)
     if not os.path.isdir(input_dir):
         raise AlignError(f"--input-dir {input_dir} is not a directory")
-    if output_dir == input_dir or output_dir.startswith(input_dir + os.sep):
-        raise AlignError(f"--output-dir {output_dir} is inside --input-dir {input_dir}; its crops would be read as input")
+    # Compared after resolving links: an input given through a link (or an output inside a linked
+    # folder) is the same folder, and crops written inside it would be read back as input next run.
+    real_in, real_out = os.path.realpath(input_dir), os.path.realpath(output_dir)
+    if real_out == real_in or real_out.startswith(real_in.rstrip(os.sep) + os.sep):
+        raise AlignError(f"--output-dir {output_dir} is inside --input-dir {input_dir} (links resolved: {real_out} "
+                         f"inside {real_in}); its crops would be read as input: choose an output folder outside it")
     image_size = tuple(int(v) for v in image_size)
     reference_landmarks(image_size)  # raises ValueError for unsupported sizes
     if image_format not in ("jpg", "png"):

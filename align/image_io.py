@@ -8,7 +8,7 @@ import warnings
 import cv2
 import numpy as np
 
-from fileio import jpeg_damage, write_bytes_atomic
+from fileio import jpeg_damage, printable_name, read_input_bytes, write_bytes_atomic
 
 # Measured (MTCNN on one CPU thread): detection takes about 100 MB of memory per megapixel, on top
 # of ~0.7 GB for TensorFlow and the networks; 25 MP (a 24 MP camera, a 12 MP phone) stays near 3 GB.
@@ -29,7 +29,9 @@ class ImageError(Exception):
 def read_image_rgb(path, max_megapixels=None) -> np.ndarray:
     """Decode JPEG / PNG / BMP / GIF / TIFF / WebP (grey, palette, RGBA, CMYK, 16-bit) to RGB uint8 [H, W, 3].
 
-    Applies the EXIF orientation; transparent pixels are composited over white. Raises ImageError
+    ``path`` may be any name (str with surrogate escapes, or bytes): it is read with
+    fileio.read_input_bytes, so a FIFO, a device or a file of more than fileio.MAX_IMAGE_BYTES is
+    `unreadable` with the reason, never a hang. Applies the EXIF orientation; transparent pixels are composited over white. Raises ImageError
     with reason `unreadable` (cannot read the file), `not an image` (no known image format),
     `too many pixels` (the header says more than `max_megapixels`; nothing is decoded, so a small
     file that claims 30000×30000 px costs no memory; None: Pillow's own decompression-bomb limit,
@@ -39,10 +41,10 @@ def read_image_rgb(path, max_megapixels=None) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = read_input_bytes(path)   # a regular file only (a FIFO would block), bounded
     except OSError as error:
-        raise ImageError("unreadable", f"cannot read {path}: {error.strerror or error}") from error
+        raise ImageError("unreadable", f"cannot read {printable_name(path)}: {error.strerror or error}") from error
+    path = printable_name(path)   # what the messages below name (a non-UTF-8 name shown with \xNN)
     if not data:
         raise ImageError("not an image", f"{path} is an empty file")
     pillow_limit = Image.MAX_IMAGE_PIXELS

@@ -64,8 +64,14 @@ def resolve_image_files(root, paths) -> dict:
 
 
 def read_rgb(path) -> np.ndarray:
-    """Decode an image file to RGB uint8 [H, W, 3]; the error names the file."""
-    data = np.fromfile(str(path), dtype=np.uint8)
+    """Decode an image file to RGB uint8 [H, W, 3]; the error names the file (a FIFO or a device is
+    refused by fileio.read_input_bytes rather than read forever)."""
+    from fileio import read_input_bytes
+
+    try:
+        data = np.frombuffer(read_input_bytes(path), dtype=np.uint8)
+    except OSError as error:
+        raise ValueError(f"cannot read image file {error}") from None
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         raise ValueError(f"cannot decode image file {path} (corrupt or not an image)")

@@ -226,11 +226,21 @@ def read_pairs(path) -> PairSet:
     if first != 0:
         raise PairsFormatError(f"{path}:1: the header must be the first line")
     if lines[0].strip().lower() == GENERIC_HEADER:
-        return _read_generic(path, lines)
+        return _no_pair_of_one_image(path, _read_generic(path, lines))
     header = lines[0].split()
     if not (1 <= len(header) <= 2 and all(x.isdigit() and int(x) > 0 for x in header)):
         raise PairsFormatError(
             f"{path}:1: unknown header {lines[0]!r}; expected 'FOLDS N' (View 2, e.g. '10 300'), "
             f"'N' (View 1) or '{GENERIC_HEADER}'"
         )
-    return _read_lfw(path, lines, header)
+    return _no_pair_of_one_image(path, _read_lfw(path, lines, header))
+
+
+def _no_pair_of_one_image(path, pairs):
+    """``pairs``, unless a pair names one image twice: its cosine is 1 whatever the model, a free
+    "same" verdict that inflates accuracy (PairsFormatError naming the image)."""
+    for a, b in zip(pairs.paths_a, pairs.paths_b):
+        if a == b:
+            raise PairsFormatError(f"{path}: the pair {a!r} - {b!r} names the same image twice (it scores 1 with any "
+                                   "model and inflates accuracy); pair two different images")
+    return pairs

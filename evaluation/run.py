@@ -11,9 +11,9 @@ import numpy as np
 from evaluation.binset import bin_image_loader, bin_pairset, load_bin
 from evaluation.embed import combine_flips, embed_paths, embed_paths_raw, gather_pairs
 from evaluation.images import read_rgb, resolve_image_files
-from evaluation.protocols import get_protocol
 from evaluation.model_io import default_engine, load_embedding_model, make_embed_fn, model_fingerprint
 from evaluation.pairs import read_pairs, strip_image_extension
+from evaluation.protocols import get_protocol
 from fileio import atomic_output
 
 

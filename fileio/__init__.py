@@ -10,6 +10,8 @@ the strict JPEG check, which imports simplejpeg when called).
 - ``sha256_of_file``: the checksum the manifest stores and verification recomputes.
 - ``align_report`` (imported from its module): the aligned folder's report as align resumes from it
   and the shard builder packs by it (records, source stamps, which crops are training images).
+- ``reading``: the one way an input file is opened (``open_regular``, ``read_input_bytes``): regular
+  files only (a FIFO would block, ``/dev/zero`` never ends), reads bounded, names of any bytes.
 - ``text_lines``: UTF-8 text inputs read line by line, with errors that name the line.
 - ``quiet_tensorflow`` (imported from its module by each command): TensorFlow's C++ start-up lines
   filtered out of stderr, the one part here about a stream rather than a file.
@@ -29,6 +31,17 @@ from fileio.images import (
                            validate_image_size,
 )
 from fileio.pairs_format import GENERIC_HEADER, format_generic_pairs
+from fileio.reading import (
+                           MAX_IMAGE_BYTES,
+                           InputFileError,
+                           InputTooLarge,
+                           NotRegularFile,
+                           check_regular,
+                           is_utf8_name,
+                           open_regular,
+                           printable_name,
+                           read_input_bytes,
+)
 from fileio.text import TextEncodingError, text_lines
 
 __all__ = [
@@ -36,12 +49,21 @@ __all__ = [
                            "DOWNSAMPLING",
                            "GENERIC_HEADER",
                            "IMAGE_EXTENSIONS",
+                           "MAX_IMAGE_BYTES",
+                           "InputFileError",
+                           "InputTooLarge",
+                           "NotRegularFile",
                            "TextEncodingError",
                            "atomic_output",
+                           "check_regular",
                            "format_generic_pairs",
                            "is_image_file",
+                           "is_utf8_name",
                            "jpeg_damage",
+                           "open_regular",
                            "parse_image_size",
+                           "printable_name",
+                           "read_input_bytes",
                            "sha256_of_file",
                            "text_lines",
                            "untrainable_reason",

@@ -76,14 +76,15 @@ def _check_alignable(model):
 
 def align_photo(path, image_size, detector, fallback="none"):
     """(PhotoRecord, crop uint8 [H, W, 3] or None) for one photo file."""
-    from align.image_io import ImageError, read_image_rgb
+    from align.image_io import DEFAULT_MAX_MEGAPIXELS, ImageError, read_image_rgb
     from align.photo import align_image
 
-    try:
-        image = read_image_rgb(path)
+    try:   # align's limit: a small file claiming 30000x30000 px is refused from its header, not decoded
+        image = read_image_rgb(path, max_megapixels=DEFAULT_MAX_MEGAPIXELS)
     except ImageError as error:
         fix = {"unreadable": "check the path and its permissions", "not an image": "give a JPEG, PNG or BMP photo",
-               "corrupt image": "the file is damaged; use another copy"}.get(error.reason, "use another photo")
+               "corrupt image": "the file is damaged; use another copy",
+               "too many pixels": "shrink the photo"}.get(error.reason, "use another photo")
         return PhotoRecord(str(path), "failed", error.reason, f"{error} ({fix})"), None
     result = align_image(image, detector, image_size, fallback)
     box = None if result.box is None else [round(float(v), 1) for v in result.box]

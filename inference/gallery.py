@@ -17,6 +17,7 @@ identification.py measures it against the per-photo alignment and embedding).
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,8 +133,18 @@ class Gallery:
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}
-        except (OSError, ValueError) as error:
-            raise GalleryError(f"{path} is not a gallery file ({error})") from error
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:   # truncated: BadZipFile
+            raise GalleryError(f"{path} is not a gallery file ({type(error).__name__}: {error}); enroll the people "
+                               "again into a new gallery, or restore the file") from error
+        try:
+            return cls._checked(path, arrays)
+        except (IndexError, KeyError, TypeError, ValueError) as error:   # a hand-edited file: arrays of odd forms
+            raise GalleryError(f"{path}: a damaged or hand-edited gallery ({type(error).__name__}: {error}); enroll "
+                               "the people again into a new gallery, or restore the file") from error
+
+    @classmethod
+    def _checked(cls, path, arrays) -> Gallery:
+        """The Gallery that ``arrays`` describe, after checking everything they claim (GalleryError otherwise)."""
         required = ("format", "names", "templates", "image_counts", "sources", "source_person", "model_fingerprint",
                     "model_path", "image_size", "flip")
         missing = [name for name in required if name not in arrays]
@@ -143,6 +154,18 @@ class Gallery:
         templates = arrays["templates"].astype(np.float32)
         if templates.ndim != 2 or len(templates) != len(names):
             raise GalleryError(f"{path}: templates {templates.shape} do not match {len(names)} names")
+        # Scores are dot products of unit vectors: a template that is not finite or not unit length
+        # (a hand edit, a bad write) would rank people by something else without a word.
+        norms = np.linalg.norm(templates.astype(np.float64), axis=1) if len(templates) else np.zeros(0)
+        bad = [names[i] for i in np.flatnonzero(~np.isfinite(norms) | (np.abs(norms - 1.0) > 1e-3))]
+        if bad:
+            raise GalleryError(f"{path}: the template(s) of {bad[:5]} are not finite unit vectors; the file is damaged: "
+                               "enroll those people again (identify.py enroll --gallery ... re-enrolls a name)")
+        counts = arrays["image_counts"]
+        if len(counts) != len(names) or (len(counts) and counts.min() < 1) or len(arrays["image_size"]) != 2:
+            raise GalleryError(f"{path}: image_counts or image_size do not describe its {len(names)} people")
+        if len(set(names)) != len(names):
+            raise GalleryError(f"{path}: a name is enrolled twice; the file was edited: enroll into a new gallery")
         person_of_source = arrays["source_person"]
         if len(person_of_source) != len(arrays["sources"]) or (len(person_of_source) and (
                 person_of_source.min() < 0 or person_of_source.max() >= len(names))):

@@ -20,6 +20,17 @@ from fileio import atomic_output, sha256_of_file
 from inference.model import ONNX_FINGERPRINT_KEY, ONNX_SOURCE_KEY, ONNX_SOURCE_SHA256_KEY
 
 OUTPUT_NAME = "embedding"
+# The opsets --opset accepts: tf2onnx 1.17 knows opsets up to 18 (its OPSET_TO_IR_VERSION table) and
+# converts these backbones from 13 on (opset 1 ends in a traceback deep inside the converter).
+MIN_OPSET, MAX_OPSET = 13, 18
+
+
+def check_opset(opset):
+    """``opset`` (None: tf2onnx's default) if in MIN_OPSET..MAX_OPSET, else ValueError naming the range."""
+    if opset is not None and not MIN_OPSET <= int(opset) <= MAX_OPSET:
+        raise ValueError(f"--opset {opset} is not supported: give an ONNX opset from {MIN_OPSET} to {MAX_OPSET} "
+                         "(or leave --opset out for tf2onnx's default)")
+    return opset
 
 
 def _float32_config(config):
@@ -57,6 +68,7 @@ def export_onnx(model, path, fingerprint=None, source=None, opset=None) -> Path:
     .keras file it came from (its name and sha256 go into the metadata: load_model(engine="auto") then
     runs this export in place of that file) or another name.
     """
+    check_opset(opset)
     import numpy as np
     import onnx
 

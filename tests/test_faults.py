@@ -440,7 +440,8 @@ def test_damaged_checkpoint_and_truncated_model_are_named_with_the_fix(tmp_path,
     images = tmp_path / "faces"
     for name in ("A/A_0001.jpg", "B/B_0001.jpg"):
         smooth_jpeg(images / name, size=(32, 32))
-    (tmp_path / "pairs.txt").write_text("# generic pairs\nA/A_0001.jpg\tA/A_0001.jpg\t1\nA/A_0001.jpg\tB/B_0001.jpg\t0\n")
+    smooth_jpeg(images / "A/A_0002.jpg", size=(32, 32), seed=2)
+    (tmp_path / "pairs.txt").write_text("# generic pairs\nA/A_0001.jpg\tA/A_0002.jpg\t1\nA/A_0001.jpg\tB/B_0001.jpg\t0\n")
     assert evaluate.main(["--model", str(model), "--lfw-pairs", str(tmp_path / "pairs.txt"),
                           "--lfw-dir", str(images), "--no-progress"]) == 1
     err = capsys.readouterr().err
@@ -498,3 +499,258 @@ def test_bin_written_from_view1_and_generic_pairs_is_read_with_the_files_own_fol
                                            from_file.issame, from_file.folds)
         assert bin_result["num_folds"] == file_result["num_folds"] == min(10, int(issame.sum()), int((~issame).sum()))
         assert bin_result["fold_accuracies"] == file_result["fold_accuracies"]
+
+
+# ---- round three (issue 37): inputs no earlier test tried ------------------------------------------------
+def fifo_and_device_link(folder, stem="pipe"):
+    """FOLDER/STEM.jpg a FIFO (open() of it blocks forever) and FOLDER/zero.jpg a link to /dev/zero (endless)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(folder / f"{stem}.jpg")
+    (folder / "zero.jpg").symlink_to("/dev/zero")
+
+
+def cli(args, timeout=120, **kwargs):
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"), check=False, **kwargs)
+
+
+def test_fifos_and_devices_are_reported_by_the_build_never_read(tmp_path):
+    """A FIFO or a link to /dev/zero in an identity folder and in a --list: one unreadable.txt line each
+    naming what it is, never a hang (the commands run under a timeout). The same --list also starts
+    with a byte-order mark (its first entry must not be lost) and lists one file twice under two
+    spellings and labels (packed once, the repeat reported with both lines)."""
+    inp = tmp_path / "in"
+    for name in ("A/0.jpg", "A/1.jpg", "B/0.jpg", "B/1.jpg"):
+        smooth_jpeg(inp / name, seed=len(name) + ord(name[0]))
+    fifo_and_device_link(inp / "A")
+    result = cli(["-m", "tfrecords.build", "--input-dir", str(inp), "--output-dir", str(tmp_path / "out"),
+                  "--no-progress"])
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    listed = unreadable_lines(tmp_path / "out")
+    assert packed_paths(tmp_path / "out") == ["A/0.jpg", "A/1.jpg", "B/0.jpg", "B/1.jpg"]
+    assert all("not a regular file" in listed[n] for n in ("A/pipe.jpg", "A/zero.jpg")) and len(listed) == 2
+
+    (tmp_path / "list.txt").write_bytes("\ufeffin/A/0.jpg 0\nin/A/1.jpg 0\nin/A/pipe.jpg 0\nin/A/zero.jpg 0\n"
+                                        "in/B/0.jpg 1\nin/B/1.jpg 1\n./in/A/1.jpg 1\n".encode("utf-8"))
+    result = cli(["-m", "tfrecords.build", "--list", str(tmp_path / "list.txt"), "--output-dir",
+                  str(tmp_path / "listed"), "--no-progress"])
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    listed = unreadable_lines(tmp_path / "listed")
+    assert packed_paths(tmp_path / "listed") == ["in/A/0.jpg", "in/A/1.jpg", "in/B/0.jpg", "in/B/1.jpg"]
+    assert "FIFO" in listed["in/A/pipe.jpg"] and "character device" in listed["in/A/zero.jpg"]
+    assert "list.txt:7: the same file as line 2 with label '0', not '1' (listed twice)" in listed["in/A/1.jpg"]
+    assert len(listed) == 3
+
+
+def test_fifos_devices_and_non_utf8_names_in_align_and_its_links(lfw_dir, tmp_path):
+    """align: a FIFO and a /dev/zero link are `unreadable` records naming what they are (no hang); a
+    photo whose name is not UTF-8 is aligned and drawn on the contact sheet (cv2.imread crashed on it),
+    then listed by the builder with the fix (it was a UnicodeEncodeError). An output folder inside the
+    input given through a link is refused like one inside the input itself."""
+    from align import load_report
+    from tfrecords.build import build
+
+    raw, out = tmp_path / "raw", tmp_path / "aligned"
+    copy_faces(lfw_dir, raw, FACES[:1])
+    latin1 = os.fsdecode(b"caf\xe9.jpg")
+    (raw / "George_W_Bush").mkdir()
+    (raw / "George_W_Bush" / latin1).write_bytes((lfw_dir / "images" / FACES[1]).read_bytes())
+    fifo_and_device_link(raw / "Aaron_Eckhart")
+    result = align_cli(raw, out, "--workers", "1", "--contact-sheet", "10", timeout=240)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    report = load_report(out / "align_report.jsonl")
+    assert report["Aaron_Eckhart/pipe.jpg"]["reason"] == report["Aaron_Eckhart/zero.jpg"]["reason"] == "unreadable"
+    assert "a FIFO" in report["Aaron_Eckhart/pipe.jpg"]["detail"]
+    assert "character device" in report["Aaron_Eckhart/zero.jpg"]["detail"]
+    assert report[f"George_W_Bush/{latin1}"]["status"] == "aligned" and (out / "contact_sheet.png").is_file()
+    assert cv2.imread(str(out / "contact_sheet.png")).shape[1] == 2 * (96 + 2)   # both crops drawn
+
+    build(out, tmp_path / "shards", progress=False, log=quiet)
+    assert packed_paths(tmp_path / "shards") == [FACES[0]]
+    assert "not valid UTF-8" in unreadable_lines(tmp_path / "shards")["George_W_Bush/caf\\xe9.jpg"]
+
+    (tmp_path / "link").symlink_to(raw, target_is_directory=True)
+    result = align_cli(tmp_path / "link", raw / "crops", timeout=120)
+    assert result.returncode == 2 and "is inside --input-dir" in one_error_line(result.stderr)
+    assert not (raw / "crops" / "align_report.jsonl").exists()
+
+
+def test_photo_commands_refuse_fifos_devices_and_pixel_bombs(tmp_path):
+    """verify.py / identify.py read a photo through inference.embedding.align_photo: a FIFO or a device
+    is a failed record naming it (never a hang: run under a timeout), a 100-byte PNG claiming
+    30000x30000 px is refused from its header with align's megapixel limit (it was decoded); the
+    manifest's checksum (sha256_of_file) refuses a device too."""
+    fifo_and_device_link(tmp_path)
+    bomb = huge_png_header(tmp_path / "bomb.png")
+    script = ("import sys\nfrom inference.embedding import align_photo\nfrom fileio import sha256_of_file\n"
+              "for p in sys.argv[1:]:\n    record, crop = align_photo(p, (112, 96), None)\n"
+              "    print(record.reason, '|', record.detail)\n"
+              "try:\n    sha256_of_file(sys.argv[2])\nexcept OSError as e:\n    print(type(e).__name__, e)\n")
+    result = cli(["-c", script, str(tmp_path / "pipe.jpg"), str(tmp_path / "zero.jpg"), str(bomb)], timeout=90)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("unreadable |") and "FIFO" in lines[0] and "pipe.jpg" in lines[0]
+    assert lines[1].startswith("unreadable |") and "character device" in lines[1]
+    assert lines[2].startswith("too many pixels |") and "900.0 megapixels" in lines[2]
+    assert lines[3].startswith("NotRegularFile") and "zero.jpg" in lines[3]
+
+
+def test_sigterm_during_training_saves_a_checkpoint_and_exits_143(tmp_path):
+    """SIGTERM (a scheduler, `docker stop`) mid-run: the step finishes, its checkpoint is saved, one
+    line says so and how to continue, exit status 143 (128 + 15), as a shell expects. Before, the
+    process ended with no word and lost up to --checkpoint-every steps."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    process = subprocess.Popen(tiny_train_cli(run, "--max-steps", "100000", "--checkpoint-every", "100000",
+                                              "--val-every", "100000"),
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    try:
+        log, deadline = run / "train_log.jsonl", time.monotonic() + 240
+        while not (log.exists() and len(log.read_text().splitlines()) >= 2):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stderr[-3000:]
+    assert "Traceback" not in stderr
+    line = next(line for line in stderr.splitlines() if "SIGTERM" in line)
+    step = int(line.split("stopped after step ")[1].split(",")[0])
+    assert step >= 2 and f"ckpt-{step} saved" in line and f"--resume --output-dir {run}" in line
+    assert (run / "checkpoints" / f"ckpt-{step}.index").is_file()
+
+
+def test_sigint_is_caught_only_while_training():
+    """The handler sets a flag (the loop saves and stops after the step) and the previous handler comes back."""
+    import signal
+
+    from training.preemption import StopRequest
+
+    before = signal.getsignal(signal.SIGINT)
+    stop = StopRequest()
+    with stop.installed():
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)   # a second signal does not replace the first
+    assert stop.signum == signal.SIGINT and signal.getsignal(signal.SIGINT) is before
+
+
+def test_resume_refuses_shards_rebuilt_with_other_people(tmp_path):
+    """Shards rebuilt in place with the same class count but other identities: --resume stops with one
+    line naming the label map (the path and the class count alone did not notice)."""
+    import training
+    from tfrecords.build import build
+    from training.config import resolve_config
+
+    for people, folder in ((("A", "B"), "first"), (("C", "D"), "second")):
+        for person in people:
+            for k in range(3):
+                smooth_jpeg(tmp_path / folder / person / f"{k}.jpg", size=(32, 32), seed=ord(person) * 10 + k)
+    shards = tmp_path / "shards"
+    build(tmp_path / "first", shards, progress=False, log=quiet)
+    config = {"backbone": "mobilefacenet", "image_size": "32x32", "embedding_size": 32, "batch_size": 4,
+              "data": str(shards), "max_steps": 2, "checkpoint_every": 2, "log_every": 1, "exports": "keras",
+              "lr_schedule": "constant"}
+    run = tmp_path / "run"
+    training.run_training(resolve_config(config), training.new_run_dir(run, "m", "l"), log=quiet)
+    build(tmp_path / "second", shards, overwrite=True, progress=False, log=quiet)
+    with pytest.raises(ValueError, match=r"--resume: .*shards is not the data run .* label map .*differs"):
+        training.run_training(resolve_config(dict(config, resume=True, max_steps=4)), run, log=quiet)
+
+
+def test_numbers_that_mean_nothing_are_refused_with_one_line(tmp_path, capsys):
+    """--lr-schedule 0:-0.5 (trained at a negative rate), --shard-size-mb nan (a traceback),
+    --val-identities 1.0 (meant one identity, not all), export_onnx.py --opset 1 (a traceback deep in
+    tf2onnx): each refused before any work with one line naming the flag."""
+    import export_onnx
+    from tfrecords import build as build_cli
+    from training.schedules import build_lr_schedule
+
+    with pytest.raises(ValueError, match="learning rates must be finite and >= 0"):
+        build_lr_schedule("0:-0.5", 0.1, 100)
+    for flag, value in (("--shard-size-mb", "nan"), ("--val-identities", "1.0"), ("--val-identities", "nan")):
+        with pytest.raises(SystemExit) as stopped:
+            build_cli.parse_args(["--input-dir", str(tmp_path), "--output-dir", str(tmp_path / "o"), flag, value])
+        assert stopped.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument {flag}: '{value}'" in one_error_line(err)
+    assert build_cli.parse_args(["--input-dir", "x", "--output-dir", "y", "--val-identities", "1"]).val_identities == 1
+    assert export_onnx.main(["--opset", "1", "--model", str(tmp_path / "none.keras")]) == 1
+    assert "--opset 1 is not supported: give an ONNX opset from 13 to 18" in one_error_line(capsys.readouterr().err)
+
+
+def test_one_png_among_jpegs_leaves_every_jpeg_pixel_identical_to_opencv(lfw_dir):
+    """The reader decodes per image: a split with one PNG used to move every JPEG to decode_image
+    (INTEGER_FAST IDCT, up to 16 levels off OpenCV)."""
+    from tfrecords.reader import _decoder
+
+    data = (lfw_dir / "images" / FACES[0]).read_bytes()
+    opencv = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    png = cv2.imencode(".png", opencv[:, :, ::-1])[1].tobytes()
+    decode = _decoder({"splits": {"train": {"formats": {"jpeg": 3, "png": 1}}}}, "train")
+    assert np.array_equal(decode(data).numpy(), opencv)
+    assert np.array_equal(decode(png).numpy(), opencv)
+
+
+def test_config_files_of_the_wrong_types_or_syntax_are_one_line_with_the_line(tmp_path, capsys):
+    """--config with a quoted number, a YAML syntax error, a YAML tag, an integer key, bad JSON: one
+    line naming the file, the line and the key (they were tracebacks); nothing runs."""
+    import train
+
+    cases = {"quoted.json": ('{"lr": 0.1,\n "batch_size": "64"}', "quoted.json:2: batch_size: expected an integer"),
+             "syntax.yaml": ("lr: 0.1\nbatch_size: [64\n", "syntax.yaml:3: not valid YAML"),
+             "tag.yaml": ("lr: !!python/object/apply:os.system [ls]\n", "tag.yaml:1: not valid YAML"),
+             "intkey.yaml": ("lr: 0.1\n1: 2\n", "intkey.yaml:2: option name 1 is not a name"),
+             "comma.json": ('{"lr": 0.1,,}', "comma.json:1: not valid JSON")}
+    for name, (text, says) in cases.items():
+        (tmp_path / name).write_text(text)
+        assert train.main(["--config", str(tmp_path / name), "--output-dir", str(tmp_path / "run")]) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert says in line, line
+    assert not (tmp_path / "run").exists()
+
+
+def test_gallery_files_are_checked_for_everything_they_claim(tmp_path):
+    """A truncated gallery (BadZipFile), one whose arrays were edited out of shape (IndexError), one whose
+    template is not unit length or not finite: GalleryError naming the file and the fix, never a
+    traceback or a silently wrong ranking."""
+    from inference.gallery import Gallery, GalleryError
+
+    gallery = Gallery("fp", "model.keras", (112, 96))
+    rng = np.random.default_rng(0)
+    for name in ("ann", "bob"):
+        features = rng.normal(size=(2, 8))
+        gallery.enroll(name, features / np.linalg.norm(features, axis=1, keepdims=True), [f"{name}1", f"{name}2"])
+    good = gallery.save(tmp_path / "good.npz")
+    assert Gallery.load(good).names == ["ann", "bob"]
+    (tmp_path / "cut.npz").write_bytes(good.read_bytes()[:300])
+    with pytest.raises(GalleryError, match=r"cut\.npz is not a gallery file \(BadZipFile.*enroll the people again"):
+        Gallery.load(tmp_path / "cut.npz")
+    arrays = dict(np.load(good))
+
+    def edited(name, **changes):
+        np.savez(tmp_path / name, **{**arrays, **changes})
+        return tmp_path / name
+
+    with pytest.raises(GalleryError, match=r"scaled\.npz: the template\(s\) of \['ann'\] are not finite unit"):
+        Gallery.load(edited("scaled.npz", templates=arrays["templates"] * np.array([[3.0], [1.0]])))
+    with pytest.raises(GalleryError, match=r"nan\.npz: the template\(s\) of \['bob'\]"):
+        Gallery.load(edited("nan.npz", templates=np.where([[False], [True]], np.nan, arrays["templates"])))
+    with pytest.raises(GalleryError, match=r"shape\.npz: a damaged or hand-edited gallery \(TypeError"):
+        Gallery.load(edited("shape.npz", image_counts=np.array(2)))
+
+
+def test_a_pair_naming_one_image_twice_is_refused(tmp_path):
+    """Such a pair scores 1 whatever the model: a free correct "same" that inflated accuracy."""
+    from evaluation.pairs import PairsFormatError, read_pairs
+
+    (tmp_path / "pairs.txt").write_text("# generic pairs\nA/1.jpg\tA/2.jpg\t1\nA/1.jpg\tA/1.jpg\t1\nA/1.jpg\tB/1.jpg\t0\n")
+    with pytest.raises(PairsFormatError, match=r"pairs\.txt: the pair 'A/1\.jpg' - 'A/1\.jpg' names the same image"):
+        read_pairs(tmp_path / "pairs.txt")
+    same = "".join(f"P\t1\t{k}\n" for k in range(1, 11))   # its first line: P 1 1
+    (tmp_path / "view1.txt").write_text("10\n" + same + "".join(f"P\t{k}\tQ\t1\n" for k in range(1, 11)))
+    with pytest.raises(PairsFormatError, match="names the same image twice"):
+        read_pairs(tmp_path / "view1.txt")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import training
-from training.config import SYNTHETIC_DEFAULTS, export_formats, resolve_config
+from training.config import SYNTHETIC_DEFAULTS, TrainConfig, export_formats, resolve_config
 from training.schedules import build_lr_schedule
 
 REPO = Path(__file__).resolve().parents[1]

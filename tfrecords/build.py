@@ -23,6 +23,7 @@ import dataclasses
 import fcntl
 import functools
 import json
+import math
 import os
 import shutil
 import sys
@@ -35,6 +36,7 @@ from fileio import (
     atomic_output,
     format_generic_pairs,
     parse_image_size,
+    printable_name,
     untrainable_reason,
     write_json_atomic,
     write_text_atomic,
@@ -120,7 +122,8 @@ def _build_locked(source, out, work, opts, progress, log):
     people = read_people_file(opts.people) if opts.people else None
     skipped_path = work / f"skipped-{os.getpid()}.tsv"  # streamed to disk: there may be one per image
     with open(skipped_path, "w", encoding="utf-8") as skipped_file:
-        counts = count_identities(source, people, lambda path, why: skipped_file.write(f"{path}\t{why}\n"))
+        counts = count_identities(source, people,
+                                  lambda path, why: skipped_file.write(f"{printable_name(path)}\t{why}\n"))
     if people is not None:
         missing = sorted(people - set(counts))
         if missing:
@@ -366,9 +369,26 @@ def _parse_size(text):
 
 
 def _parse_val(text):
-    value = float(text)
-    if value < 0 or (value >= 1 and value != int(value)):
-        raise argparse.ArgumentTypeError("--val-identities is a fraction in [0, 1) or a whole count")
+    """A fraction in [0, 1) or a whole count written as one ("1.0" is refused: one identity, or all?)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    whole = text.strip().isdigit()
+    if not math.isfinite(value) or value < 0 or (value >= 1 and not whole):
+        raise argparse.ArgumentTypeError(f"{text!r}: a fraction in [0, 1) (0.02 = 2% of the identities) or a "
+                                         "whole count written without a decimal point (5 = five identities)")
+    return value   # a float either way, as before: the build fingerprint records it
+
+
+def _positive_finite(text):
+    """A float > 0 that is finite (nan and inf compare false to every bound, so they are refused by name)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number > 0")
     return value
 
 
@@ -416,7 +436,7 @@ def parse_args(argv=None):
     flt.add_argument("--val-pairs", type=int, default=6000, help="verification pairs to write (half same)")
     out = p.add_argument_group("output")
     out.add_argument("--num-shards", type=int, default=None, help="train shards (default: from --shard-size-mb)")
-    out.add_argument("--shard-size-mb", type=float, default=100.0, help="target shard size")
+    out.add_argument("--shard-size-mb", type=_positive_finite, default=100.0, help="target shard size")
     out.add_argument("--workers", type=int, default=None, help="reader/decoder threads (default: CPU count)")
     out.add_argument("--seed", type=int, default=0, help="seed for held-out identities, shard mixing and pairs")
     out.add_argument("--overwrite", action="store_true",

@@ -9,7 +9,7 @@ cv2.imdecode releases the GIL, so a thread pool decodes on all cores.
 import cv2
 import numpy as np
 
-from fileio import jpeg_damage
+from fileio import jpeg_damage, read_input_bytes
 
 from .features import detect_format
 
@@ -24,8 +24,7 @@ class WrongImageSize(ValueError):
 
 def load_checked(path, image_size, resize=False, center_crop=False):
     """Return ``(encoded_bytes, format, change)`` for one image file, or raise (see check_image_bytes)."""
-    with open(path, "rb") as f:
-        data = f.read()
+    data = read_input_bytes(path)   # a regular file only, bounded: NotRegularFile/InputTooLarge are OSErrors
     return check_image_bytes(data, image_size, resize, center_crop, name=path)
 
 
@@ -87,7 +86,7 @@ def _encode(image, fmt):
 
 def image_size_of(path):
     """(H, W) of an image file (decodes it)."""
-    return image_size_of_bytes(np.fromfile(str(path), np.uint8), path)
+    return image_size_of_bytes(np.frombuffer(read_input_bytes(path), np.uint8), path)
 
 
 def image_size_of_bytes(data, name="image"):

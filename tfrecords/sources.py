@@ -10,12 +10,19 @@ line) at a time, never holding all paths in memory:
 and ``description`` (a dict for the manifest) and ``root`` (the folder paths are relative to).
 """
 
+import array
 import collections
+import hashlib
 import os
 from pathlib import Path
 
-from fileio import IMAGE_EXTENSIONS, is_image_file, text_lines
+import numpy as np
+
+from fileio import IMAGE_EXTENSIONS, is_image_file, is_utf8_name, text_lines
 from fileio.align_report import CONTACT_SHEET_NAME, NOT_IN_REPORT, crop_verdicts
+
+NOT_UTF8_NAME = ("its name is not valid UTF-8 (shown with \\xNN), which the shards and manifest cannot store: "
+                 "rename it in UTF-8 (e.g. convmv -f latin1 -t utf-8 -r --notest FOLDER), skipped")
 
 
 class SourceError(ValueError):
@@ -50,8 +57,9 @@ class FolderSource:
         return self.verdicts.get(rel, NOT_IN_REPORT)
 
     def identity_names(self):
-        """Sorted identity (subdirectory) names."""
-        return sorted(e.name for e in os.scandir(self.root) if e.is_dir() and not e.name.startswith("."))
+        """Sorted identity (subdirectory) names whose name is UTF-8 (count_identities reports the others)."""
+        return sorted(e.name for e in os.scandir(self.root)
+                      if e.is_dir() and not e.name.startswith(".") and is_utf8_name(e.name))
 
     def _entries(self, identity):
         with os.scandir(self.root / identity) as it:
@@ -62,7 +70,9 @@ class FolderSource:
         n = size = 0
         for e in self._entries(identity):
             rel = f"{identity}/{e.name}"
-            if e.is_file() and is_image_file(e.name) and self._refusal(rel):
+            if not is_utf8_name(e.name):   # the shards, manifest and pair list store names as UTF-8 text
+                skipped(rel, NOT_UTF8_NAME)
+            elif e.is_file() and is_image_file(e.name) and self._refusal(rel):
                 skipped(rel, self._refusal(rel))
             elif e.is_file() and is_image_file(e.name):
                 n += 1
@@ -71,22 +81,25 @@ class FolderSource:
                 skipped(rel, f"not an image file ({'/'.join(IMAGE_EXTENSIONS)}), skipped")
             elif e.is_dir():
                 _report_nested(e, rel, skipped)
-            elif e.is_symlink():
+            elif e.is_symlink() and not os.path.exists(e.path):
                 skipped(rel, "dangling symbolic link (its target does not exist), skipped")
-            else:
-                skipped(rel, "not a regular file, skipped")
+            else:   # a FIFO would block the read, a link to /dev/zero never end: never opened
+                skipped(rel, "not a regular file (a FIFO, a device or a socket, or a link to one), skipped")
         return n, size
 
     def files(self, identity):
         """[(absolute path, 'identity/filename')] of one identity's images, sorted by name."""
         return [(e.path, f"{identity}/{e.name}") for e in self._entries(identity)
-                if e.is_file() and is_image_file(e.name) and not self._refusal(f"{identity}/{e.name}")]
+                if is_utf8_name(e.name) and e.is_file() and is_image_file(e.name)
+                and not self._refusal(f"{identity}/{e.name}")]
 
     def count_identities(self, skipped, wanted=None):
         """{name: (count, bytes)} per identity folder (only names in ``wanted`` when given)."""
         with os.scandir(self.root) as it:
             for e in sorted(it, key=lambda e: e.name):
-                if e.is_file() and is_image_file(e.name) and e.name != CONTACT_SHEET_NAME:
+                if not is_utf8_name(e.name):
+                    skipped(e.name + ("/" if e.is_dir() else ""), NOT_UTF8_NAME)
+                elif e.is_file() and is_image_file(e.name) and e.name != CONTACT_SHEET_NAME:
                     skipped(e.name, "directly in the input folder, not in an identity folder "
                                     "(expected <identity>/<image>), skipped")
                 elif e.is_symlink() and not e.is_dir() and not e.is_file():
@@ -136,6 +149,7 @@ class ListSource:
             raise SourceError(f"{self.list_file}: list file does not exist")
         self.root = Path(root) if root else self.list_file.parent
         self.description = {"list": str(self.list_file.resolve()), "list_root": str(self.root.resolve())}
+        self._repeated = None   # digests of files listed more than once (see _unique_lines)
 
     def _lines(self):
         label_rule = _LabelRule(self.list_file)
@@ -155,12 +169,38 @@ class ListSource:
                 rel = path
             if rel.startswith(".."):
                 rel = path
-            yield absolute, rel.replace(os.sep, "/"), label
+            yield absolute, rel.replace(os.sep, "/"), label, lineno
+
+    def _unique_lines(self, skipped=None):
+        """_lines without a file listed a second time (by its resolved path: ``a.jpg`` and ``./a.jpg`` or a
+        link to it are one file), each reported through ``skipped`` with the line that listed it first.
+
+        Packed twice, one image would count double (or, under two labels, be a positive and a negative of
+        two classes). A first pass keeps one 8-byte digest per line (not the paths), so a list of millions
+        of images costs megabytes; only the repeated digests are kept for the second pass.
+        """
+        if self._repeated is None:
+            digests = array.array("Q", (_path_digest(absolute) for absolute, _, _, _ in self._lines()))
+            values, counts = np.unique(np.frombuffer(digests, np.uint64), return_counts=True)
+            self._repeated = set(values[counts > 1].tolist())
+        first = {}
+        for absolute, rel, label, lineno in self._lines():
+            digest = _path_digest(absolute) if self._repeated else None
+            if digest in self._repeated:
+                if digest in first:
+                    where, first_label = first[digest]
+                    if skipped is not None:
+                        other = "" if label == first_label else f" with label {first_label!r}, not {label!r}"
+                        skipped(rel, f"{self.list_file}:{lineno}: the same file as line {where}{other} (listed twice); "
+                                     "packed once, remove the repeated line")
+                    continue
+                first[digest] = (lineno, label)
+            yield absolute, rel, label
 
     def counts_and_sizes(self, skipped):
         """{label: [count, bytes]} over the list (one entry per identity, not per image)."""
         counts = {}
-        for absolute, rel, label in self._lines():
+        for absolute, rel, label in self._unique_lines(skipped):
             try:
                 size = os.stat(absolute).st_size
             except OSError:
@@ -171,8 +211,8 @@ class ListSource:
         return counts
 
     def stream(self):
-        """Yield (absolute path, relative path, label) in file order."""
-        return self._lines()
+        """Yield (absolute path, relative path, label) in file order (a file listed again: its first line only)."""
+        return self._unique_lines()
 
     def count_identities(self, skipped, wanted=None):
         """{label: (count, bytes)} over the list (only labels in ``wanted`` when given)."""
@@ -185,6 +225,11 @@ class ListSource:
             if name in caps and seen[name] < caps[name]:
                 yield name, seen[name], absolute, rel
                 seen[name] += 1
+
+
+def _path_digest(absolute):
+    """64-bit digest of a file's resolved path (links and ``.`` resolved; any name bytes)."""
+    return int.from_bytes(hashlib.blake2b(os.fsencode(os.path.realpath(absolute)), digest_size=8).digest(), "little")
 
 
 def is_integer_label(label):

@@ -14,6 +14,7 @@ _HOMES = {
     "load_run_config": "training.run_dir", "new_run_dir": "training.run_dir", "run_to_resume": "training.run_dir",
     "save_run_config": "training.run_dir", "RunWriteError": "training.run_dir",
     "FaceLRSchedule": "training.schedules", "build_lr_schedule": "training.schedules",
+    "TrainingInterrupted": "training.preemption",
     "TrainingCollapsed": "training.guard", "TrainingDiverged": "training.guard",
     "run_training": "training.trainer",
     "resolve_auto_settings": "training.hardware",

@@ -6,6 +6,7 @@ resumed run trains the same model with the same schedule unless a flag says othe
 
 import dataclasses
 import json
+import typing
 from pathlib import Path
 
 # The reference AM-Softmax schedule (CASIA scale, batch 256): lr 0.1, x0.1 at 16k, 24k, 28k. The
@@ -101,19 +102,80 @@ def load_config_file(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--config file not found: {path}")
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-        values = yaml.safe_load(text) or {}
-    else:
-        values = json.loads(text)
+    text = path.read_text(encoding="utf-8", errors="replace")
+    values, lines = _parse_config_text(path, text)
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of option names to values")
+    for key, value in values.items():   # a key of another type (YAML `1: x`) or a value of the wrong type
+        where = f"{path}:{lines.get(key, '?')}"
+        if not isinstance(key, str):
+            raise ValueError(
+                f"{where}: option name {key!r} is not a name; write option: value, e.g. lr: 0.1")
+        problem = _type_problem(key.replace("-", "_"), value)
+        if problem:
+            raise ValueError(f"{where}: {key}: {problem}")
     values = {k.replace("-", "_"): v for k, v in values.items()}
     unknown = sorted(set(values) - set(_FIELDS) - set(HEAD_OPTION_KEYS))
     if unknown:
         raise ValueError(f"{path}: unknown option(s) {unknown}; valid: {sorted(set(_FIELDS) | set(HEAD_OPTION_KEYS))}")
     return values
+
+
+def _parse_config_text(path, text):
+    """(values, {key: line number}) of a YAML or JSON config; ValueError naming the file and line."""
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+        try:   # safe_load refuses tags (!!python/object ...): a ConstructorError, a YAMLError like syntax errors
+            values = yaml.safe_load(text) or {}
+            node = yaml.compose(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ValueError(f"{path}{line}: not valid YAML ({problem}); write one 'option: value' per line, "
+                             "without tags") from None
+        lines = ({key.value: key.start_mark.line + 1 for key, _ in node.value}
+                 if isinstance(node, yaml.MappingNode) else {})
+        lines = {k2: n for k2, n in ((yaml.safe_load(k) if isinstance(k, str) else k, n) for k, n in lines.items())}
+        return values, lines
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{error.lineno}: not valid JSON ({error.msg}, column {error.colno})") from None
+    lines = {}
+    if isinstance(values, dict):
+        for key in values:
+            at = text.find(json.dumps(key))
+            lines[key] = text.count("\n", 0, at) + 1 if at >= 0 else "?"
+    return values, lines
+
+
+def _type_problem(key, value):
+    """Why ``value`` cannot be option ``key`` ("expected a number, got the string '0.1'"), or None."""
+    if key in HEAD_OPTION_KEYS:
+        allowed = (bool,) if key == "easy_margin" else (int, float)
+    elif key in _FIELDS:
+        annotation = _FIELDS[key].type
+        allowed = typing.get_args(annotation) or (annotation,)
+    else:
+        return None   # unknown keys are named together afterwards
+    if value is None and type(None) in allowed:
+        return None
+    if isinstance(value, bool):
+        ok = bool in allowed
+    elif isinstance(value, int):
+        ok = int in allowed or float in allowed
+    elif isinstance(value, float):
+        ok = float in allowed
+    else:
+        ok = any(isinstance(value, t) for t in allowed if isinstance(t, type) and t not in (bool, int, float))
+    if ok:
+        return None
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping",
+             list: "a list", type(None): "null"}
+    wanted = " or ".join(dict.fromkeys(names.get(t, str(t)) for t in allowed))
+    return f"expected {wanted}, got {type(value).__name__} {value!r}" + (
+        " (remove the quotes)" if isinstance(value, str) else "")
 
 
 def _gather_head_options(layer, legacy=False):

@@ -89,6 +89,8 @@ def build_lr_schedule(spec, base_lr, total_steps, warmup_steps=0):
                              "'0:0.1,16000:0.01'), nor cosine/poly/constant") from None
     if boundaries[0] != 0 or any(b <= a for a, b in itertools.pairwise(boundaries)):
         raise ValueError(f"--lr-schedule steps must start at 0 and increase: {spec!r}")
+    if not all(math.isfinite(v) and v >= 0 for v in values):   # a negative lr climbs the loss; nan poisons it
+        raise ValueError(f"--lr-schedule learning rates must be finite and >= 0: {spec!r}")
     return FaceLRSchedule("step", boundaries=boundaries, values=values, warmup_steps=warmup_steps)
 
 

@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -13,11 +14,13 @@ import models
 from training.checkpoints import RunCheckpoints
 from training.config import augmentation, export_formats
 from training.data import singleton_roles, synthetic_data, tfrecord_data, total_steps
+from training.data_identity import check_data_identity
 from training.export import export_embedding_model
 from training.guard import TrainingGuard
 from training.hardware import resolve_auto_settings
 from training.logger import RunLogger
 from training.partial_fc import gather_centres, head_memory_line, sample_centres, sparse_sgd_update
+from training.preemption import StopRequest, TrainingInterrupted
 from training.run_dir import write_failure
 from training.schedules import margin_warmup_weight
 from training.state import build_training_state, peak_lr
@@ -187,6 +190,7 @@ def run_training(config, run_dir, strategy=None, log=print):
         tf.config.experimental.enable_op_determinism()
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     data = open_data(config, config.batch_size)
+    check_data_identity(run_dir, data.data_dir, data.manifest, config.resume, chief, log)   # other shards: refused
     steps = total_steps(config, data, global_batch)
     for line in resolve_auto_settings(config):   # train.py resolved them already; API callers may not
         log(line)
@@ -228,8 +232,11 @@ def run_training(config, run_dir, strategy=None, log=print):
     time_up = _time_limit_check(strategy, config, wall_start)
 
     last_step, time_limited, val_metrics = start, False, None
+    stop = StopRequest()   # SIGTERM/SIGINT: a checkpoint of the step, then TrainingInterrupted (preemption.py)
+    catch_signals = (getattr(strategy.extended, "_num_workers", 1) <= 1
+                     and threading.current_thread() is threading.main_thread())
     try:
-        with _data_errors_explained(data):
+        with _data_errors_explained(data), stop.installed(catch_signals):
             for step in range(start + 1, steps + 1):
                 t0 = time.perf_counter()
                 stats = {k: float(v) for k, v in train_step(iterator).items()}
@@ -240,6 +247,9 @@ def run_training(config, run_dir, strategy=None, log=print):
                                                _epoch(data, step, global_batch))
                     guard.after_window(step, window["embedding_cosine"])
                 last_step = step
+                if stop.signum is not None:
+                    checkpoints.save(step)
+                    raise TrainingInterrupted(stop.signum, step, run_dir, checkpoints.latest)
                 time_limited = step < steps and time_up(step)
                 if step % config.checkpoint_every == 0 or step == steps or time_limited:
                     checkpoints.save(step)
