@@ -3,7 +3,8 @@
 Each function takes ``cos`` [B, C] (cosine between L2-normalised embeddings and class
 centres, float32) and ``one_hot`` [B, C] (1.0 at the true class) and returns logits [B, C]:
 the true class gets the margin, every other class keeps ``s·cos θ``. Pure ``keras.ops``, so
-they run on every Keras backend and can be tested against closed-form numpy.
+they run on every Keras backend and can be tested against closed-form numpy. The published
+defaults of their options live in one place, ``losses.registry.HEADS``.
 """
 
 import math
@@ -21,12 +22,12 @@ def _select(one_hot, target, other):
     return one_hot * target + (1.0 - one_hot) * other
 
 
-def am_softmax_logits(cos, one_hot, s=30.0, m=0.35):
+def am_softmax_logits(cos, one_hot, *, s, m):
     """AM-Softmax / CosFace: ``s·(cos θ − m)`` for the true class, ``s·cos θ`` otherwise."""
     return s * (cos - m * one_hot)
 
 
-def arcface_logits(cos, one_hot, s=64.0, m=0.5, easy_margin=False):
+def arcface_logits(cos, one_hot, *, s, m, easy_margin=False):
     """ArcFace: ``s·cos(θ + m)`` for the true class, ``s·cos θ`` otherwise.
 
     ``cos(θ + m) = cos θ·cos m − sin θ·sin m``, computed without acos. cos(θ + m) is not
@@ -44,7 +45,7 @@ def arcface_logits(cos, one_hot, s=64.0, m=0.5, easy_margin=False):
     return s * _select(one_hot, phi, cos)
 
 
-def sphereface_psi(cos, m=4):
+def sphereface_psi(cos, m):
     """SphereFace's monotonic ψ(θ) = (−1)^k·cos(mθ) − 2k for θ ∈ [kπ/m, (k+1)π/m].
 
     ``m`` must be a positive integer: cos(mθ) is then the Chebyshev polynomial T_m(cos θ),
@@ -65,18 +66,19 @@ def sphereface_psi(cos, m=4):
     return sign * t_cur - 2.0 * k
 
 
-def sphereface_logits(cos, one_hot, s=30.0, m=4, sphereface_lambda=0.0):
+def sphereface_logits(cos, one_hot, *, s, m, sphereface_lambda=0.0):
     """SphereFace (A-Softmax, normalised form): ``s·ψ(θ)`` for the true class, ``s·cos θ`` otherwise.
 
-    ``sphereface_lambda`` (λ) blends in the plain cosine as the reference training did to converge,
-    target = ``s·(λ·cos θ + ψ(θ)) / (1 + λ)``; λ = 0 is the pure margin.
+    ``sphereface_lambda`` (λ, a number or a float32 scalar tensor) blends in the plain cosine as the
+    reference training did to converge, target = ``s·(λ·cos θ + ψ(θ)) / (1 + λ)``; λ = 0 is the pure
+    margin. The head (``losses.heads.SphereFaceHead``) anneals λ as the reference did.
     """
     psi = sphereface_psi(cos, m)
     target = (sphereface_lambda * cos + psi) / (1.0 + sphereface_lambda)
     return s * _select(one_hot, target, cos)
 
 
-def combined_margin_logits(cos, one_hot, s=64.0, m1=1.0, m2=0.3, m3=0.2):
+def combined_margin_logits(cos, one_hot, *, s, m1, m2, m3):
     """insightface's combined margin: ``s·(cos(m1·θ + m2) − m3)`` for the true class.
 
     (m1, m2, m3) = (1, 0, m) is AM-Softmax/CosFace, (1, m, 0) is ArcFace without its
