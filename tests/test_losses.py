@@ -473,6 +473,30 @@ def test_focal_refuses_negative_gamma():
         resolve_config({"data": "x", "focal": -1.0})
 
 
+def test_plot_margins_draws_the_embeddings_and_centres_it_is_given():
+    """The plotted values themselves: each point at its embedding's direction (radius in [0.88, 1]),
+    each centre line from 0 along the unit centre to 1.15, one panel per head titled with its options."""
+    from losses import plot_margins
+    rng = np.random.default_rng(5)
+    y = np.repeat(np.arange(10), 3)
+    emb = rng.normal(size=(30, 2)) * 4
+    centres = rng.normal(size=(10, 2))
+    fig = plot_margins.draw_panels({"softmax": ({}, emb, None), "arcface": ({"s": 10.0, "m": 0.2}, emb, centres)}, y)
+    soft, arc = fig.axes
+    assert soft.get_title() == "softmax\nno margin" and arc.get_title() == "arcface\ns=10, m=0.2"
+    assert not soft.lines and len(arc.lines) == 10
+    unit_c = centres / np.linalg.norm(centres, axis=1, keepdims=True)
+    for line, c in zip(arc.lines, unit_c):
+        np.testing.assert_allclose(np.stack(line.get_data(), axis=1), [[0, 0], 1.15 * c], atol=1e-12)
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    for ax in (soft, arc):
+        points = np.concatenate([c.get_offsets() for c in ax.collections])   # class by class
+        order = np.concatenate([np.flatnonzero(y == k) for k in range(10)])
+        r = np.linalg.norm(points, axis=1)
+        assert np.all((r >= 0.88 - 1e-9) & (r <= 1 + 1e-9))
+        np.testing.assert_allclose(points / r[:, None], unit[order], atol=1e-9)
+
+
 @pytest.mark.slow
 def test_plot_margins_draws_every_head(tmp_path):
     """python -m losses.plot_margins: one panel per head, a PNG (one epoch here; the README's figure
