@@ -93,6 +93,9 @@ def make_jax_train_step(state, config):
     from training.state import decayed_variables
 
     model, head, optimizer = state.model, state.head, state.optimizer
+    if head.non_trainable_variables:   # the step below threads no head state (SphereFace's λ, moving averages)
+        raise ValueError(f"benchmarks/jax_step.py times heads without state; --loss {config.loss} has "
+                         f"{[v.name for v in head.non_trainable_variables]}: use am_softmax, cosface or arcface")
     trainable = model.trainable_variables + head.trainable_variables
     num_model = len(model.trainable_variables)
     position = {id(v): i for i, v in enumerate(trainable)}
@@ -102,7 +105,7 @@ def make_jax_train_step(state, config):
         embeddings, non_trainable_values = model.stateless_call(
             trainable_values[:num_model], non_trainable_values, images, training=True)
         logits, _ = head.stateless_call(trainable_values[num_model:], [], embeddings, labels)
-        loss = losses.margin_softmax_loss(labels, logits, focal_gamma=config.focal)
+        loss = losses.margin_softmax_loss(labels, logits, focal_gamma=config.focal) + head.auxiliary_loss(embeddings)
         # ½·wd·Σ mult·w²: the same decay train.py's step adds (training/trainer.py).
         l2 = sum(mult * jnp.sum(jnp.square(trainable_values[i].astype("float32"))) for i, mult in decayed)
         return loss + 0.5 * config.weight_decay * l2, (loss, non_trainable_values)

@@ -159,8 +159,169 @@ class SphereFaceHead(NormalizedMarginHead):
                                          sphereface_lambda=self.current_lambda())
 
 
+def _moving_average(variable, value, alpha):
+    """variable ← α·value + (1 − α)·variable; returns the new value (the reference heads use it at once)."""
+    updated = alpha * ops.stop_gradient(value) + (1.0 - alpha) * variable
+    variable.assign(updated)
+    return updated
+
+
+def _state(layer, name, value):
+    """A non-trainable float32 scalar of the head (checkpointed with it). Replicas average their updates."""
+    return layer.add_weight(name=name, shape=(), initializer=keras.initializers.Constant(value), trainable=False,
+                            aggregation="mean")
+
+
+@keras.saving.register_keras_serializable(package="faceid")
+class CurricularFaceHead(NormalizedMarginHead):
+    """CurricularFace: ``t`` (state, start 0) follows the batch-mean target cosine with momentum
+    ``t_alpha`` = 0.01, updated before use as in the reference; see ``margins.curricularface_logits``."""
+
+    def build(self, embeddings_shape, labels_shape=None):
+        super().build(embeddings_shape, labels_shape)
+        self.t = _state(self, "t", 0.0)
+
+    def margin_logits(self, cos, norm, one_hot):
+        a = self.margin_args
+        t = _moving_average(self.t, ops.mean(ops.sum(cos * one_hot, axis=-1)), a["t_alpha"])
+        return margins.curricularface_logits(cos, one_hot, s=a["s"], m=a["m"], t=t)
+
+
+@keras.saving.register_keras_serializable(package="faceid")
+class AdaFaceHead(NormalizedMarginHead):
+    """AdaFace: the batch mean and standard deviation of the feature norms (state, start 20 and 100 as
+    in the reference) move with momentum ``t_alpha`` = 0.01, updated before use; the norm comes from
+    ``cosine_and_norm``. See ``margins.adaface_logits``."""
+
+    def build(self, embeddings_shape, labels_shape=None):
+        super().build(embeddings_shape, labels_shape)
+        self.batch_mean = _state(self, "batch_mean", 20.0)
+        self.batch_std = _state(self, "batch_std", 100.0)
+
+    def margin_logits(self, cos, norm, one_hot):
+        a = self.margin_args
+        safe = ops.clip(norm, 0.001, 100.0)
+        n = ops.cast(ops.shape(safe)[0], "float32")
+        mean = ops.mean(safe)
+        # torch.std: the unbiased estimate (n − 1); one example has none, so its spread counts as 0.
+        std = ops.sqrt(ops.sum(ops.square(safe - mean)) / ops.maximum(n - 1.0, 1.0))
+        batch_mean = _moving_average(self.batch_mean, mean, a["t_alpha"])
+        batch_std = _moving_average(self.batch_std, std, a["t_alpha"])
+        return margins.adaface_logits(cos, one_hot, norm, s=a["s"], m=a["m"], h=a["h"], batch_mean=batch_mean,
+                                      batch_std=batch_std)
+
+
+@keras.saving.register_keras_serializable(package="faceid")
+class MagFaceHead(NormalizedMarginHead):
+    """MagFace: margin m(a) of the feature magnitude, plus ``auxiliary_loss`` = λ_g·g(a) (the trainer
+    adds it to the cross-entropy). No state."""
+
+    def margin_logits(self, cos, norm, one_hot):
+        a = self.margin_args
+        return margins.magface_logits(cos, one_hot, norm, s=a["s"], l_a=a["l_a"], u_a=a["u_a"], l_m=a["l_m"],
+                                      u_m=a["u_m"], easy_margin=a["easy_margin"])
+
+    def auxiliary_loss(self, embeddings):
+        _, norm = l2_normalize_with_norm(ops.cast(embeddings, "float32"))
+        a = self.margin_args
+        return a["lambda_g"] * margins.magface_regularizer(norm, l_a=a["l_a"], u_a=a["u_a"])
+
+
+@keras.saving.register_keras_serializable(package="faceid")
+class SubCenterArcFaceHead(NormalizedMarginHead):
+    """Sub-center ArcFace: ``k`` centres per class (kernel [D, C·k], class c's at columns c·k … c·k + k − 1),
+    cos θ of a class = the max over its sub-centres, then the ArcFace margin.
+
+    State: how many training examples each sub-centre won (``counts`` [C, k]) and the pass count. With
+    ``drop_step`` N > 0, from pass N on each class keeps only its dominant sub-centre (the one that won
+    most examples before N), for training and for the scores: the non-dominant ones gather the noisy
+    images (Deng et al., ECCV 2020, section 3.2). 0: never drop.
+    """
+
+    @property
+    def centres_per_class(self):
+        return int(self.margin_args["k"])
+
+    def build(self, embeddings_shape, labels_shape=None):
+        super().build(embeddings_shape, labels_shape)
+        k = self.centres_per_class
+        self.counts = self.add_weight(name="counts", shape=(self.num_classes, k), initializer="zeros",
+                                      trainable=False, aggregation="sum")
+        self.iteration = self.add_weight(name="iteration", shape=(), initializer="zeros", trainable=False,
+                                         aggregation="only_first_replica")
+
+    def _dropping(self):
+        """True (a bool scalar) once the non-dominant sub-centres are dropped."""
+        step = self.margin_args["drop_step"]
+        return self.iteration >= step if step else ops.convert_to_tensor(False)
+
+    def sub_center_cosines(self, embeddings):
+        """cos θ [B, C, k] to every sub-centre, the non-dominant ones at −2 once they are dropped."""
+        cos, _ = super().cosine_and_norm(embeddings)
+        k = self.centres_per_class
+        cos = ops.reshape(cos, (-1, self.num_classes, k))
+        dominant = ops.one_hot(ops.argmax(self.counts, axis=-1), k, dtype="float32")   # [C, k]
+        keep = ops.where(self._dropping(), dominant, ops.ones_like(dominant))
+        return ops.where(keep > 0, cos, -2.0)
+
+    def cosine_and_norm(self, embeddings):
+        _, norm = l2_normalize_with_norm(ops.cast(embeddings, "float32"))
+        return ops.max(self.sub_center_cosines(embeddings), axis=-1), norm
+
+    def call(self, embeddings, labels, margin_weight=None):
+        labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
+        # Count which sub-centre of its own class each example is nearest, while no sub-centre is dropped.
+        sub = self.sub_center_cosines(embeddings)                                   # [B, C, k]
+        one_hot = ops.one_hot(labels, self.num_classes, dtype="float32")
+        own = ops.sum(sub * one_hot[:, :, None], axis=1)                          # [B, k]
+        winner = ops.one_hot(ops.argmax(own, axis=-1), self.centres_per_class, dtype="float32")
+        won = ops.matmul(ops.transpose(one_hot), winner)                           # [C, k]
+        counting = 1.0 - ops.cast(self._dropping(), "float32")
+        self.counts.assign_add(counting * won)
+        self.iteration.assign_add(1.0)
+        return super().call(embeddings, labels, margin_weight)
+
+    def margin_logits(self, cos, norm, one_hot):
+        return margins.arcface_logits(cos, one_hot, s=self.margin_args["s"], m=self.margin_args["m"])
+
+
+@keras.saving.register_keras_serializable(package="faceid")
+class ElasticFaceHead(NormalizedMarginHead):
+    """ElasticFace: each example's margin drawn from N(m, std) at every training pass (the seed
+    generator's state is head state, so a resumed run draws what the uninterrupted one would have).
+
+    The "plus" heads (elasticface_arc_plus, elasticface_cos_plus) sort the draws and give the largest
+    to the example with the lowest target cosine (the hardest), the smallest to the easiest.
+    """
+
+    def __init__(self, num_classes, margin, margin_args=None, seed=None, **kwargs):
+        super().__init__(num_classes, margin, margin_args, **kwargs)
+        self.seed_generator = keras.random.SeedGenerator(seed, name="margin_seed")
+        # tf.train.Checkpoint follows variable attributes, not a SeedGenerator: name its state here.
+        self.seed_state = self.seed_generator.state
+
+    def draw_margins(self, cos, one_hot):
+        """Margins [B, 1] for this pass (plus: rank-matched to the target cosines)."""
+        a = self.margin_args
+        batch = ops.shape(cos)[0]
+        drawn = keras.random.normal((batch,), mean=a["m"], stddev=a["std"], seed=self.seed_generator)
+        if self.margin.endswith("_plus"):
+            target = ops.stop_gradient(ops.sum(cos * one_hot, axis=-1))
+            # rank r of each example by descending target cosine gets the r-th smallest draw
+            rank = ops.argsort(ops.argsort(-target))
+            drawn = ops.take(ops.sort(drawn), rank)
+        return ops.reshape(drawn, (-1, 1))
+
+    def margin_logits(self, cos, norm, one_hot):
+        fn = margins.elastic_arc_logits if HEADS[self.margin].margin == "elastic_arc_logits" else \
+            margins.elastic_cos_logits
+        return fn(cos, one_hot, self.draw_margins(cos, one_hot), s=self.margin_args["s"])
+
+
 _LAYERS = {"SoftmaxHead": SoftmaxHead, "NormalizedMarginHead": NormalizedMarginHead,
-           "SphereFaceHead": SphereFaceHead}
+           "SphereFaceHead": SphereFaceHead, "CurricularFaceHead": CurricularFaceHead, "AdaFaceHead": AdaFaceHead,
+           "MagFaceHead": MagFaceHead, "SubCenterArcFaceHead": SubCenterArcFaceHead,
+           "ElasticFaceHead": ElasticFaceHead}
 
 
 def build_head(name, num_classes, **options):

@@ -63,7 +63,6 @@ OPTION_HELP = {
     "k": "subcenter_arcface: sub-centres per class",
     "drop_step": "subcenter_arcface: from this step on each class keeps only its dominant sub-centre (0 = never)",
     "std": "elasticface: standard deviation of the per-example margin drawn from N(m, std)",
-    "plus": "elasticface+: the larger drawn margins go to the harder examples (lower target cosine)",
 }
 
 
@@ -106,6 +105,34 @@ HEADS = {
     "combined": HeadSpec("NormalizedMarginHead", "combined_margin_logits",
                          {"s": _POSITIVE(64.0), "m1": _POSITIVE(1.0), "m2": _NON_NEGATIVE(0.3),
                           "m3": _NON_NEGATIVE(0.2)}, "s(cos(m1 theta + m2) - m3)"),
+    # HuangYG123/CurricularFace: s=64, m=0.5, t's momentum 0.01.
+    "curricularface": HeadSpec("CurricularFaceHead", None, {**_arc(), "t_alpha": _UNIT(0.01)},
+                               "arcface target, hard negatives cos(t + cos)"),
+    # mk-minchul/AdaFace scripts: m=0.4, h=0.333, s=64, t_alpha=0.01.
+    "adaface": HeadSpec("AdaFaceHead", None, {"s": _POSITIVE(64.0), "m": _NON_NEGATIVE(0.4), "h": _NON_NEGATIVE(0.333),
+                                              "t_alpha": _UNIT(0.01)},
+                        "s(cos(theta - m z) - m z - m), z = the norm standardised"),
+    # IrvingMeng/MagFace run script and MagLinear (easy_margin=True): s=64, a in [10, 110], m in [0.45, 0.8],
+    # lambda_g=35.
+    "magface": HeadSpec("MagFaceHead", None, {"s": _POSITIVE(64.0), "l_a": _POSITIVE(10.0), "u_a": _POSITIVE(110.0),
+                                              "l_m": _ANGLE(0.45), "u_m": _ANGLE(0.8), "lambda_g": _NON_NEGATIVE(35.0),
+                                              "easy_margin": _flag()(True)},
+                        "s cos(theta + m(|x|)) + lambda_g g(|x|)"),
+    # Deng et al. 2020: K=3; the drop (dominant sub-centre only) is off unless a step is given.
+    "subcenter_arcface": HeadSpec("SubCenterArcFaceHead", None, {**_arc(), "k": _POSITIVE_INT(3), "drop_step": _STEP(0)},
+                                  "arcface on the max over k sub-centres"),
+    # fdbtrs/ElasticFace config.py: (s, m, std) = (64, 0.5, 0.05) Arc, (64, 0.5, 0.0175) Arc+,
+    # (64, 0.35, 0.05) Cos, (64, 0.35, 0.02) Cos+.
+    "elasticface_arc": HeadSpec("ElasticFaceHead", "elastic_arc_logits", {**_arc(), "std": _NON_NEGATIVE(0.05)},
+                                "s cos(theta + m_i), m_i ~ N(m, std)"),
+    "elasticface_arc_plus": HeadSpec("ElasticFaceHead", "elastic_arc_logits", {**_arc(), "std": _NON_NEGATIVE(0.0175)},
+                                     "elasticface_arc, larger m_i for harder examples"),
+    "elasticface_cos": HeadSpec("ElasticFaceHead", "elastic_cos_logits",
+                                {"s": _POSITIVE(64.0), "m": _NON_NEGATIVE(0.35), "std": _NON_NEGATIVE(0.05)},
+                                "s(cos - m_i), m_i ~ N(m, std)"),
+    "elasticface_cos_plus": HeadSpec("ElasticFaceHead", "elastic_cos_logits",
+                                     {"s": _POSITIVE(64.0), "m": _NON_NEGATIVE(0.35), "std": _NON_NEGATIVE(0.02)},
+                                     "elasticface_cos, larger m_i for harder examples"),
 }
 
 

@@ -254,7 +254,8 @@ def test_margin_weight_scales_the_am_softmax_margin_and_leaves_other_classes_alo
     for w in (0.0, 0.25, 1.0):
         got = head(emb, labels, margin_weight=tf.constant(w)).numpy()
         np.testing.assert_allclose(got, 30.0 * (cos - 0.4 * w * one_hot), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(head(emb, labels).numpy(), head(emb, labels, margin_weight=1.0).numpy())
+    np.testing.assert_allclose(head(emb, labels).numpy(), head(emb, labels, margin_weight=1.0).numpy(),
+                               rtol=1e-6)
     arc = losses.build_head("arcface", 4)
     arc.build((None, 8))
     full, half = arc(emb, labels).numpy(), arc(emb, labels, margin_weight=0.5).numpy()
@@ -281,6 +282,8 @@ def test_heads_compute_in_float32_under_mixed_precision():
 @pytest.mark.parametrize("name,kw", [
     ("softmax", {}), ("am_softmax", {}), ("cosface", {}), ("arcface", {}),
     ("sphereface", {"sphereface_lambda": 5.0}), ("sphereface", {}), ("combined", {}),
+    ("curricularface", {}), ("adaface", {}), ("magface", {}), ("subcenter_arcface", {"drop_step": 150}),
+    ("elasticface_arc", {}), ("elasticface_arc_plus", {}), ("elasticface_cos", {}), ("elasticface_cos_plus", {}),
     ("am_softmax", {"focal": 2.0}),
 ])
 def test_every_head_is_minimizable_on_a_toy_problem(name, kw):
@@ -304,7 +307,8 @@ def test_every_head_is_minimizable_on_a_toy_problem(name, kw):
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            loss = losses.margin_softmax_loss(yt, head(embed(xt), yt), focal_gamma=focal)
+            emb = embed(xt)
+            loss = losses.margin_softmax_loss(yt, head(emb, yt), focal_gamma=focal) + head.auxiliary_loss(emb)
         opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
@@ -325,6 +329,15 @@ PUBLISHED_DEFAULTS = {
                    "lambda_base": 1000.0, "lambda_gamma": 0.12,           # base 1000, gamma 0.12, power 1,
                    "lambda_power": 1.0, "lambda_min": 5.0},               # lambda_min 5
     "combined": {"s": 64.0, "m1": 1.0, "m2": 0.3, "m3": 0.2},             # insightface's combined example
+    "curricularface": {"s": 64.0, "m": 0.5, "t_alpha": 0.01},             # HuangYG123/CurricularFace
+    "adaface": {"s": 64.0, "m": 0.4, "h": 0.333, "t_alpha": 0.01},        # mk-minchul/AdaFace scripts
+    "magface": {"s": 64.0, "l_a": 10.0, "u_a": 110.0, "l_m": 0.45,        # IrvingMeng/MagFace run script;
+                "u_m": 0.8, "lambda_g": 35.0, "easy_margin": True},      # MagLinear's easy_margin=True
+    "subcenter_arcface": {"s": 64.0, "m": 0.5, "k": 3, "drop_step": 0},   # Deng et al. 2020: K = 3
+    "elasticface_arc": {"s": 64.0, "m": 0.5, "std": 0.05},                # fdbtrs/ElasticFace config.py
+    "elasticface_arc_plus": {"s": 64.0, "m": 0.5, "std": 0.0175},
+    "elasticface_cos": {"s": 64.0, "m": 0.35, "std": 0.05},
+    "elasticface_cos_plus": {"s": 64.0, "m": 0.35, "std": 0.02},
 }
 
 

@@ -85,6 +85,7 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch, clas
             logits = head(embeddings, labels, margin_weight=margin_weight)
             loss = losses.margin_softmax_loss(labels, logits, focal_gamma=config.focal,
                                               class_weights=class_weights, negative_classes=negative_classes)
+            loss += head.auxiliary_loss(embeddings)   # MagFace's magnitude regulariser; 0 for the others
             # Gradients are summed over replicas: weight each replica's mean by its share.
             share = tf.cast(tf.shape(labels)[0], tf.float32) / global_batch
             # SGD weight decay adds wd·w to each gradient (through momentum): that is the
