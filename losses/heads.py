@@ -107,6 +107,10 @@ class NormalizedMarginHead(keras.layers.Layer):
         them with the plain scores, ``s·cos θ + w·(margin logits − s·cos θ)``: only the true class
         changes, and for am_softmax/cosface that is exactly the margin m scaled by w (a margin warm-up)."""
         cos, norm = self.cosine_and_norm(embeddings)
+        return self.blended_logits(cos, norm, labels, margin_weight)
+
+    def blended_logits(self, cos, norm, labels, margin_weight=None):
+        """``call``'s logits from cos θ [B, C] and the norms [B, 1]."""
         one_hot = ops.one_hot(ops.reshape(ops.cast(labels, "int32"), (-1,)), self.num_classes,
                               dtype="float32")
         logits = self.margin_logits(cos, norm, one_hot)
@@ -250,18 +254,20 @@ class SubCenterArcFaceHead(NormalizedMarginHead):
         self.iteration = self.add_weight(name="iteration", shape=(), initializer="zeros", trainable=False,
                                          aggregation="only_first_replica")
 
-    def _dropping(self):
-        """True (a bool scalar) once the non-dominant sub-centres are dropped."""
+    def _dropping(self, passes):
+        """True (a bool scalar) when pass number ``passes`` (1 = the first) drops the non-dominant sub-centres."""
         step = self.margin_args["drop_step"]
-        return self.iteration >= step if step else ops.convert_to_tensor(False)
+        return passes >= step if step else ops.convert_to_tensor(False)
 
-    def sub_center_cosines(self, embeddings):
-        """cos θ [B, C, k] to every sub-centre, the non-dominant ones at −2 once they are dropped."""
+    def sub_center_cosines(self, embeddings, dropping=None):
+        """cos θ [B, C, k] to every sub-centre, the non-dominant ones at −2 when dropped (``dropping``,
+        default: as the passes made so far say)."""
         cos, _ = super().cosine_and_norm(embeddings)
         k = self.centres_per_class
         cos = ops.reshape(cos, (-1, self.num_classes, k))
         dominant = ops.one_hot(ops.argmax(self.counts, axis=-1), k, dtype="float32")   # [C, k]
-        keep = ops.where(self._dropping(), dominant, ops.ones_like(dominant))
+        dropping = self._dropping(self.iteration) if dropping is None else dropping
+        keep = ops.where(dropping, dominant, ops.ones_like(dominant))
         return ops.where(keep > 0, cos, -2.0)
 
     def cosine_and_norm(self, embeddings):
@@ -270,16 +276,20 @@ class SubCenterArcFaceHead(NormalizedMarginHead):
 
     def call(self, embeddings, labels, margin_weight=None):
         labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
-        # Count which sub-centre of its own class each example is nearest, while no sub-centre is dropped.
-        sub = self.sub_center_cosines(embeddings)                                   # [B, C, k]
+        # This pass reads the state as it was before it, then updates it: no read after a write, which
+        # replicas of a tf.distribute run could see in different orders.
+        dropping = self._dropping(self.iteration + 1.0)
+        sub = self.sub_center_cosines(embeddings, dropping)                        # [B, C, k]
+        _, norm = l2_normalize_with_norm(ops.cast(embeddings, "float32"))
+        logits = self.blended_logits(ops.max(sub, axis=-1), norm, labels, margin_weight)
+        # Count which sub-centre of its own class each example is nearest, until the drop.
         one_hot = ops.one_hot(labels, self.num_classes, dtype="float32")
         own = ops.sum(sub * one_hot[:, :, None], axis=1)                          # [B, k]
         winner = ops.one_hot(ops.argmax(own, axis=-1), self.centres_per_class, dtype="float32")
         won = ops.matmul(ops.transpose(one_hot), winner)                           # [C, k]
-        counting = 1.0 - ops.cast(self._dropping(), "float32")
-        self.counts.assign_add(counting * won)
+        self.counts.assign_add((1.0 - ops.cast(dropping, "float32")) * won)
         self.iteration.assign_add(1.0)
-        return super().call(embeddings, labels, margin_weight)
+        return logits
 
     def margin_logits(self, cos, norm, one_hot):
         return margins.arcface_logits(cos, one_hot, s=self.margin_args["s"], m=self.margin_args["m"])
