@@ -23,7 +23,7 @@ import json
 import os
 import sys
 
-from verify import add_model_arguments, add_threshold_arguments
+from verify import add_model_arguments, add_quality_argument, add_threshold_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--top-k", type=int, default=5, help="candidates listed per photo (default 5)")
     add_model_arguments(search, "the model recorded in the gallery")
     add_threshold_arguments(search, "the best candidate when its cosine similarity > COSINE, else unknown")
+    add_quality_argument(search)
     search.add_argument("--json", action="store_true", help="print one JSON object per photo")
     return parser
 
@@ -71,6 +72,7 @@ def print_search(results, threshold, model, note, as_json) -> None:
         for result in results:
             print(json.dumps({"photo": result.photo, "name": result.name, "candidates": result.candidates,
                               "status": result.record.status, "detail": result.record.detail,
+                              "quality": result.record.quality,
                               "threshold": threshold.cosine, "threshold_source": threshold.source,
                               "threshold_note": note}))
         return
@@ -81,7 +83,7 @@ def print_search(results, threshold, model, note, as_json) -> None:
         best_name, best = result.candidates[0]
         answer = (f"{result.name} (cosine {best:.4f} > threshold {threshold.cosine:.4f})" if result.name == best_name
                   else f"unknown (best {best_name}, cosine {best:.4f} <= threshold {threshold.cosine:.4f})")
-        print(f"{result.photo}: {answer}")
+        print(f"{result.photo}: {answer}; face quality {result.record.quality:.2f}")
         for rank, (name, cosine) in enumerate(result.candidates, start=1):
             print(f"  {rank}. {name}  {cosine:.4f}")
         if result.record.note():
@@ -113,7 +115,7 @@ def main(argv=None) -> int:
             raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
         results, threshold, described, note = search_photos(args.gallery, args.photos, model, args.top_k, args.threshold,
                                                       args.eval_report, args.fallback, args.engine,
-                                                      progress=not args.no_progress)
+                                                      progress=not args.no_progress, min_quality=args.min_quality)
     except (FileNotFoundError, ValueError) as error:  # GalleryError, PhotoError, ThresholdError are ValueErrors
         print(f"identify {args.command}: error: {error}", file=sys.stderr)
         return 1

@@ -15,6 +15,24 @@ import argparse
 import sys
 
 
+def add_head_flags(group):
+    """--loss and one flag per head option (--s, --m, ...), with each head's default, from the head
+    registry (losses.registry: Keras-free, so --help stays instant)."""
+    from losses.registry import HEADS, OPTION_HELP, all_option_names, option_defaults_text
+
+    group.add_argument("--loss", help="the head: " + ", ".join(f"{n} ({spec.summary})" for n, spec in HEADS.items())
+                       + "; default am_softmax. Its options below (default: each head's published value; "
+                         "docs/heads.md)")
+    kinds = {name: option.kind for spec in HEADS.values() for name, option in spec.options.items()}
+    for name in all_option_names():
+        help_text = f"{OPTION_HELP[name]}; default {option_defaults_text(name)}"
+        flag = "--" + name.replace("_", "-")
+        if kinds[name] is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+        else:   # ints too: the registry checks and converts (--m 4 for sphereface)
+            group.add_argument(flag, type=float, help=help_text)
+
+
 def build_parser():
     from training.config import REFERENCE_LR_SCHEDULE, SYNTHETIC_DEFAULTS
 
@@ -47,14 +65,7 @@ def build_parser():
                         "(default in training: the published batch_norm=false collapses, see docs/training.md); "
                         "lresnet50e_ir: dropout=0.4")
     g.add_argument("--dropout", type=float, help="lresnet50e_ir output dropout (default 0.4)")
-    g.add_argument("--loss", help="am_softmax (default), cosface, arcface, sphereface, combined, softmax")
-    g.add_argument("--s", type=float, help="scale; default per loss: am_softmax 30, cosface/arcface/combined 64, sphereface 30")
-    g.add_argument("--m", type=float, help="margin; default am_softmax/cosface 0.35, arcface 0.5, sphereface 4")
-    g.add_argument("--m1", type=float, help="combined margin cos(m1*theta + m2) - m3 (default 1.0)")
-    g.add_argument("--m2", type=float, help="combined margin (default 0.3)")
-    g.add_argument("--m3", type=float, help="combined margin (default 0.2)")
-    g.add_argument("--easy-margin", action=B, help="arcface: margin only where cos(theta) > 0")
-    g.add_argument("--sphereface-lambda", type=float, help="sphereface: blend lambda*cos into psi (default 0)")
+    add_head_flags(g)
     g.add_argument("--partial-fc", type=float, metavar="RATE",
                    help="Partial FC: each step's softmax over the batch's classes plus random other centres, "
                         "RATE x classes in all (e.g. 0.1 for 10^6+ identities; default: all centres)")

@@ -5,7 +5,8 @@
     python verify.py A.jpg B.jpg --model runs/RUN/export/best.onnx   # ONNX Runtime, no TensorFlow graph
 
 Raw photos of any size: MTCNN and the 5-point alignment of training (the largest face near the
-centre), then evaluation's flip-concatenated features. Prints the cosine similarity and "same person"
+centre), then evaluation's flip-concatenated features. Prints each photo's face quality (the feature
+norm: meaningful for MagFace/AdaFace models; --min-quality refuses a photo below it), the cosine similarity and "same person"
 when it is above the threshold, and where that threshold came from: the 10-fold threshold of the
 model's evaluation report (RUN/eval/*.json, written by evaluate.py), with its false accept rate
 there, or --threshold. The work is done by the inference package; this file parses flags.
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("photos", nargs=2, metavar="PHOTO", help="two photos (JPEG, PNG, BMP, ...; any size)")
     add_model_arguments(parser)
     add_threshold_arguments(parser, "same person when cosine similarity > COSINE")
+    add_quality_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     return parser
 
@@ -40,6 +42,14 @@ def add_model_arguments(parser, default="the newest run under --runs-dir") -> No
                         help="a photo without a detected face: none = error naming it (default); center = use a "
                         "centred crop, said in the output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_quality_argument(parser) -> None:
+    """--min-quality: shared with identify.py search."""
+    parser.add_argument("--min-quality", type=float, metavar="Q",
+                        help="refuse a photo whose face quality (the L2 norm of its raw embedding, printed for "
+                        "every photo) is below Q: a score MagFace and AdaFace models (--loss magface/adaface) "
+                        "are trained to give; see docs/heads.md. Default: no minimum")
 
 
 def add_threshold_arguments(parser, meaning) -> None:
@@ -62,7 +72,8 @@ def main(argv=None) -> int:
     try:
         model = load_model(args.model, args.engine, args.runs_dir)
         result = verify_photos(*args.photos, model=model, threshold=args.threshold, report_path=args.eval_report,
-                               fallback=args.fallback, progress=not args.no_progress)
+                               fallback=args.fallback, progress=not args.no_progress,
+                               min_quality=args.min_quality)
     except (FileNotFoundError, ValueError) as error:  # PhotoError, ThresholdError: ValueErrors naming the fix
         print(f"verify: error: {error}", file=sys.stderr)
         return 1
@@ -71,6 +82,7 @@ def main(argv=None) -> int:
                           "threshold_source": result.threshold.source,
                           "threshold_report": str(result.threshold.report) if result.threshold.report else None,
                           "far_at_threshold": result.threshold.far, "model": result.model,
+                          "quality": [record.quality for record in result.photos],
                           "photos": [vars(record) for record in result.photos]}))
     else:
         print("\n".join(result.lines()))

@@ -113,7 +113,7 @@ def main(argv=None):
             margin_weight = margin_warmup_weight(state.optimizer.iterations, config.margin_warmup_steps)
             loss = losses.margin_softmax_loss(
                 labels, head(embeddings, labels, margin_weight=margin_weight), focal_gamma=config.focal,
-                class_weights=class_weights, negative_classes=negative_classes)
+                class_weights=class_weights, negative_classes=negative_classes) + head.auxiliary_loss(embeddings)
         grads = tape.gradient(loss, variables)
         grad_of = {id(v): g for v, g in zip(variables, grads)}
         stats = {"loss": loss}

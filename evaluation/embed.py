@@ -70,11 +70,14 @@ def _images_per_pass(batch_size, flip):
     return batch_size if flip == "none" else max(1, batch_size // 2)
 
 
-def embed_images(embed_fn: Callable, images_uint8, batch_size: int = 256, flip: str = "concat", progress: bool = False):
+def embed_images(embed_fn: Callable, images_uint8, batch_size: int = 256, flip: str = "concat", progress: bool = False,
+                 return_norms: bool = False):
     """Features of images_uint8 [N, H, W, 3] (RGB, 0..255) -> float32 [N, D'] (unit rows, see module doc).
 
     embed_fn maps a float32 batch [B, H, W, 3] in [0, 255] to [B, D] (the exported model). batch_size
-    counts images per forward pass, flips included (an image and its mirror are two).
+    counts images per forward pass, flips included (an image and its mirror are two). With
+    ``return_norms``: (features, norms float32 [N]), the L2 norm of each image's raw embedding (not its
+    mirror's): the face-quality score of MagFace and AdaFace models.
     """
     if flip not in FLIP_MODES:
         raise ValueError(f"flip must be one of {FLIP_MODES}, got {flip!r}")
@@ -82,12 +85,15 @@ def embed_images(embed_fn: Callable, images_uint8, batch_size: int = 256, flip: 
     if images_uint8.ndim != 4 or images_uint8.shape[-1] != 3:
         raise ValueError(f"images must be [N, H, W, 3], got {images_uint8.shape}")
     step = _images_per_pass(batch_size, flip)
-    chunks = []
+    chunks, norms = [], []
     for start in tqdm(range(0, len(images_uint8), step), desc="embedding", unit="batch", disable=not progress):
-        chunks.append(combine_flips(*_embed_batch(embed_fn, images_uint8[start : start + step], flip), flip))
+        emb, emb_flip = _embed_batch(embed_fn, images_uint8[start : start + step], flip)
+        chunks.append(combine_flips(emb, emb_flip, flip))
+        norms.append(np.linalg.norm(emb.astype(np.float64), axis=1).astype(np.float32))
     if not chunks:
         raise ValueError("no images to embed")
-    return np.concatenate(chunks, axis=0)
+    features = np.concatenate(chunks, axis=0)
+    return (features, np.concatenate(norms)) if return_norms else features
 
 
 def _loader(images_by_path):

@@ -33,7 +33,9 @@ class PhotoRecord:
 
     status: "aligned" (a face was found), "fallback" (none; centred crop, --fallback center) or
     "failed" (no feature: see reason/detail); faces: how many faces MTCNN found (None if detection
-    did not run); box: [x1, y1, x2, y2] of the face used, score its detection probability.
+    did not run); box: [x1, y1, x2, y2] of the face used, score its detection probability; quality:
+    the L2 norm of the aligned crop's raw embedding, which MagFace and AdaFace train to be a face-quality
+    score (higher = more recognisable; for other heads a number without that meaning).
     """
 
     path: str
@@ -43,6 +45,7 @@ class PhotoRecord:
     faces: int | None = None
     box: list | None = None
     score: float | None = None
+    quality: float | None = None   # L2 norm of the crop's raw embedding (MagFace/AdaFace: face quality)
 
     @property
     def ok(self) -> bool:
@@ -92,22 +95,34 @@ def align_photo(path, image_size, detector, fallback="none"):
         result.crop
 
 
-def features_of_crops(model, crops_uint8, batch_size=64) -> np.ndarray:
-    """Flip-concatenated unit features float32 [N, 2D] of aligned crops uint8 [N, H, W, 3]."""
+def features_of_crops(model, crops_uint8, batch_size=64, return_norms=False):
+    """Flip-concatenated unit features float32 [N, 2D] of aligned crops uint8 [N, H, W, 3] (with
+    ``return_norms``: and the raw embeddings' L2 norms [N], the quality score)."""
     from evaluation.embed import embed_images
 
-    return embed_images(model.embed_fn, crops_uint8, batch_size=batch_size, flip=FLIP)
+    return embed_images(model.embed_fn, crops_uint8, batch_size=batch_size, flip=FLIP, return_norms=return_norms)
+
+
+def refuse_low_quality(record, min_quality):
+    """Mark ``record`` failed when its quality is below ``min_quality`` (None: no minimum); True if so."""
+    if min_quality is None or record.quality is None or record.quality >= min_quality:
+        return False
+    record.status, record.reason = "failed", "low quality"
+    record.detail = (f"{record.path}: face quality {record.quality:.2f} (the feature norm) is below --min-quality "
+                     f"{min_quality:g}; use a sharper, frontal, better-lit photo, or lower --min-quality")
+    return True
 
 
 def embed_photos(paths, model=None, fallback: str = "none", on_failure: str = "report", batch_size: int = 64,
-                 progress: bool = False, detector=None, engine: str = "auto"):
+                 progress: bool = False, detector=None, engine: str = "auto", min_quality=None):
     """Align and embed raw photos (any size, JPEG/PNG/BMP/...): (features, report).
 
     model: a run directory, .keras or .onnx file, Keras model or inference.model.EmbeddingModel (None:
     the newest run under runs/). fallback: "none" (a photo without a face fails) or "center" (centred
     crop). on_failure: "report" (a failed photo's row is NaN and its record says why) or "raise"
     (PhotoError at the first failure). batch_size: images per forward pass (a photo and its mirror
-    count as two).
+    count as two). Each record's ``quality`` is the feature norm (see PhotoRecord); min_quality: a photo
+    below it fails ("low quality", the record says by how much) like a photo without a face.
 
     Returns features float32 [N, 2D] (row i for paths[i]; unit norm; NaN rows for failed photos) and
     report: list of N PhotoRecord (status, faces found, the box used, why it failed).
@@ -142,10 +157,16 @@ def embed_photos(paths, model=None, fallback: str = "none", on_failure: str = "r
                 crops.append(crop)
                 rows.append(row)
             if crops:
-                chunk = features_of_crops(model, np.stack(crops), batch_size)
+                chunk, norms = features_of_crops(model, np.stack(crops), batch_size, return_norms=True)
                 if features is None:
                     features = np.full((len(paths), chunk.shape[1]), np.nan, np.float32)
                 features[rows] = chunk
+                for row, norm in zip(rows, norms):
+                    report[row].quality = round(float(norm), 4)
+                    if refuse_low_quality(report[row], min_quality):
+                        features[row] = np.nan
+                        if on_failure == "raise":
+                            raise PhotoError(report[row].note())
     finally:
         bar.close()
     if features is None:  # every photo failed: the width is still the model's

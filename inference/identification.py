@@ -143,12 +143,14 @@ class Identification:
 
 
 def search_photos(gallery_path, photos, model=None, top_k=5, threshold=None, report_path=None, fallback="none",
-                  engine="auto", progress=False, detector=None):
+                  engine="auto", progress=False, detector=None, min_quality=None):
     """Identify the person in each photo: (list of Identification, Threshold used, model description,
     note: open_set_note for this gallery, or None).
 
     model: None = the model recorded in the gallery; another model is refused (GalleryError).
     threshold: open-set threshold as a cosine (else the model's evaluation report, or report_path).
+    min_quality: a probe whose quality (feature norm, PhotoRecord.quality) is below it is not searched;
+    its record says why.
     """
     from inference.model import load_model
 
@@ -157,7 +159,8 @@ def search_photos(gallery_path, photos, model=None, top_k=5, threshold=None, rep
     model = load_model(_gallery_model(gallery, gallery_path) if model is None else model, engine)
     gallery.check_model(model, gallery_path)
     decision: Threshold = model_threshold(model, threshold, report_path)
-    features, records = embed_photos(photos, model, fallback=fallback, progress=progress, detector=detector)
+    features, records = embed_photos(photos, model, fallback=fallback, progress=progress, detector=detector,
+                                     min_quality=min_quality)
     ok = [i for i, record in enumerate(records) if record.ok]
     results = [Identification(str(p), r, [], None) for p, r in zip(photos, records)]
     if ok:

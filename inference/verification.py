@@ -26,15 +26,18 @@ class Verification:
         verdict = "same person" if self.same else "different people"
         relation = ">" if self.same else "<="
         out = [f"{verdict}: cosine similarity {self.cosine:.4f} {relation} threshold {self.threshold.cosine:.4f}",
-               self.threshold.description, f"model: {self.model}"]
+               self.threshold.description, f"model: {self.model}",
+               "face quality (feature norm; MagFace/AdaFace models): "
+               + ", ".join(f"{record.path} {record.quality:.2f}" for record in self.photos)]
         out += [note for note in (record.note() for record in self.photos) if note]
         return out
 
 
 def verify_photos(photo_a, photo_b, model=None, threshold=None, report_path=None, fallback="none", engine="auto",
-                  detector=None, progress=False) -> Verification:
+                  detector=None, progress=False, min_quality=None) -> Verification:
     """Compare two raw photos. model: as inference.model.load_model; threshold: a cosine (else the model's
-    evaluation report, or report_path); fallback: "none" or "center" for photos without a face.
+    evaluation report, or report_path); fallback: "none" or "center" for photos without a face;
+    min_quality: a photo whose quality (its feature norm, PhotoRecord.quality) is below it is refused.
 
     Raises PhotoError naming every photo that could not be aligned or read (and the fix), ThresholdError
     when no threshold is known.
@@ -44,7 +47,7 @@ def verify_photos(photo_a, photo_b, model=None, threshold=None, report_path=None
     model = load_model(model, engine)
     decision = model_threshold(model, threshold, report_path)  # before the slow part: fail fast
     features, records = embed_photos([photo_a, photo_b], model, fallback=fallback, detector=detector,
-                                     progress=progress)
+                                     progress=progress, min_quality=min_quality)
     failed = [record for record in records if not record.ok]
     if failed:
         raise PhotoError("; ".join(record.note() for record in failed))

@@ -1,16 +1,19 @@
-"""Margin-softmax heads (softmax, AM-Softmax/CosFace, ArcFace, SphereFace, combined) and the loss.
+"""Margin-softmax heads (softmax, AM-Softmax/CosFace, ArcFace, SphereFace, combined, ...) and the loss.
 
-Pure Keras 3 (``keras.ops``), so heads run on the TensorFlow, JAX and PyTorch backends.
+Pure Keras 3 (``keras.ops``), so heads run on the TensorFlow, JAX and PyTorch backends. The head
+table (``HEADS``: options, published defaults, valid ranges) lives in ``losses.registry``, which
+imports no Keras: ``train.py --help`` builds its flags from it.
 
-The names below load on first use (PEP 562), so ``python -m losses.plot_margins`` can quiet
-TensorFlow's start-up lines and answer ``--help`` before Keras is imported.
+The names below load on first use (PEP 562), so ``python -m losses.plot_margins`` and ``train.py``
+can answer ``--help`` before Keras is imported.
 """
 
 import importlib
 
 _HOMES = {
-    "losses.heads": ["HEADS", "HeadEntry", "NormalizedMarginHead", "SoftmaxHead", "build_head", "head_options",
-                     "list_heads"],
+    "losses.registry": ["HEADS", "HeadSpec", "Option", "all_option_names", "check_focal_gamma", "check_head_options", "head_options",
+                        "list_heads"],
+    "losses.heads": ["NormalizedMarginHead", "SoftmaxHead", "SphereFaceHead", "build_head"],
     "losses.loss": ["drop_negative_classes", "margin_softmax_loss"],
     "losses.partial_fc": ["PartialFCHead", "build_partial_fc_head", "partial_fc_num_sample"],
     "losses.margins": ["am_softmax_logits", "arcface_logits", "combined_margin_logits", "sphereface_logits",

@@ -3,9 +3,13 @@ per-example weights and classes whose images train only as negatives."""
 
 from keras import ops
 
+from losses.registry import check_focal_gamma
+
 # Added to the logits of classes that leave the softmax: exp() of it is exactly 0 in float32,
 # and it stays finite (no inf − inf in log_softmax, no NaN gradients).
 _ABSENT_LOGIT = -1e9
+# 1 − p below this is taken as this in the focal weight (float32's smallest normal is 1.2e-38).
+_FOCAL_FLOOR = 1e-30
 
 
 def drop_negative_classes(logits, negative_classes):
@@ -17,8 +21,10 @@ def drop_negative_classes(logits, negative_classes):
 def margin_softmax_loss(labels, logits, focal_gamma=0.0, class_weights=None, negative_classes=None):
     """Mean over the batch of ``w_i · ℓ_i``: float32 ``logits`` [B, C] against int ``labels`` [B].
 
-    ℓ is the cross-entropy CE; with ``focal_gamma`` > 0 it is weighted by ``(1 − p)^γ``, p = exp(−CE)
-    the true-class probability (Lin et al.; arcface-pytorch's FocalLoss, γ = 2). ``class_weights``
+    ℓ is the cross-entropy CE; with ``focal_gamma`` γ > 0 each example's CE is weighted by its own
+    ``(1 − p)^γ``, p = exp(−CE) the true-class probability: Lin et al.'s focal loss, per example.
+    (arcface-pytorch's FocalLoss, γ = 2, differs: it weights the batch-mean CE by one (1 − p)^γ computed
+    from it.) γ < 0 is a ValueError. ``class_weights``
     [C] (default 1) scale the term of each example of that class; the mean still divides by B.
 
     ``negative_classes`` [C] (1.0 for a class whose images train only as negatives, else 0): those
@@ -26,6 +32,7 @@ def margin_softmax_loss(labels, logits, focal_gamma=0.0, class_weights=None, neg
     hit: its ℓ is the entropic open-set loss (Dhamija et al., NeurIPS 2018), the mean over the other
     classes of −log softmax, lowest when it scores every class alike, i.e. resembles none of them.
     """
+    check_focal_gamma(focal_gamma)
     logits = ops.cast(logits, "float32")
     labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
     num_classes = ops.shape(logits)[-1]
@@ -36,7 +43,11 @@ def margin_softmax_loss(labels, logits, focal_gamma=0.0, class_weights=None, neg
     one_hot = ops.one_hot(labels, num_classes, dtype="float32")
     ce = -ops.sum(one_hot * log_probs, axis=-1)
     if focal_gamma:
-        ce = ops.power(1.0 - ops.exp(-ce), focal_gamma) * ce
+        # 1 − p = −expm1(−CE), exact for small CE. Where CE is 0 in float32 (easy at s = 64), d(1 − p)^γ
+        # is infinite for γ < 1 and times CE = 0 gives NaN: the floor makes that factor's gradient 0
+        # there, and (1 − p)^γ·CE is 0 with a zero gradient anyway.
+        one_minus_p = ops.maximum(-ops.expm1(-ce), _FOCAL_FLOOR)
+        ce = ops.power(one_minus_p, focal_gamma) * ce
     if negative_classes is not None:
         present = 1.0 - negative_classes
         open_set = -ops.sum(log_probs * present, axis=-1) / ops.maximum(ops.sum(present), 1.0)

@@ -12,7 +12,8 @@ import math
 import keras
 from keras import ops
 
-from losses.heads import HEADS, build_head, margin_logits
+from losses.heads import build_head, l2_normalize_with_norm
+from losses.registry import HEADS
 
 
 def partial_fc_num_sample(num_classes, sample_rate, batch_size):
@@ -20,17 +21,13 @@ def partial_fc_num_sample(num_classes, sample_rate, batch_size):
     return int(min(num_classes, max(math.ceil(sample_rate * num_classes), batch_size)))
 
 
-def _unit_rows(x):
-    x = ops.cast(x, "float32")
-    return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-24))
-
-
 @keras.saving.register_keras_serializable(package="faceid")
 class PartialFCHead(keras.layers.Layer):
     """Class centres ``kernel`` [C, D] and their SGD ``momentum`` [C, D], both updated by training's
     sparse step (so neither is a trainable variable of the Keras optimizer).
 
-    ``margin`` names a normalised head of ``losses.HEADS``; ``margin_args`` are its options.
+    ``margin`` names a head of ``losses.registry.HEADS`` without state and with one centre per class;
+    its logits come from that head's own ``blended_logits`` on the K sampled columns.
     """
 
     # The full head's N(0, 0.01) start (arcface_torch's), drawn in [C, D] directly: a transposed
@@ -42,9 +39,12 @@ class PartialFCHead(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.margin = margin
-        self.margin_args = dict(margin_args or {})
-        self.scale = float(self.margin_args.get("s", 1.0))
         self.sample_rate = float(sample_rate)
+        # The registry's head supplies the margin math; it is never built (no [D, C] kernel) and is
+        # kept outside Keras' tracking, since it holds no variable of this layer.
+        object.__setattr__(self, "_margin_head", build_head(margin, num_classes, **(margin_args or {})))
+        self.margin_args = dict(self._margin_head.margin_args)
+        self.scale = float(self.margin_args.get("s", 1.0))
 
     def build(self, embeddings_shape, labels_shape=None):
         dim = embeddings_shape[-1]
@@ -53,23 +53,28 @@ class PartialFCHead(keras.layers.Layer):
         self.momentum = self.add_weight(name="momentum", shape=(self.num_classes, dim), trainable=False,
                                         initializer="zeros")
 
-    def sampled_scores(self, embeddings, centres):
-        """``s·cos θ`` [B, K] against ``centres`` [K, D] (the sampled rows of ``kernel``), no margin."""
-        return self.scale * self.sampled_cosine(embeddings, centres)
-
-    def sampled_cosine(self, embeddings, centres):
-        """cos θ [B, K] between ``embeddings`` [B, D] and ``centres`` [K, D].
+    def sampled_cosine_and_norm(self, embeddings, centres):
+        """(cos θ [B, K] between ``embeddings`` [B, D] and ``centres`` [K, D], the embeddings' norms [B, 1]).
 
         The centres' norms divide the [B, K] product instead of their [K, D] rows: the same cosine
         with one pass over the sampled centres (and their gradient) instead of several."""
+        x, norm = l2_normalize_with_norm(ops.cast(embeddings, "float32"))
         centres = ops.cast(centres, "float32")
-        norms = ops.sqrt(ops.maximum(ops.sum(ops.square(centres), axis=-1), 1e-24))
-        return ops.matmul(_unit_rows(embeddings), ops.transpose(centres)) / norms[None, :]
+        centre_norms = ops.sqrt(ops.maximum(ops.sum(ops.square(centres), axis=-1), 1e-24))
+        return ops.matmul(x, ops.transpose(centres)) / centre_norms[None, :], norm
+
+    def sampled_scores(self, embeddings, centres):
+        """``s·cos θ`` [B, K] against ``centres`` [K, D] (the sampled rows of ``kernel``), no margin."""
+        return self.scale * self.sampled_cosine_and_norm(embeddings, centres)[0]
 
     def sampled_logits(self, embeddings, centres, local_labels, margin_weight=None):
         """Margin logits [B, K]: ``local_labels`` [B] index the rows of ``centres`` [K, D]."""
-        return margin_logits(self.margin, self.margin_args, self.sampled_cosine(embeddings, centres),
-                             local_labels, margin_weight)
+        cos, norm = self.sampled_cosine_and_norm(embeddings, centres)
+        return self._margin_head.blended_logits(cos, norm, local_labels, margin_weight)
+
+    def auxiliary_loss(self, embeddings):
+        """The head's own extra loss term (MagFace's regulariser; 0 for most heads)."""
+        return self._margin_head.auxiliary_loss(embeddings)
 
     def class_scores(self, embeddings):
         """``s·cos θ`` over all C centres [B, C] (B·C·D work: not what a training step computes)."""
@@ -84,15 +89,30 @@ class PartialFCHead(keras.layers.Layer):
                 "margin_args": self.margin_args, "sample_rate": self.sample_rate}
 
 
+def partial_fc_heads():
+    """Heads Partial FC can sample: one centre per class and no state of their own."""
+    names = []
+    for name in sorted(HEADS):
+        if HEADS[name].layer == "SoftmaxHead":
+            continue
+        probe = build_head(name, 1)
+        probe.build((None, 2))
+        if not probe.non_trainable_variables and tuple(probe.kernel.shape) == (2, 1):
+            names.append(name)
+    return names
+
+
 def build_partial_fc_head(name, num_classes, sample_rate, **options):
     """Partial FC version of head ``name`` (options and their defaults as ``build_head``'s).
 
-    ValueError for a rate outside (0, 1] or a head without normalised class centres (softmax).
+    ValueError for a rate outside (0, 1] or a head it cannot sample (softmax, heads with state,
+    sub-centres).
     """
     if not 0.0 < sample_rate <= 1.0:
         raise ValueError(f"--partial-fc must be in (0, 1], got {sample_rate}")
-    full = build_head(name, num_classes, **options)   # validates the name and the options
-    if HEADS[name].margin is None:
-        raise ValueError(f"--partial-fc needs a margin head (class centres on the unit sphere); "
-                         f"--loss {name} has none: use am_softmax, cosface, arcface, sphereface or combined")
-    return PartialFCHead(num_classes, name, full.margin_args, sample_rate, name=f"{name}_partial_fc_head")
+    build_head(name, 1, **options)   # validates the name and the options
+    supported = partial_fc_heads()
+    if name not in supported:
+        raise ValueError(f"--partial-fc works with the heads without state and with one centre per class "
+                         f"({', '.join(supported)}); --loss {name} is not one of them")
+    return PartialFCHead(num_classes, name, options, sample_rate, name=f"{name}_partial_fc_head")

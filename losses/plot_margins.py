@@ -55,23 +55,18 @@ def train_embedding(head_name, options, x, y, epochs, seed):
     return emb, centres
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    from fileio.quiet_tensorflow import quiet_tensorflow
-    quiet_tensorflow()
+def draw_panels(panels, y):
+    """The figure: one panel per head of ``panels`` {name: (options, embeddings [N, 2], centres [10, 2] or
+    None)}, the points at their directions on the unit circle (jittered just inside), a line along
+    each class centre out to radius 1.15. Returns the matplotlib figure."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    from sklearn.datasets import load_digits
 
-    digits = load_digits()
-    x = (digits.data / 16.0).astype("float32")
-    y = digits.target.astype("int32")
-    fig, axes = plt.subplots(1, len(PLOT_HEADS), figsize=(3.2 * len(PLOT_HEADS), 3.6))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
     colours = plt.get_cmap("tab10")
-    for ax, (name, options) in zip(axes, PLOT_HEADS.items()):
-        emb, centres = train_embedding(name, options, x, y, args.epochs, args.seed)
+    for ax, (name, (options, emb, centres)) in zip(axes[0], panels.items()):
         unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         # Points just inside the circle, jittered inward so dense clusters stay visible.
         radius = 1.0 - 0.12 * np.random.default_rng(0).random(len(unit))[:, None]
@@ -85,9 +80,26 @@ def main(argv=None):
         ax.set_xlim(-1.2, 1.2), ax.set_ylim(-1.2, 1.2), ax.set_aspect("equal"), ax.axis("off")
         label = ", ".join(f"{k}={v:g}" for k, v in options.items()) or "no margin"
         ax.set_title(f"{name}\n{label}", fontsize=9)
-        print(f"{name}: done", flush=True)
     fig.suptitle("2-d embeddings of the 1,797 scikit-learn digits, L2-normalised (lines: class centres)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.9))   # room for the title above the panels
+    return fig
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from fileio.quiet_tensorflow import quiet_tensorflow
+    quiet_tensorflow()
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.data / 16.0).astype("float32")
+    y = digits.target.astype("int32")
+    panels = {}
+    for name, options in PLOT_HEADS.items():
+        emb, centres = train_embedding(name, options, x, y, args.epochs, args.seed)
+        panels[name] = (options, emb, centres)
+        print(f"{name}: done", flush=True)
+    fig = draw_panels(panels, y)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.output, dpi=110)
     print(f"wrote {args.output}")

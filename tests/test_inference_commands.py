@@ -223,3 +223,47 @@ def test_export_onnx_then_the_onnx_engine_decides_the_same(run_dir, lfw_dir, tmp
     code, out, err = run_cli(verify.main, [a, b, "--model", str(run), "--threshold", "0.2", "--json", "--no-progress"],
                              capsys)
     assert code == 0 and "best.keras (fast engine)" in json.loads(out)["model"]
+
+
+def test_face_quality_is_the_feature_norm_and_min_quality_refuses_a_probe(run_dir, lfw_dir, tmp_path, capsys):
+    """embed_photos reports each photo's quality (the L2 norm of its crop's raw embedding: MagFace's and
+    AdaFace's quality score); verify.py and identify.py print it and refuse a probe below --min-quality."""
+    from inference import embed_photos, load_model
+    from inference.embedding import align_photo, default_detector
+
+    a, b = photo(lfw_dir, "Aaron_Peirsol", 1), photo(lfw_dir, "Abdullah_Gul", 1)
+    _, records = embed_photos([a, b], run_dir)
+    model = load_model(run_dir)
+    for path, record in zip((a, b), records):
+        crop = align_photo(path, (112, 96), default_detector())[1]
+        raw = np.asarray(model.embed_fn(crop[None].astype(np.float32)))[0]
+        assert record.quality == pytest.approx(float(np.linalg.norm(raw)), rel=1e-5)
+    qa, qb = records[0].quality, records[1].quality
+    low, high = sorted((qa, qb))
+    between = (low + high) / 2
+    lowest = a if qa < qb else b
+
+    code, out, _ = run_cli(verify.main, [a, b, "--model", str(run_dir), "--no-progress", "--threshold", "0.5"],
+                           capsys)
+    assert code == 0 and f"{a} {qa:.2f}" in out and f"{b} {qb:.2f}" in out
+    code, out, err = run_cli(verify.main, [a, b, "--model", str(run_dir), "--no-progress", "--threshold", "0.5",
+                                           "--min-quality", f"{between}"], capsys)
+    assert code == 1 and not out
+    assert f"{lowest}: face quality {low:.2f} (the feature norm) is below --min-quality {between:g}" in err
+    code, out, _ = run_cli(verify.main, [a, b, "--model", str(run_dir), "--no-progress", "--threshold", "0.5",
+                                         "--min-quality", f"{low - 0.01}", "--json"], capsys)
+    assert code == 0 and json.loads(out)["quality"] == [qa, qb]
+
+    people = tmp_path / "people" / "Aaron_Peirsol"
+    people.mkdir(parents=True)
+    shutil.copy(photo(lfw_dir, "Aaron_Peirsol", 2), people)
+    gallery = tmp_path / "g.gallery"
+    assert run_cli(identify.main, ["enroll", "--gallery", str(gallery), "--input-dir", str(people.parent),
+                                   "--model", str(run_dir), "--no-progress"], capsys)[0] == 0
+    code, out, _ = run_cli(identify.main, ["search", "--gallery", str(gallery), a, b, "--threshold", "0.5",
+                                           "--min-quality", f"{between}", "--no-progress", "--json"], capsys)
+    rows = {row["photo"]: row for row in map(json.loads, out.splitlines())}
+    assert code == 0
+    kept = b if lowest == a else a
+    assert rows[lowest]["name"] is None and "below --min-quality" in rows[lowest]["detail"]
+    assert rows[kept]["name"] is not None and rows[kept]["quality"] == pytest.approx(high)

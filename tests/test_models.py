@@ -292,9 +292,13 @@ for name, options in [(n, {{}}) for n in {NAMES!r}] + [("resface20", {{"batch_no
 assert models.count_forward_flops(models.build_backbone("resface20", (112, 112), batch_norm=True)) > 0
 emb, labels = rng.normal(size=(8, 16)).astype("float32"), rng.integers(0, 10, 8).astype("int32")
 for head_name in losses.list_heads():
-    logits = losses.build_head(head_name, 10)(emb, labels)
+    head = losses.build_head(head_name, 10)
+    for _ in range(2):   # heads with state update it on each pass
+        logits = head(emb, labels)
     loss = losses.margin_softmax_loss(labels, logits, focal_gamma=2.0,
                                       class_weights=np.linspace(0.25, 1.0, 10).astype("float32"))
+    loss = loss + head.auxiliary_loss(emb)
+    assert np.isfinite(keras.ops.convert_to_numpy(head.class_scores(emb))).all(), head_name
     assert keras.ops.convert_to_numpy(logits).shape == (8, 10), head_name
     assert np.isfinite(keras.ops.convert_to_numpy(loss)).all(), head_name
 """

@@ -9,6 +9,8 @@ import json
 import typing
 from pathlib import Path
 
+from losses.registry import HEADS, all_option_names, check_focal_gamma, check_head_options
+
 # The reference AM-Softmax schedule (CASIA scale, batch 256): lr 0.1, x0.1 at 16k, 24k, 28k. The
 # default "reference" is this list stretched to the run's length (training/schedules.py).
 REFERENCE_LR_SCHEDULE = "0:0.1,16000:0.01,24000:0.001,28000:0.0001"
@@ -93,8 +95,9 @@ DEFAULT_MAX_STEPS = 30000
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # Head options keep their own flags (--s, --m, ...) and config-file keys; the config carries them in
-# ``head_options``, checked against the head's margin function (losses.build_head).
-HEAD_OPTION_KEYS = ("s", "m", "m1", "m2", "m3", "easy_margin", "sphereface_lambda")
+# ``head_options``, checked by the head registry (losses.registry, Keras-free, the one list of them).
+HEAD_OPTION_KEYS = tuple(all_option_names())
+assert not set(HEAD_OPTION_KEYS) & set(_FIELDS), "a head option may not share a name with a config field"
 
 
 def load_config_file(path):
@@ -279,32 +282,6 @@ def reference_lr(global_batch):
     return REFERENCE_LR * global_batch / REFERENCE_BATCH
 
 
-# (head, option) -> (check, what it must be): the margins' formulas are only meaningful in these ranges.
-_HEAD_OPTION_RANGES = {
-    "s": (lambda v: v > 0, "> 0"),
-    "m": (lambda v: v >= 0, ">= 0"),
-    "m1": (lambda v: v > 0, "> 0"),
-    "m2": (lambda v: v >= 0, ">= 0"),
-    "m3": (lambda v: v >= 0, ">= 0"),
-    "sphereface_lambda": (lambda v: v >= 0, ">= 0"),
-}
-
-
-def _check_head_options(loss, options):
-    for key, value in options.items():
-        if key == "easy_margin":
-            if not isinstance(value, bool):
-                raise ValueError(f"easy_margin must be true or false, got {value!r}")
-            continue
-        ok, what = _HEAD_OPTION_RANGES[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-            raise ValueError(f"--{key.replace('_', '-')} of --loss {loss} must be a number {what}, got {value!r}")
-    if loss == "arcface" and options.get("m", 0) >= 1.5707963:
-        raise ValueError(f"--m of --loss arcface must be below pi/2 (an angle in radians), got {options['m']}")
-    if loss == "sphereface" and "m" in options and (int(options["m"]) != options["m"] or options["m"] < 1):
-        raise ValueError(f"--m of --loss sphereface must be a positive integer, got {options['m']}")
-
-
 # Settings that shape the network or its checkpoint: a resumed run must keep them, or it could not
 # restore its checkpoint (and its config.json would no longer describe it).
 _RUN_SHAPING = ("backbone", "backbone_options", "embedding_size", "loss", "image_size", "data", "dropout")
@@ -346,15 +323,8 @@ def _check_partial_fc(config):
 def _check(config):
     if config.lr is not None and not config.lr > 0:
         raise ValueError(f"--lr must be > 0, got {config.lr}")
-    import losses  # Keras only, no TensorFlow graph work: the head registry checks the options early
-
-    if config.loss not in losses.HEADS:
-        raise ValueError(f"unknown --loss {config.loss!r}; valid: {', '.join(losses.list_heads())}")
-    unknown = sorted(set(config.head_options) - set(losses.head_options(config.loss)))
-    if unknown:
-        raise ValueError(f"--loss {config.loss} takes {losses.head_options(config.loss) or 'no options'}, "
-                         f"not {unknown}")
-    _check_head_options(config.loss, config.head_options)
+    check_head_options(config.loss, config.head_options)   # the head registry: names, options, ranges
+    check_focal_gamma(config.focal)
     _check_partial_fc(config)
     if config.max_steps is not None and config.epochs is not None:
         raise ValueError("give --max-steps or --epochs, not both")
@@ -370,7 +340,7 @@ def _check(config):
         raise ValueError(f"--singleton-weight must be >= 0, got {config.singleton_weight}")
     if config.margin_warmup_steps < 0:
         raise ValueError(f"--margin-warmup-steps must be >= 0, got {config.margin_warmup_steps}")
-    if config.margin_warmup_steps and losses.HEADS[config.loss].margin is None:
+    if config.margin_warmup_steps and HEADS[config.loss].layer == "SoftmaxHead":
         raise ValueError(f"--margin-warmup-steps needs a margin head; --loss {config.loss} has no margin")
     if not 0 <= config.momentum < 1:
         raise ValueError(f"--momentum must be in [0, 1), got {config.momentum}")

@@ -87,6 +87,7 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch, clas
             logits = head(embeddings, labels, margin_weight=margin_weight)
             loss = losses.margin_softmax_loss(labels, logits, focal_gamma=config.focal,
                                               class_weights=class_weights, negative_classes=negative_classes)
+            loss += head.auxiliary_loss(embeddings)   # MagFace's magnitude regulariser; 0 for the others
             # Gradients are summed over replicas: weight each replica's mean by its share.
             share = tf.cast(tf.shape(labels)[0], tf.float32) / global_batch
             # Weight decay is not in the objective: the optimizer adds wd·mult·w after clipping
@@ -120,6 +121,7 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch, clas
                 embeddings = model(images, training=True)
                 logits = head.sampled_logits(embeddings, centres, local_labels, margin_weight=margin_weight)
                 loss = losses.margin_softmax_loss(local_labels, logits, focal_gamma=config.focal, **sampled)
+                loss += head.auxiliary_loss(embeddings)
                 # the optimizer decays the backbone; sparse_sgd_update decays the sampled centres
                 share = tf.cast(tf.shape(labels)[0], tf.float32) / global_batch
                 objective = loss * share
