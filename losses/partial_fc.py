@@ -90,14 +90,16 @@ class PartialFCHead(keras.layers.Layer):
 
 
 def partial_fc_heads():
-    """Heads Partial FC can sample: one centre per class and no state of their own."""
+    """Heads Partial FC can sample: one centre per class and no state of their own (their layer
+    class adds no variable to NormalizedMarginHead's, in ``build`` or ``__init__``)."""
+    import losses.heads as heads
+
     names = []
-    for name in sorted(HEADS):
-        if HEADS[name].layer == "SoftmaxHead":
-            continue
-        probe = build_head(name, 1)
-        probe.build((None, 2))
-        if not probe.non_trainable_variables and tuple(probe.kernel.shape) == (2, 1):
+    for name, entry in sorted(HEADS.items()):
+        layer = getattr(heads, entry.layer)
+        if (issubclass(layer, heads.NormalizedMarginHead) and layer.centres_per_class == 1
+                and layer.build is heads.NormalizedMarginHead.build
+                and layer.__init__ is heads.NormalizedMarginHead.__init__):
             names.append(name)
     return names
 

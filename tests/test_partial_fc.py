@@ -144,3 +144,12 @@ def test_partial_fc_settings_are_refused_in_one_line():
     saved = resolve_config({**TINY}).__dict__
     with pytest.raises(ValueError, match="--resume cannot change partial_fc"):
         resolve_config({"partial_fc": 0.1}, base=saved)
+
+
+def test_heads_with_state_or_sub_centres_are_refused_by_name():
+    from losses.partial_fc import partial_fc_heads
+    supported = partial_fc_heads()
+    assert {"am_softmax", "cosface", "arcface", "combined", "magface"} <= set(supported)
+    assert not {"softmax", "sphereface", "curricularface", "adaface", "subcenter_arcface"} & set(supported)
+    with pytest.raises(ValueError, match="--loss curricularface is not one of them"):
+        losses.build_partial_fc_head("curricularface", 100, 0.1)
