@@ -45,6 +45,14 @@ def headline(data: dict) -> str:
     if "rows" in data and "device" in data:      # benchmarks.jax_step
         return ", ".join(f"{r['backbone']} {r['precision']} batch {r['batch_size']}: {r['images_per_s']:,.0f} img/s"
                          for r in data["rows"])
+    if "scoring_total_s" in data:                # benchmarks.ijb_scoring
+        return (f"IJB-C-sized 1:1 scoring {data['scoring_total_s']:.1f} s, peak {data['scoring_peak_rss_gib']:.2f} GiB "
+                f"({data['pairs']:,} pairs)")
+    if "rows" in data and data["rows"] and "kind" in data["rows"][0]:   # benchmarks.partial_fc
+        steps = {r["classes"]: r["ms"] for r in data["rows"] if r["kind"] == "step" and "ms" in r}
+        if len(steps) == 2:
+            (small, a), (large, b) = sorted(steps.items())
+            return f"MobileFaceNet step at {large:.0e} classes (partial FC) {b / a:.2f}x the {small:.0e}-class step"
     return ""
 
 

@@ -177,3 +177,23 @@ def test_align_speed(lfw_dir, monkeypatch, capsys):
                                         "--workers", "1"], monkeypatch)
     assert "img/s" in capsys.readouterr().out
 
+
+
+def test_ijb_scoring(tmp_path, monkeypatch):
+    out = tmp_path / "ijb.json"
+    run_main("benchmarks.ijb_scoring", ["--dim", "8", "--pairs", "20000", "--genuine", "200", "--images", "23124",
+                                        "--output", str(out)], monkeypatch)
+    assert json.loads(out.read_text())["pairs"] == 20000
+
+
+def test_partial_fc(monkeypatch, capsys):
+    """The head and step cases in this process (the script runs each in a child for its peak memory),
+    and main's plan with every case over the memory limit, so no child starts."""
+    from benchmarks import partial_fc
+
+    for rate in (1.0, 0.25):
+        assert partial_fc.run_head_case(400, 16, rate, 8, 1) > 0
+    assert partial_fc.run_step_case(200, 0.5, 4, 1, "32x32") > 0
+    rows = partial_fc.main(["--cases", "1000x16", "--step-classes", "0", "--memory-limit-gb", "0"])
+    assert [r["skipped"].startswith("needs about") for r in rows] == [True, True]
+    assert "partial FC 0.1" in capsys.readouterr().out
