@@ -92,7 +92,7 @@ class PartialFCHead(keras.layers.Layer):
 def partial_fc_heads():
     """Heads Partial FC can sample: one centre per class and no state of their own (their layer
     class adds no variable to NormalizedMarginHead's, in ``build`` or ``__init__``)."""
-    import losses.heads as heads
+    from losses import heads
 
     names = []
     for name, entry in sorted(HEADS.items()):
