@@ -32,8 +32,8 @@ def test_sentence_follows_the_figures():
 
 
 def test_results_tables_print_the_measured_conditions():
-    from benchmarks import lfw_levers
-    from benchmarks.lfw_view1 import format_table
+    from recipes import lfw_levers
+    from recipes.lfw_view1 import format_table
     run = {"backbone": "resface20", "loss": "am_softmax", "precision": "off", "heads": "", "steps": 6,
            "train_wall_seconds": 9.0, "guard_stopped": "training collapsed at step 6", "conditions": [
                _conditions(1.0, 6.5)]}
