@@ -13,7 +13,7 @@ import keras
 from keras import ops
 
 from losses.heads import build_head, l2_normalize_with_norm
-from losses.registry import HEADS
+from losses.registry import HEADS, check_head_options
 
 
 def partial_fc_num_sample(num_classes, sample_rate, batch_size):
@@ -112,7 +112,7 @@ def build_partial_fc_head(name, num_classes, sample_rate, **options):
     """
     if not 0.0 < sample_rate <= 1.0:
         raise ValueError(f"--partial-fc must be in (0, 1], got {sample_rate}")
-    build_head(name, 1, **options)   # validates the name and the options
+    check_head_options(name, options)   # an unknown name or option: the registry's one-line error
     supported = partial_fc_heads()
     if name not in supported:
         raise ValueError(f"--partial-fc works with the heads without state and with one centre per class "

@@ -63,6 +63,20 @@ def different_identity_cosines(x, labels):
     return tf.reduce_sum(tf.matmul(unit, unit, transpose_b=True) * different), tf.reduce_sum(different)
 
 
+def batch_stats(loss, scores, targets, negative_classes, embeddings, labels):
+    """One replica's step statistics (make_train_step's dict): ``loss`` its share of the mean loss,
+    ``scores`` [B, K] margin-free against ``targets`` [B] (column indices: the classes, or Partial FC's
+    sampled centres), ``negative_classes`` [K] or None, ``embeddings`` [B, D] with their ``labels`` [B]."""
+    classified = tf.ones_like(targets, tf.float32)
+    if negative_classes is not None:   # a negatives-only class is never a prediction nor a target
+        scores = losses.drop_negative_classes(scores, negative_classes)
+        classified -= tf.gather(negative_classes, targets)
+    hits = tf.cast(tf.equal(tf.argmax(scores, axis=-1, output_type=tf.int32), targets), tf.float32)
+    stats = {"loss": loss, "correct": tf.reduce_sum(hits * classified), "classified": tf.reduce_sum(classified)}
+    stats["cosine_sum"], stats["cosine_pairs"] = different_identity_cosines(embeddings, labels)
+    return stats
+
+
 def make_train_step(strategy, model, head, optimizer, config, global_batch, class_weights=None,
                     negative_classes=None):
     """A tf.function running one global step from a distributed iterator.
@@ -97,15 +111,7 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch, clas
                 objective = optimizer.scale_loss(objective)
         grads = tape.gradient(objective, variables)
         labels = tf.cast(labels, tf.int32)
-        scores = head.class_scores(embeddings)
-        classified = tf.ones_like(labels, tf.float32)
-        if negative_classes is not None:   # a negatives-only class is never a prediction nor a target
-            scores = losses.drop_negative_classes(scores, negative_classes)
-            classified -= tf.gather(negative_classes, labels)
-        hits = tf.cast(tf.equal(tf.argmax(scores, axis=-1, output_type=tf.int32), labels), tf.float32)
-        stats = {"loss": loss * share, "correct": tf.reduce_sum(hits * classified),
-                 "classified": tf.reduce_sum(classified)}
-        stats["cosine_sum"], stats["cosine_pairs"] = different_identity_cosines(embeddings, labels)
+        stats = batch_stats(loss * share, head.class_scores(embeddings), labels, negative_classes, embeddings, labels)
         return grads, stats
 
     if config.partial_fc is not None:
@@ -126,15 +132,8 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch, clas
                 share = tf.cast(tf.shape(labels)[0], tf.float32) / global_batch
                 objective = loss * share
             *grads, centre_grads = tape.gradient(objective, variables + [centres])
-            scores = head.sampled_scores(embeddings, centres)
-            classified = tf.ones_like(local_labels, tf.float32)
-            if sampled["negative_classes"] is not None:
-                scores = losses.drop_negative_classes(scores, sampled["negative_classes"])
-                classified -= tf.gather(sampled["negative_classes"], local_labels)
-            hits = tf.cast(tf.equal(tf.argmax(scores, axis=-1, output_type=tf.int32), local_labels), tf.float32)
-            stats = {"loss": loss * share, "correct": tf.reduce_sum(hits * classified),
-                     "classified": tf.reduce_sum(classified)}
-            stats["cosine_sum"], stats["cosine_pairs"] = different_identity_cosines(embeddings, labels)
+            stats = batch_stats(loss * share, head.sampled_scores(embeddings, centres), local_labels,
+                                sampled["negative_classes"], embeddings, labels)
             return grads, centre_grads, stats
 
         forward_backward = sampled_forward_backward
