@@ -1,6 +1,11 @@
 """Partial FC: RATE = 1 is the full head (loss, gradients, whole training runs), the sample holds
 every positive and changes each step, unsampled centres stay put, and a sampled run resumes exactly."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -153,3 +158,87 @@ def test_heads_with_state_or_sub_centres_are_refused_by_name():
     assert not {"softmax", "sphereface", "curricularface", "adaface", "subcenter_arcface"} & set(supported)
     with pytest.raises(ValueError, match="--loss curricularface is not one of them"):
         losses.build_partial_fc_head("curricularface", 100, 0.1)
+
+
+# --- sharded across replicas (training/partial_fc_sharded.py): two logical CPUs, in a subprocess,
+# since the logical devices must be set before TensorFlow starts.
+REPO = Path(__file__).resolve().parent.parent
+
+SHARDED_EQUALS_FULL = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, sys.argv[1])
+import keras
+import losses
+from training.partial_fc_sharded import ShardedPartialFC
+
+C, D, B = 11, 8, 3   # 11 classes on 2 replicas: shards of 6 and 5 rows
+rng = np.random.default_rng(0)
+centres = rng.normal(size=(C, D)).astype("float32")
+weights = rng.normal(size=(D, D)).astype("float32")
+x = rng.normal(size=(2 * B, D)).astype("float32")
+labels = np.array([0, 5, 5, 6, 10, 3], "int32")   # both shards' classes, a class twice
+out = {}
+for name in ("am_softmax", "arcface"):
+    full = losses.build_head(name, C)
+    full.build((None, D))
+    full.kernel.assign(centres.T)
+    model = keras.Sequential([keras.Input((D,)), keras.layers.Dense(D, use_bias=False)])
+    model.layers[0].kernel.assign(weights)
+    with tf.GradientTape() as tape:
+        loss = losses.margin_softmax_loss(labels, full(model(x), labels))
+    g_model, g_centres = tape.gradient(loss, [model.trainable_variables[0], full.kernel])
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        mirrored = keras.Sequential([keras.Input((D,)), keras.layers.Dense(D, use_bias=False)])
+        mirrored.layers[0].kernel.assign(weights)
+    head = ShardedPartialFC(strategy, losses.build_partial_fc_head(name, C, 1.0, holds_centres=False), D, 2 * B)
+    for v, (start, size) in zip(head.kernel.variables, [(0, 6), (6, 5)]):
+        v.assign(centres[start:start + size])
+    inputs = strategy.experimental_distribute_values_from_function(
+        lambda ctx: (x[ctx.replica_id_in_sync_group * B:][:B], labels[ctx.replica_id_in_sync_group * B:][:B]))
+    variables = mirrored.trainable_variables
+
+    @tf.function
+    def step(inputs):
+        def replica(xs, ys):
+            grads, update, stats = head.forward_backward(mirrored, variables, xs, ys, None, 0, 0)
+            return stats[0], grads[0], update[3], update[2]
+        return strategy.run(replica, args=inputs)
+
+    loss_parts, model_grads, centre_grads, index = step(inputs)
+    local = strategy.experimental_local_results
+    out[name] = {
+        "loss": [float(loss), float(sum(local(loss_parts)))],
+        "model_grad": float(np.abs(sum(g.numpy() for g in local(model_grads)) - g_model.numpy()).max()),
+        "centre_grad": float(np.abs(np.concatenate([g.numpy() for g in local(centre_grads)])
+                                    - g_centres.numpy().T).max()),
+        "index": [i.numpy().tolist() for i in local(index)],
+        "model_grad_size": float(np.abs(g_model.numpy()).max()),
+    }
+print("RESULT" + json.dumps(out))
+"""
+
+
+def _run_script(script, *args, timeout=600):
+    out = subprocess.run([sys.executable, "-c", script, str(REPO), *map(str, args)], capture_output=True,
+                         text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.split("RESULT")[1])
+
+
+def test_sharded_rate_one_equals_the_full_head_on_two_replicas():
+    """Mirrored, 2 logical CPUs, 11 classes in shards of 6 and 5: the loss, the backbone's gradient
+    (summed over the replicas, through all_gather) and every centre's gradient are the full head's."""
+    for name, result in _run_script(SHARDED_EQUALS_FULL).items():
+        full_loss, sharded_loss = result["loss"]
+        assert abs(sharded_loss - full_loss) <= 1e-6 * max(1.0, abs(full_loss)), (name, result)
+        # float32 sums in another order: 1e-6 of the gradients' size (2-4 here)
+        bound = 1e-6 * max(1.0, result["model_grad_size"])
+        assert result["model_grad"] < bound and result["centre_grad"] < bound, (name, result)
+        assert result["model_grad_size"] > 1e-3   # a gradient that could differ
+        assert result["index"] == [list(range(6)), list(range(5))]
