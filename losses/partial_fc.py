@@ -30,9 +30,15 @@ class PartialFCHead(keras.layers.Layer):
     its logits come from that head's own ``blended_logits`` on the K sampled columns.
     """
 
-    # The full head's N(0, 0.01) start (arcface_torch's), drawn in [C, D] directly: a transposed
-    # [D, C] draw would match a seeded full head's centres but hold a second copy of them at start.
-    initial_centres = keras.initializers.RandomNormal(stddev=0.01)
+    @staticmethod
+    def initial_centres(shape, dtype="float32"):
+        """The full head's N(0, 0.01) start (arcface_torch's), drawn in [C, D] directly (a transposed
+        [D, C] draw would match a seeded full head's centres but hold a second copy of them at start),
+        or one shard's rows of it. Drawn from Keras' global seed generator, which
+        keras.utils.set_random_seed resets: a keras.initializers.RandomNormal made at import would
+        take a Python random number then, and so shift the first run's backbone initialisation in a
+        process against every later run's."""
+        return keras.random.normal(shape, stddev=0.01, dtype=dtype)
 
     def __init__(self, num_classes, margin, margin_args=None, sample_rate=1.0, holds_centres=True, **kwargs):
         kwargs["dtype"] = "float32"

@@ -242,3 +242,102 @@ def test_sharded_rate_one_equals_the_full_head_on_two_replicas():
         assert result["model_grad"] < bound and result["centre_grad"] < bound, (name, result)
         assert result["model_grad_size"] > 1e-3   # a gradient that could differ
         assert result["index"] == [list(range(6)), list(range(5))]
+
+
+SHARDED_TRAINING = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 3)
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+import losses
+import training
+from training.config import resolve_config
+from training.partial_fc_sharded import ShardedPartialFC
+
+tmp = Path(sys.argv[2])
+tiny = json.loads(sys.argv[3])
+common = {**tiny, "num_classes": 11, "batch_size": 2, "partial_fc": 0.5, "lr_schedule": "constant", "lr": 0.1,
+          "checkpoint_every": 2, "mixed_precision": "off"}
+two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+three = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1", "/cpu:2"])
+quiet = lambda *_: None
+
+def run(name, strategy, log=quiet, **extra):
+    directory = tmp / name
+    run_dir = directory if extra.get("resume") else training.new_run_dir(directory, "m", "l")
+    training.run_training(resolve_config({**common, **extra}), run_dir, strategy=strategy, log=log)
+    return run_dir
+
+def losses_of(run_dir):
+    lines = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    return {e["step"]: e["loss"] for e in lines if "loss" in e}
+
+def saved(run_dir, step):
+    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints" / f"ckpt-{step}"))
+    return {k: reader.get_tensor(f"head/{k}/.ATTRIBUTES/VARIABLE_VALUE") for k in ("kernel", "momentum")}
+
+lines = []
+straight = run("straight", two, log=lines.append, max_steps=4)
+split = run("split", two, max_steps=2)
+split = run("split", two, max_steps=4, resume=True)
+out = {"straight": losses_of(straight), "split": losses_of(split), "log": lines}
+a, b = saved(straight, 4), saved(split, 4)
+out["resume_centres"] = float(max(np.abs(a[k] - b[k]).max() for k in a))
+out["moved"] = float(np.abs(a["kernel"] - saved(straight, 2)["kernel"]).max())
+out["shape"] = list(a["kernel"].shape)
+
+# Another replica count: three shards read the same rows of the [C, D] tensors, and training goes on.
+head = ShardedPartialFC(three, losses.build_partial_fc_head("am_softmax", 11, 0.5, holds_centres=False), 32, 6)
+tf.train.Checkpoint(head=head).read(str(split / "checkpoints" / "ckpt-4")).expect_partial()
+out["reshard_sizes"] = [int(v.shape[0]) for v in head.kernel.variables]
+out["reshard"] = float(max(np.abs(np.concatenate([v.numpy() for v in getattr(head, k).variables]) - b[k]).max()
+                           for k in b))
+# (training on 3 replicas needs a process of its own: two strategies' collectives clash in one;
+# test_train_cli_mirrored_partial_fc_on_two_cpus_resumes_on_three does it.)
+# One device without a strategy: the unsharded head reads the same tensors and trains on.
+one = run("split", tf.distribute.get_strategy(), max_steps=6, resume=True)
+out["one"] = losses_of(one)
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_sharded_training_resumes_exactly_and_reshards_to_another_replica_count(tmp_path):
+    """Mirrored on 2 logical CPUs, 11 classes (shards of 6 and 5), RATE 0.5: 2 + 2 resumed steps give
+    the straight run's losses and centres; the checkpoint's [C, D] layout restores into 3 shards
+    row for row, and the run continues on one device without a strategy (the one-device head)."""
+    result = _run_script(SHARDED_TRAINING, tmp_path, json.dumps(TINY))
+    straight, split = result["straight"], result["split"]
+    np.testing.assert_allclose([split[s] for s in ("3", "4")], [straight[s] for s in ("3", "4")], rtol=1e-5)
+    assert result["resume_centres"] < 1e-6 and result["moved"] > 1e-4, result
+    assert result["shape"] == [11, 32]
+    assert result["reshard_sizes"] == [4, 4, 3] and result["reshard"] == 0.0, result
+    assert "6" in result["one"] and np.isfinite(result["one"]["6"])
+    memory = [line for line in result["log"] if line.startswith("partial FC sharded over 2 replicas")]
+    assert memory and memory[0].startswith("partial FC sharded over 2 replicas: 6 of 11 centres per replica, "
+                                           "4 sampled per step; per replica: centres"), result["log"]
+
+
+def test_train_cli_mirrored_partial_fc_on_two_cpus_resumes_on_three(tmp_path):
+    """train.py --strategy mirrored --partial-fc 0.5 on 2 logical CPUs (FACEID_CPU_REPLICAS, for
+    tests only), then --resume on 3: the shards are re-cut from the checkpoint's [C, D] layout."""
+    import os
+    run = tmp_path / "run"
+    args = [sys.executable, str(REPO / "train.py"), "--strategy", "mirrored", "--partial-fc", "0.5",
+            "--backbone", "mobilefacenet", "--image-size", "32x32", "--embedding-size", "16", "--batch-size", "2",
+            "--num-classes", "11", "--synthetic-images", "32", "--log-every", "1", "--checkpoint-every", "2",
+            "--exports", "keras", "--mixed-precision", "off", "--output-dir", str(run)]
+    env = {**os.environ, "FACEID_CPU_REPLICAS": "2"}
+    first = subprocess.run(args + ["--max-steps", "2"], capture_output=True, text=True, timeout=600, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "partial FC sharded over 2 replicas: 6 of 11 centres per replica" in first.stdout + first.stderr
+    env["FACEID_CPU_REPLICAS"] = "3"
+    again = subprocess.run(args + ["--max-steps", "3", "--resume"], capture_output=True, text=True, timeout=600,
+                           env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    text = again.stdout + again.stderr
+    assert "partial FC sharded over 3 replicas: 4 of 11 centres per replica" in text and "resumed from" in text
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log if "loss" in e] == [1, 2, 3] and all(np.isfinite(e["loss"]) for e in log if "loss" in e)
