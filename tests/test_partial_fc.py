@@ -131,6 +131,36 @@ def test_sampled_run_resumes_exactly_and_logs_the_head_memory(tmp_path):
     assert any(line.startswith("partial FC: 8 of 40 centres per step") for line in lines), lines
 
 
+def test_every_shard_samples_its_positives_and_its_own_negatives():
+    """Shards of 100,003 classes over 3 replicas (sizes 33,335 / 33,334 / 33,334): each shard's sample
+    holds every label of the gathered batch that falls in it, maps it back exactly, marks the others
+    -1, and draws negatives of its own."""
+    from training.partial_fc_sharded import shard_bounds, shard_num_sample
+    bounds = shard_bounds(100_003, 3)
+    assert bounds == [(0, 33_335), (33_335, 33_334), (66_669, 33_334)]
+    labels = tf.constant([5, 5, 33_334, 33_335, 66_668, 66_669, 100_002, 70_000])
+    for step in range(2):
+        for shard, (start, size) in enumerate(bounds):
+            k = shard_num_sample(size, 0.1, 8)
+            index, local = sample_centres(labels - start, size, k, seed=3, step=step, shard=shard)
+            index, local = index.numpy(), local.numpy()
+            assert k == 3_334 and index.shape == (k,) and np.all(np.diff(index) > 0) and index.max() < size
+            mine = (labels.numpy() >= start) & (labels.numpy() < start + size)
+            np.testing.assert_array_equal(index[local[mine]] + start, labels.numpy()[mine])
+            assert np.all(local[~mine] == -1)
+    shard0, _ = sample_centres(labels, 33_335, 3_334, seed=3, step=0)
+    shard1, _ = sample_centres(labels - 33_335, 33_334, 3_334, seed=3, step=0, shard=1)
+    assert len(set(shard0.numpy()) & set(shard1.numpy())) < 1_000   # ~333 by chance: not the same draw
+
+
+def test_sharded_memory_line_states_each_replicas_share():
+    from training.partial_fc_sharded import sharded_memory_line
+    line = sharded_memory_line(10_000_000, 128, 8 * 128, 0.1, 8)
+    assert line.startswith("partial FC sharded over 8 replicas: 1,250,000 of 10,000,000 centres per replica, "
+                           "125,000 sampled per step; per replica: centres 0.64 GB, momentum 0.64 GB, "
+                           "logits per step 1.54 GB"), line
+
+
 def test_head_memory_line_states_centres_momentum_and_logits():
     line = head_memory_line(10_000_000, 128, 128, 1_000_000)
     assert line.startswith("partial FC: 1,000,000 of 10,000,000 centres per step; centres 5.12 GB, momentum 5.12 GB")
@@ -141,7 +171,9 @@ def test_head_memory_line_states_centres_momentum_and_logits():
 def test_partial_fc_settings_are_refused_in_one_line():
     for values, message in (({"partial_fc": 0.0}, r"\(0, 1\]"), ({"partial_fc": 1.5}, r"\(0, 1\]"),
                             ({"partial_fc": 0.1, "loss": "softmax"}, "needs a margin head"),
-                            ({"partial_fc": 0.1, "strategy": "mirrored"}, "one device"),
+                            ({"partial_fc": 0.1, "strategy": "multiworker"}, "--strategy mirrored"),
+                            ({"partial_fc": 0.1, "strategy": "mirrored", "singletons": "negatives"},
+                             "--singletons negatives"),
                             ({"partial_fc": 0.1, "clip_grad_norm": 1.0}, "clip-grad-norm"),
                             ({"partial_fc": 0.1, "mixed_precision": "float16"}, "float16")):
         with pytest.raises(ValueError, match=message):
@@ -300,6 +332,14 @@ out["reshard"] = float(max(np.abs(np.concatenate([v.numpy() for v in getattr(hea
 # One device without a strategy: the unsharded head reads the same tensors and trains on.
 one = run("split", tf.distribute.get_strategy(), max_steps=6, resume=True)
 out["one"] = losses_of(one)
+# ... and the other way: a one-device run (one [C, D] tensor) resumes sharded on 2 replicas.
+single = run("single", tf.distribute.get_strategy(), max_steps=2)
+single_saved = saved(single, 2)
+resharded = ShardedPartialFC(two, losses.build_partial_fc_head("am_softmax", 11, 0.5, holds_centres=False), 32, 4)
+tf.train.Checkpoint(head=resharded).read(str(single / "checkpoints" / "ckpt-2")).expect_partial()
+out["from_one"] = float(np.abs(np.concatenate([v.numpy() for v in resharded.kernel.variables])
+                               - single_saved["kernel"]).max())
+out["single_sharded"] = losses_of(run("single", two, max_steps=3, resume=True))
 print("RESULT" + json.dumps(out))
 """
 
@@ -307,7 +347,8 @@ print("RESULT" + json.dumps(out))
 def test_sharded_training_resumes_exactly_and_reshards_to_another_replica_count(tmp_path):
     """Mirrored on 2 logical CPUs, 11 classes (shards of 6 and 5), RATE 0.5: 2 + 2 resumed steps give
     the straight run's losses and centres; the checkpoint's [C, D] layout restores into 3 shards
-    row for row, and the run continues on one device without a strategy (the one-device head)."""
+    row for row, and the run continues on one device without a strategy (the one-device head); a
+    one-device run's checkpoint restores into 2 shards and resumes on 2 replicas."""
     result = _run_script(SHARDED_TRAINING, tmp_path, json.dumps(TINY))
     straight, split = result["straight"], result["split"]
     np.testing.assert_allclose([split[s] for s in ("3", "4")], [straight[s] for s in ("3", "4")], rtol=1e-5)
@@ -315,6 +356,7 @@ def test_sharded_training_resumes_exactly_and_reshards_to_another_replica_count(
     assert result["shape"] == [11, 32]
     assert result["reshard_sizes"] == [4, 4, 3] and result["reshard"] == 0.0, result
     assert "6" in result["one"] and np.isfinite(result["one"]["6"])
+    assert result["from_one"] == 0.0 and np.isfinite(result["single_sharded"]["3"]), result
     memory = [line for line in result["log"] if line.startswith("partial FC sharded over 2 replicas")]
     assert memory and memory[0].startswith("partial FC sharded over 2 replicas: 6 of 11 centres per replica, "
                                            "4 sampled per step; per replica: centres"), result["log"]
