@@ -14,7 +14,7 @@ _HOMES = {
     "losses.registry": ["HEADS", "HeadSpec", "Option", "all_option_names", "check_focal_gamma", "check_head_options", "head_options",
                         "list_heads"],
     "losses.heads": ["NormalizedMarginHead", "SoftmaxHead", "SphereFaceHead", "build_head"],
-    "losses.loss": ["drop_negative_classes", "margin_softmax_loss"],
+    "losses.loss": ["class_weighted", "drop_negative_classes", "focal_weighted", "margin_softmax_loss"],
     "losses.partial_fc": ["PartialFCHead", "build_partial_fc_head", "partial_fc_num_sample"],
     "losses.margins": ["am_softmax_logits", "arcface_logits", "combined_margin_logits", "sphereface_logits",
                        "sphereface_psi"],

@@ -42,18 +42,29 @@ def margin_softmax_loss(labels, logits, focal_gamma=0.0, class_weights=None, neg
     log_probs = ops.log_softmax(logits, axis=-1)
     one_hot = ops.one_hot(labels, num_classes, dtype="float32")
     ce = -ops.sum(one_hot * log_probs, axis=-1)
-    if focal_gamma:
-        # 1 − p = −expm1(−CE), exact for small CE. Where CE is 0 in float32 (easy at s = 64), d(1 − p)^γ
-        # is infinite for γ < 1 and times CE = 0 gives NaN: the floor makes that factor's gradient 0
-        # there, and (1 − p)^γ·CE is 0 with a zero gradient anyway.
-        one_minus_p = ops.maximum(-ops.expm1(-ce), _FOCAL_FLOOR)
-        ce = ops.power(one_minus_p, focal_gamma) * ce
+    ce = focal_weighted(ce, focal_gamma)
     if negative_classes is not None:
         present = 1.0 - negative_classes
         open_set = -ops.sum(log_probs * present, axis=-1) / ops.maximum(ops.sum(present), 1.0)
         is_negative = ops.take(negative_classes, labels)
         # ce of a negative example is ~1e9 (its own column is absent) but finite: where() drops it.
         ce = ops.where(is_negative > 0, open_set, ce)
-    if class_weights is not None:
-        ce = ce * ops.take(ops.cast(class_weights, "float32"), labels)
-    return ops.mean(ce)
+    return ops.mean(class_weighted(ce, labels, class_weights))
+
+
+def focal_weighted(ce, focal_gamma):
+    """Per-example cross-entropies ``ce`` [B] times ``(1 − p)^γ`` (p = exp(−ce)); ``ce`` itself for γ = 0."""
+    if not focal_gamma:
+        return ce
+    # 1 − p = −expm1(−CE), exact for small CE. Where CE is 0 in float32 (easy at s = 64), d(1 − p)^γ
+    # is infinite for γ < 1 and times CE = 0 gives NaN: the floor makes that factor's gradient 0
+    # there, and (1 − p)^γ·CE is 0 with a zero gradient anyway.
+    one_minus_p = ops.maximum(-ops.expm1(-ce), _FOCAL_FLOOR)
+    return ops.power(one_minus_p, focal_gamma) * ce
+
+
+def class_weighted(ce, labels, class_weights):
+    """``ce`` [B] times the weight [C] of each example's class ``labels`` [B] (unchanged for None)."""
+    if class_weights is None:
+        return ce
+    return ce * ops.take(ops.cast(class_weights, "float32"), labels)

@@ -30,14 +30,23 @@ class PartialFCHead(keras.layers.Layer):
     its logits come from that head's own ``blended_logits`` on the K sampled columns.
     """
 
-    # The full head's N(0, 0.01) start (arcface_torch's), drawn in [C, D] directly: a transposed
-    # [D, C] draw would match a seeded full head's centres but hold a second copy of them at start.
-    initial_centres = keras.initializers.RandomNormal(stddev=0.01)
+    @staticmethod
+    def initial_centres(shape, dtype="float32"):
+        """The full head's N(0, 0.01) start (arcface_torch's), drawn in [C, D] directly (a transposed
+        [D, C] draw would match a seeded full head's centres but hold a second copy of them at start),
+        or one shard's rows of it. Drawn from Keras' global seed generator, which
+        keras.utils.set_random_seed resets: a keras.initializers.RandomNormal made at import would
+        take a Python random number then, and so shift the first run's backbone initialisation in a
+        process against every later run's."""
+        return keras.random.normal(shape, stddev=0.01, dtype=dtype)
 
-    def __init__(self, num_classes, margin, margin_args=None, sample_rate=1.0, **kwargs):
+    def __init__(self, num_classes, margin, margin_args=None, sample_rate=1.0, holds_centres=True, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
+        # False: the centres live elsewhere, one shard per replica (training/partial_fc_sharded.py),
+        # and this layer only supplies the margin math; building it then creates no variable.
+        self.holds_centres = bool(holds_centres)
         self.margin = margin
         self.sample_rate = float(sample_rate)
         # The registry's head supplies the margin math; it is never built (no [D, C] kernel) and is
@@ -47,6 +56,8 @@ class PartialFCHead(keras.layers.Layer):
         self.scale = float(self.margin_args.get("s", 1.0))
 
     def build(self, embeddings_shape, labels_shape=None):
+        if not self.holds_centres:
+            return
         dim = embeddings_shape[-1]
         self.kernel = self.add_weight(name="kernel", shape=(self.num_classes, dim), trainable=False,
                                       initializer=self.initial_centres)
@@ -86,7 +97,8 @@ class PartialFCHead(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "margin": self.margin,
-                "margin_args": self.margin_args, "sample_rate": self.sample_rate}
+                "margin_args": self.margin_args, "sample_rate": self.sample_rate,
+                "holds_centres": self.holds_centres}
 
 
 def partial_fc_heads():
@@ -104,8 +116,9 @@ def partial_fc_heads():
     return names
 
 
-def build_partial_fc_head(name, num_classes, sample_rate, **options):
-    """Partial FC version of head ``name`` (options and their defaults as ``build_head``'s).
+def build_partial_fc_head(name, num_classes, sample_rate, holds_centres=True, **options):
+    """Partial FC version of head ``name`` (options and their defaults as ``build_head``'s);
+    ``holds_centres=False``: a head whose centres are sharded elsewhere (no variables of its own).
 
     ValueError for a rate outside (0, 1] or a head it cannot sample (softmax, heads with state,
     sub-centres).
@@ -117,4 +130,4 @@ def build_partial_fc_head(name, num_classes, sample_rate, **options):
     if name not in supported:
         raise ValueError(f"--partial-fc works with the heads without state and with one centre per class "
                          f"({', '.join(supported)}); --loss {name} is not one of them")
-    return PartialFCHead(num_classes, name, options, sample_rate, name=f"{name}_partial_fc_head")
+    return PartialFCHead(num_classes, name, options, sample_rate, holds_centres, name=f"{name}_partial_fc_head")

@@ -1,6 +1,11 @@
 """Partial FC: RATE = 1 is the full head (loss, gradients, whole training runs), the sample holds
 every positive and changes each step, unsampled centres stay put, and a sampled run resumes exactly."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -126,6 +131,36 @@ def test_sampled_run_resumes_exactly_and_logs_the_head_memory(tmp_path):
     assert any(line.startswith("partial FC: 8 of 40 centres per step") for line in lines), lines
 
 
+def test_every_shard_samples_its_positives_and_its_own_negatives():
+    """Shards of 100,003 classes over 3 replicas (sizes 33,335 / 33,334 / 33,334): each shard's sample
+    holds every label of the gathered batch that falls in it, maps it back exactly, marks the others
+    -1, and draws negatives of its own."""
+    from training.partial_fc_sharded import shard_bounds, shard_num_sample
+    bounds = shard_bounds(100_003, 3)
+    assert bounds == [(0, 33_335), (33_335, 33_334), (66_669, 33_334)]
+    labels = tf.constant([5, 5, 33_334, 33_335, 66_668, 66_669, 100_002, 70_000])
+    for step in range(2):
+        for shard, (start, size) in enumerate(bounds):
+            k = shard_num_sample(size, 0.1, 8)
+            index, local = sample_centres(labels - start, size, k, seed=3, step=step, shard=shard)
+            index, local = index.numpy(), local.numpy()
+            assert k == 3_334 and index.shape == (k,) and np.all(np.diff(index) > 0) and index.max() < size
+            mine = (labels.numpy() >= start) & (labels.numpy() < start + size)
+            np.testing.assert_array_equal(index[local[mine]] + start, labels.numpy()[mine])
+            assert np.all(local[~mine] == -1)
+    shard0, _ = sample_centres(labels, 33_335, 3_334, seed=3, step=0)
+    shard1, _ = sample_centres(labels - 33_335, 33_334, 3_334, seed=3, step=0, shard=1)
+    assert len(set(shard0.numpy()) & set(shard1.numpy())) < 1_000   # ~333 by chance: not the same draw
+
+
+def test_sharded_memory_line_states_each_replicas_share():
+    from training.partial_fc_sharded import sharded_memory_line
+    line = sharded_memory_line(10_000_000, 128, 8 * 128, 0.1, 8)
+    assert line.startswith("partial FC sharded over 8 replicas: 1,250,000 of 10,000,000 centres per replica, "
+                           "125,000 sampled per step; per replica: centres 0.64 GB, momentum 0.64 GB, "
+                           "logits per step 1.54 GB"), line
+
+
 def test_head_memory_line_states_centres_momentum_and_logits():
     line = head_memory_line(10_000_000, 128, 128, 1_000_000)
     assert line.startswith("partial FC: 1,000,000 of 10,000,000 centres per step; centres 5.12 GB, momentum 5.12 GB")
@@ -136,7 +171,9 @@ def test_head_memory_line_states_centres_momentum_and_logits():
 def test_partial_fc_settings_are_refused_in_one_line():
     for values, message in (({"partial_fc": 0.0}, r"\(0, 1\]"), ({"partial_fc": 1.5}, r"\(0, 1\]"),
                             ({"partial_fc": 0.1, "loss": "softmax"}, "needs a margin head"),
-                            ({"partial_fc": 0.1, "strategy": "mirrored"}, "one device"),
+                            ({"partial_fc": 0.1, "strategy": "multiworker"}, "--strategy mirrored"),
+                            ({"partial_fc": 0.1, "strategy": "mirrored", "singletons": "negatives"},
+                             "--singletons negatives"),
                             ({"partial_fc": 0.1, "clip_grad_norm": 1.0}, "clip-grad-norm"),
                             ({"partial_fc": 0.1, "mixed_precision": "float16"}, "float16")):
         with pytest.raises(ValueError, match=message):
@@ -153,3 +190,196 @@ def test_heads_with_state_or_sub_centres_are_refused_by_name():
     assert not {"softmax", "sphereface", "curricularface", "adaface", "subcenter_arcface"} & set(supported)
     with pytest.raises(ValueError, match="--loss curricularface is not one of them"):
         losses.build_partial_fc_head("curricularface", 100, 0.1)
+
+
+# --- sharded across replicas (training/partial_fc_sharded.py): two logical CPUs, in a subprocess,
+# since the logical devices must be set before TensorFlow starts.
+REPO = Path(__file__).resolve().parent.parent
+
+SHARDED_EQUALS_FULL = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, sys.argv[1])
+import keras
+import losses
+from training.partial_fc_sharded import ShardedPartialFC
+
+C, D, B = 11, 8, 3   # 11 classes on 2 replicas: shards of 6 and 5 rows
+rng = np.random.default_rng(0)
+centres = rng.normal(size=(C, D)).astype("float32")
+weights = rng.normal(size=(D, D)).astype("float32")
+x = rng.normal(size=(2 * B, D)).astype("float32")
+labels = np.array([0, 5, 5, 6, 10, 3], "int32")   # both shards' classes, a class twice
+out = {}
+for name in ("am_softmax", "arcface"):
+    full = losses.build_head(name, C)
+    full.build((None, D))
+    full.kernel.assign(centres.T)
+    model = keras.Sequential([keras.Input((D,)), keras.layers.Dense(D, use_bias=False)])
+    model.layers[0].kernel.assign(weights)
+    with tf.GradientTape() as tape:
+        loss = losses.margin_softmax_loss(labels, full(model(x), labels))
+    g_model, g_centres = tape.gradient(loss, [model.trainable_variables[0], full.kernel])
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        mirrored = keras.Sequential([keras.Input((D,)), keras.layers.Dense(D, use_bias=False)])
+        mirrored.layers[0].kernel.assign(weights)
+    head = ShardedPartialFC(strategy, losses.build_partial_fc_head(name, C, 1.0, holds_centres=False), D, 2 * B)
+    for v, (start, size) in zip(head.kernel.variables, [(0, 6), (6, 5)]):
+        v.assign(centres[start:start + size])
+    inputs = strategy.experimental_distribute_values_from_function(
+        lambda ctx: (x[ctx.replica_id_in_sync_group * B:][:B], labels[ctx.replica_id_in_sync_group * B:][:B]))
+    variables = mirrored.trainable_variables
+
+    @tf.function
+    def step(inputs):
+        def replica(xs, ys):
+            grads, update, stats = head.forward_backward(mirrored, variables, xs, ys, None, 0, 0)
+            return stats[0], grads[0], update[3], update[2]
+        return strategy.run(replica, args=inputs)
+
+    loss_parts, model_grads, centre_grads, index = step(inputs)
+    local = strategy.experimental_local_results
+    out[name] = {
+        "loss": [float(loss), float(sum(local(loss_parts)))],
+        "model_grad": float(np.abs(sum(g.numpy() for g in local(model_grads)) - g_model.numpy()).max()),
+        "centre_grad": float(np.abs(np.concatenate([g.numpy() for g in local(centre_grads)])
+                                    - g_centres.numpy().T).max()),
+        "index": [i.numpy().tolist() for i in local(index)],
+        "model_grad_size": float(np.abs(g_model.numpy()).max()),
+    }
+print("RESULT" + json.dumps(out))
+"""
+
+
+def _run_script(script, *args, timeout=600):
+    out = subprocess.run([sys.executable, "-c", script, str(REPO), *map(str, args)], capture_output=True,
+                         text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.split("RESULT")[1])
+
+
+def test_sharded_rate_one_equals_the_full_head_on_two_replicas():
+    """Mirrored, 2 logical CPUs, 11 classes in shards of 6 and 5: the loss, the backbone's gradient
+    (summed over the replicas, through all_gather) and every centre's gradient are the full head's."""
+    for name, result in _run_script(SHARDED_EQUALS_FULL).items():
+        full_loss, sharded_loss = result["loss"]
+        assert abs(sharded_loss - full_loss) <= 1e-6 * max(1.0, abs(full_loss)), (name, result)
+        # float32 sums in another order: 1e-6 of the gradients' size (2-4 here)
+        bound = 1e-6 * max(1.0, result["model_grad_size"])
+        assert result["model_grad"] < bound and result["centre_grad"] < bound, (name, result)
+        assert result["model_grad_size"] > 1e-3   # a gradient that could differ
+        assert result["index"] == [list(range(6)), list(range(5))]
+
+
+SHARDED_TRAINING = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 3)
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+import losses
+import training
+from training.config import resolve_config
+from training.partial_fc_sharded import ShardedPartialFC
+
+tmp = Path(sys.argv[2])
+tiny = json.loads(sys.argv[3])
+common = {**tiny, "num_classes": 11, "batch_size": 2, "partial_fc": 0.5, "lr_schedule": "constant", "lr": 0.1,
+          "checkpoint_every": 2, "mixed_precision": "off"}
+two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+three = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1", "/cpu:2"])
+quiet = lambda *_: None
+
+def run(name, strategy, log=quiet, **extra):
+    directory = tmp / name
+    run_dir = directory if extra.get("resume") else training.new_run_dir(directory, "m", "l")
+    training.run_training(resolve_config({**common, **extra}), run_dir, strategy=strategy, log=log)
+    return run_dir
+
+def losses_of(run_dir):
+    lines = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    return {e["step"]: e["loss"] for e in lines if "loss" in e}
+
+def saved(run_dir, step):
+    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints" / f"ckpt-{step}"))
+    return {k: reader.get_tensor(f"head/{k}/.ATTRIBUTES/VARIABLE_VALUE") for k in ("kernel", "momentum")}
+
+lines = []
+straight = run("straight", two, log=lines.append, max_steps=4)
+split = run("split", two, max_steps=2)
+split = run("split", two, max_steps=4, resume=True)
+out = {"straight": losses_of(straight), "split": losses_of(split), "log": lines}
+a, b = saved(straight, 4), saved(split, 4)
+out["resume_centres"] = float(max(np.abs(a[k] - b[k]).max() for k in a))
+out["moved"] = float(np.abs(a["kernel"] - saved(straight, 2)["kernel"]).max())
+out["shape"] = list(a["kernel"].shape)
+
+# Another replica count: three shards read the same rows of the [C, D] tensors, and training goes on.
+head = ShardedPartialFC(three, losses.build_partial_fc_head("am_softmax", 11, 0.5, holds_centres=False), 32, 6)
+tf.train.Checkpoint(head=head).read(str(split / "checkpoints" / "ckpt-4")).expect_partial()
+out["reshard_sizes"] = [int(v.shape[0]) for v in head.kernel.variables]
+out["reshard"] = float(max(np.abs(np.concatenate([v.numpy() for v in getattr(head, k).variables]) - b[k]).max()
+                           for k in b))
+# (training on 3 replicas needs a process of its own: two strategies' collectives clash in one;
+# test_train_cli_mirrored_partial_fc_on_two_cpus_resumes_on_three does it.)
+# One device without a strategy: the unsharded head reads the same tensors and trains on.
+one = run("split", tf.distribute.get_strategy(), max_steps=6, resume=True)
+out["one"] = losses_of(one)
+# ... and the other way: a one-device run (one [C, D] tensor) resumes sharded on 2 replicas.
+single = run("single", tf.distribute.get_strategy(), max_steps=2)
+single_saved = saved(single, 2)
+resharded = ShardedPartialFC(two, losses.build_partial_fc_head("am_softmax", 11, 0.5, holds_centres=False), 32, 4)
+tf.train.Checkpoint(head=resharded).read(str(single / "checkpoints" / "ckpt-2")).expect_partial()
+out["from_one"] = float(np.abs(np.concatenate([v.numpy() for v in resharded.kernel.variables])
+                               - single_saved["kernel"]).max())
+out["single_sharded"] = losses_of(run("single", two, max_steps=3, resume=True))
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_sharded_training_resumes_exactly_and_reshards_to_another_replica_count(tmp_path):
+    """Mirrored on 2 logical CPUs, 11 classes (shards of 6 and 5), RATE 0.5: 2 + 2 resumed steps give
+    the straight run's losses and centres; the checkpoint's [C, D] layout restores into 3 shards
+    row for row, and the run continues on one device without a strategy (the one-device head); a
+    one-device run's checkpoint restores into 2 shards and resumes on 2 replicas."""
+    result = _run_script(SHARDED_TRAINING, tmp_path, json.dumps(TINY))
+    straight, split = result["straight"], result["split"]
+    np.testing.assert_allclose([split[s] for s in ("3", "4")], [straight[s] for s in ("3", "4")], rtol=1e-5)
+    assert result["resume_centres"] < 1e-6 and result["moved"] > 1e-4, result
+    assert result["shape"] == [11, 32]
+    assert result["reshard_sizes"] == [4, 4, 3] and result["reshard"] == 0.0, result
+    assert "6" in result["one"] and np.isfinite(result["one"]["6"])
+    assert result["from_one"] == 0.0 and np.isfinite(result["single_sharded"]["3"]), result
+    memory = [line for line in result["log"] if line.startswith("partial FC sharded over 2 replicas")]
+    assert memory and memory[0].startswith("partial FC sharded over 2 replicas: 6 of 11 centres per replica, "
+                                           "4 sampled per step; per replica: centres"), result["log"]
+
+
+def test_train_cli_mirrored_partial_fc_on_two_cpus_resumes_on_three(tmp_path):
+    """train.py --strategy mirrored --partial-fc 0.5 on 2 logical CPUs (FACEID_CPU_REPLICAS, for
+    tests only), then --resume on 3: the shards are re-cut from the checkpoint's [C, D] layout."""
+    import os
+    run = tmp_path / "run"
+    args = [sys.executable, str(REPO / "train.py"), "--strategy", "mirrored", "--partial-fc", "0.5",
+            "--backbone", "mobilefacenet", "--image-size", "32x32", "--embedding-size", "16", "--batch-size", "2",
+            "--num-classes", "11", "--synthetic-images", "32", "--log-every", "1", "--checkpoint-every", "2",
+            "--exports", "keras", "--mixed-precision", "off", "--output-dir", str(run)]
+    env = {**os.environ, "FACEID_CPU_REPLICAS": "2"}
+    first = subprocess.run(args + ["--max-steps", "2"], capture_output=True, text=True, timeout=600, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "partial FC sharded over 2 replicas: 6 of 11 centres per replica" in first.stdout + first.stderr
+    env["FACEID_CPU_REPLICAS"] = "3"
+    again = subprocess.run(args + ["--max-steps", "3", "--resume"], capture_output=True, text=True, timeout=600,
+                           env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    text = again.stdout + again.stderr
+    assert "partial FC sharded over 3 replicas: 4 of 11 centres per replica" in text and "resumed from" in text
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log if "loss" in e] == [1, 2, 3] and all(np.isfinite(e["loss"]) for e in log if "loss" in e)

@@ -309,9 +309,12 @@ def _check_partial_fc(config):
         raise ValueError("--partial-fc needs a margin head (class centres on the unit sphere); "
                          "--loss softmax has none: use am_softmax, cosface, arcface, sphereface or combined")
     # Each of these would need the sampled centres' gradient inside the Keras optimizer's own logic.
-    if config.strategy != "default":
-        raise ValueError(f"--partial-fc runs on one device: its centres are not sharded across replicas yet; "
-                         f"drop --strategy {config.strategy} (or train with the full head)")
+    if config.strategy == "multiworker":
+        raise ValueError("--partial-fc under --strategy multiworker is not supported: each worker's checkpoint "
+                         "would hold only its own centre shards; train on one machine with --strategy mirrored")
+    if config.strategy != "default" and config.singletons == "negatives":
+        raise ValueError("--partial-fc under --strategy mirrored does not support --singletons negatives; "
+                         "use --singletons classes or train on one device")
     if config.clip_grad_norm is not None:
         raise ValueError("--partial-fc with --clip-grad-norm is not supported: the sampled centres are updated "
                          "outside the optimizer that clips; drop one of them")

@@ -17,7 +17,7 @@ one machine; at RATE = 1 both rules are the full head's update.
 import tensorflow as tf
 
 
-def sample_centres(labels, num_classes, num_sample, seed, step):
+def sample_centres(labels, num_classes, num_sample, seed, step, shard=0):
     """(index [K] int32 ascending, local labels [B] int32 with index[local] == labels).
 
     The K sampled classes are the K smallest of C uniform keys drawn from (seed, step), with the
@@ -25,13 +25,24 @@ def sample_centres(labels, num_classes, num_sample, seed, step):
     classes whose key falls below a threshold a few standard deviations above K/C are sorted, so
     the draw costs O(C) plus a sort of about K (the whole C only in the ~1e-9 case that too few
     keys fall below it).
+
+    For a shard of the centres (training/partial_fc_sharded.py), ``labels`` are relative to the
+    shard's first class: those outside [0, num_classes) are another shard's, are not sampled here
+    and get local label −1 (a zero one-hot row: no target, no margin in this shard). ``shard`` > 0
+    folds the shard's number into the seed, so every shard draws its own negatives; shard 0 draws
+    what one device draws.
     """
     labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    here = (labels >= 0) & (labels < num_classes)
     if num_sample >= num_classes:
-        return tf.range(num_classes, dtype=tf.int32), labels
+        return tf.range(num_classes, dtype=tf.int32), tf.where(here, labels, -1)
     seeds = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
+    if shard:
+        seeds = tf.random.experimental.stateless_fold_in(seeds, shard)
     keys = tf.random.stateless_uniform([num_classes], seed=seeds)
-    keys = tf.tensor_scatter_nd_update(keys, labels[:, None], -tf.ones_like(labels, tf.float32))
+    # min(key, −1) marks a positive; min(key, 2) leaves a key (all in [0, 1)) as it is
+    rows = tf.clip_by_value(labels, 0, num_classes - 1)[:, None]
+    keys = tf.tensor_scatter_nd_min(keys, rows, tf.where(here, -1.0, 2.0))
     threshold = (num_sample + 6.0 * num_sample ** 0.5 + 64.0) / num_classes
 
     def smallest_of_candidates():
@@ -44,7 +55,7 @@ def sample_centres(labels, num_classes, num_sample, seed, step):
 
     enough = tf.reduce_sum(tf.cast(keys < threshold, tf.int32)) >= num_sample
     index = tf.sort(tf.cond(enough, smallest_of_candidates, smallest_of_all))
-    return index, tf.searchsorted(index, labels, side="left", out_type=tf.int32)
+    return index, tf.where(here, tf.searchsorted(index, labels, side="left", out_type=tf.int32), -1)
 
 
 def gather_centres(head, index):
@@ -56,7 +67,11 @@ def gather_centres(head, index):
 def sparse_sgd_update(head, index, grad_rows, lr, momentum, weight_decay):
     """Keras SGD's momentum step on the rows ``index`` [K] of ``head.kernel`` and ``head.momentum``
     ([C, D]), with ``grad_rows`` [K, D] the loss gradient of those rows; other rows untouched."""
-    kernel, slots = head.kernel.value, head.momentum.value
+    sparse_sgd_update_rows(head.kernel.value, head.momentum.value, index, grad_rows, lr, momentum, weight_decay)
+
+
+def sparse_sgd_update_rows(kernel, slots, index, grad_rows, lr, momentum, weight_decay):
+    """``sparse_sgd_update`` on tf.Variables: ``kernel`` and its momentum ``slots`` [C, D]."""
     rows = tf.gather(kernel, index)
     grad = tf.cast(grad_rows, tf.float32) + weight_decay * rows
     velocity = momentum * tf.gather(slots, index) - tf.cast(lr, tf.float32) * grad

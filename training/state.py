@@ -34,17 +34,20 @@ def backbone_options(config):
     return options
 
 
-def build_training_state(config, num_classes, image_size, total_steps, global_batch=None):
+def build_training_state(config, num_classes, image_size, total_steps, global_batch=None, head_holds_centres=True):
     """Build (under the current tf.distribute scope, if any) everything the loop updates.
 
     ``image_size`` is (H, W); ``total_steps`` sizes the schedule; ``global_batch`` (default: the
-    config's batch size) sets the peak lr when ``config.lr`` is None (``peak_lr``). Mixed precision
+    config's batch size) sets the peak lr when ``config.lr`` is None (``peak_lr``);
+    ``head_holds_centres=False`` builds a Partial FC head without centres (they are sharded by
+    training.partial_fc_sharded, outside the strategy's scope). Mixed precision
     applies to the backbone only: heads pin their own dtype to float32.
     """
     with dtype_policy(config.mixed_precision):
         backbone = models.build_backbone(config.backbone, image_size=image_size,
                                          embedding_size=config.embedding_size, **backbone_options(config))
-        head = (losses.build_partial_fc_head(config.loss, num_classes, config.partial_fc, **config.head_options)
+        head = (losses.build_partial_fc_head(config.loss, num_classes, config.partial_fc, head_holds_centres,
+                                             **config.head_options)
                 if config.partial_fc is not None else losses.build_head(config.loss, num_classes, **config.head_options))
         head.build((None, config.embedding_size))
         schedule = build_lr_schedule(config.lr_schedule, peak_lr(config, global_batch or config.batch_size),

@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from training.guard import TrainingGuard
 from training.hardware import resolve_auto_settings
 from training.logger import RunLogger
 from training.partial_fc import gather_centres, head_memory_line, sample_centres, sparse_sgd_update
+from training.partial_fc_sharded import ShardedPartialFC, check_sharded_options, sharded_memory_line, uses_replicas
 from training.preemption import StopRequest, TrainingInterrupted
 from training.run_dir import write_failure
 from training.schedules import margin_warmup_weight
@@ -30,6 +32,12 @@ from training.validation import Validation, best_rule, make_bin_validators, make
 def make_strategy(name):
     """tf.distribute strategy for --strategy (multiworker reads the cluster from TF_CONFIG)."""
     if name == "mirrored":
+        # For tests only: FACEID_CPU_REPLICAS=N splits the CPU into N logical devices as the replicas.
+        cpu_replicas = int(os.environ.get("FACEID_CPU_REPLICAS", "0"))
+        if cpu_replicas:
+            tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                                       [tf.config.LogicalDeviceConfiguration()] * cpu_replicas)
+            return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(cpu_replicas)])
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()
@@ -156,6 +164,18 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch, clas
                           config.weight_decay * config.head_wd_mult)
         return stats
 
+    if isinstance(head, ShardedPartialFC):   # centres sharded over the replicas (partial_fc_sharded.py)
+        check_sharded_options(negative_classes)
+
+        def replica_step(images, labels):
+            step, lr = optimizer.iterations, optimizer.learning_rate   # read before apply_gradients
+            margin_weight = margin_warmup_weight(step, config.margin_warmup_steps)
+            grads, update, stats = head.forward_backward(model, variables, images, labels, margin_weight, step,
+                                                         config.seed, config.focal, class_weights)
+            optimizer.apply_gradients(zip(grads, variables))
+            head.apply_sparse_sgd(update, lr, config.momentum, config.weight_decay * config.head_wd_mult)
+            return batch_stats(*stats)
+
     @tf.function
     def train_step(iterator):
         images, labels = next(iterator)
@@ -212,11 +232,20 @@ def run_training(config, run_dir, strategy=None, log=print):
         f"{'float32' if config.mixed_precision == 'off' else config.mixed_precision}, XLA {'on' if config.xla else 'off'}; "
         f"run dir {run_dir}")
 
+    sharded = config.partial_fc is not None and uses_replicas(strategy)
     num_sample = (None if config.partial_fc is None
                   else losses.partial_fc_num_sample(data.num_classes, config.partial_fc, config.batch_size))
-    log(head_memory_line(data.num_classes, config.embedding_size, config.batch_size, num_sample))
+    log(sharded_memory_line(data.num_classes, config.embedding_size, global_batch, config.partial_fc,
+                            strategy.num_replicas_in_sync) if sharded
+        else head_memory_line(data.num_classes, config.embedding_size, config.batch_size, num_sample))
     with strategy.scope():
-        state = build_training_state(config, data.num_classes, data.image_size, steps, global_batch)
+        state = build_training_state(config, data.num_classes, data.image_size, steps, global_batch,
+                                     head_holds_centres=not sharded)
+    if sharded:   # outside the scope, so that the strategy does not mirror the shards
+        state.head = ShardedPartialFC(strategy, state.head, config.embedding_size, global_batch)
+        if config.xla:
+            log("partial FC sharded: the step runs without XLA (its all-gathers and all-reduces cannot run "
+                "inside a compiled cluster)")
     guard = TrainingGuard(lambda: checkpoints.latest, enabled=config.collapse_guard,
                           warmup_steps=config.warmup_steps)
     checkpoints = RunCheckpoints(run_dir, strategy, chief, guard, state.backbone, state.head, state.optimizer)
