@@ -754,3 +754,31 @@ def test_a_pair_naming_one_image_twice_is_refused(tmp_path):
     (tmp_path / "view1.txt").write_text("10\n" + same + "".join(f"P\t{k}\tQ\t1\n" for k in range(1, 11)))
     with pytest.raises(PairsFormatError, match="names the same image twice"):
         read_pairs(tmp_path / "view1.txt")
+
+
+def test_photo_commands_take_max_megapixels_as_align_does(tmp_path):
+    """verify.py and identify.py refuse a photo whose header says more than --max-megapixels (align's
+    flag and default, one home: fileio.reading), and the refusal's fix names the flag they now have;
+    a larger --max-megapixels admits the photo (it is decoded, and this one, a header only, fails as
+    corrupt). Run as a user runs them."""
+    from inference_helpers import embedding_model
+
+    model = tmp_path / "model.keras"
+    embedding_model("mobilefacenet", (112, 96), 32, seed=0).save(model)
+    photo = huge_png_header(tmp_path / "people" / "Big" / "mid.png", 6000, 6000)   # 36 MP, 25 MP by default
+    common = ["--model", str(model), "--threshold", "0.3", "--no-progress"]
+    refused = cli(["verify.py", str(photo), str(photo), *common], timeout=240)
+    assert refused.returncode == 1 and refused.stdout == "", refused.stderr[-3000:]
+    line = one_error_line(refused.stderr)
+    assert line.startswith("verify: error: ") and str(photo) in line and "36.0 megapixels" in line
+    assert "above the 25 megapixel limit" in line and "raise --max-megapixels" in line
+    admitted = cli(["verify.py", str(photo), str(photo), *common, "--max-megapixels", "40"], timeout=240)
+    line = one_error_line(admitted.stderr)
+    assert admitted.returncode == 1 and "does not decode" in line and "megapixel" not in line, line
+    bad = cli(["verify.py", str(photo), str(photo), *common, "--max-megapixels", "nan"], timeout=60)
+    assert bad.returncode == 2 and "--max-megapixels: expected a number of megapixels > 0" in bad.stderr
+    enroll = cli(["identify.py", "enroll", "--gallery", str(tmp_path / "g.gallery"), "--input-dir",
+                  str(tmp_path / "people"), "--model", str(model), "--no-progress", "--max-megapixels", "30"],
+                 timeout=240)
+    assert enroll.returncode == 1, enroll.stderr[-3000:]
+    assert "above the 30 megapixel limit" in enroll.stdout and "not enrolled" in enroll.stdout
