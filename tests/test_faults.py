@@ -748,7 +748,7 @@ def test_a_pair_naming_one_image_twice_is_refused(tmp_path):
     from evaluation.pairs import PairsFormatError, read_pairs
 
     (tmp_path / "pairs.txt").write_text("# generic pairs\nA/1.jpg\tA/2.jpg\t1\nA/1.jpg\tA/1.jpg\t1\nA/1.jpg\tB/1.jpg\t0\n")
-    with pytest.raises(PairsFormatError, match=r"pairs\.txt: the pair 'A/1\.jpg' - 'A/1\.jpg' names the same image"):
+    with pytest.raises(PairsFormatError, match=r"pairs\.txt:3: the pair 'A/1\.jpg' - 'A/1\.jpg' names the same image"):
         read_pairs(tmp_path / "pairs.txt")
     same = "".join(f"P\t1\t{k}\n" for k in range(1, 11))   # its first line: P 1 1
     (tmp_path / "view1.txt").write_text("10\n" + same + "".join(f"P\t{k}\tQ\t1\n" for k in range(1, 11)))
@@ -782,3 +782,40 @@ def test_photo_commands_take_max_megapixels_as_align_does(tmp_path):
                  timeout=240)
     assert enroll.returncode == 1, enroll.stderr[-3000:]
     assert "above the 30 megapixel limit" in enroll.stdout and "not enrolled" in enroll.stdout
+
+
+def test_a_pair_listed_twice_is_refused_naming_the_lines(tmp_path):
+    """The same pair twice (in either order) counts twice in the accuracy. evaluate.py refuses the file
+    with one line naming it, the lines and the fix (generic, View 1 and View 2 alike); the builder's
+    writer refuses to write one; LFW's own pairs files have no repeat and still load."""
+    from evaluation.pairs import PairsFormatError, read_pairs
+    from fileio import format_generic_pairs
+
+    (tmp_path / "A").mkdir()
+    (tmp_path / "B").mkdir()
+    for name in ("A/1.jpg", "A/2.jpg", "B/1.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"")   # never loaded: the pairs file is read first
+    generic = tmp_path / "pairs.txt"
+    generic.write_text("# generic pairs\nA/1.jpg\tA/2.jpg\t1\nA/1.jpg\tB/1.jpg\t0\nA/2.jpg\tA/1.jpg\t1\n")
+    result = cli(["evaluate.py", "--model", str(model), "--lfw-pairs", str(generic), "--lfw-dir", str(tmp_path),
+                  "--no-plots", "--no-progress"], timeout=120)
+    line = one_error_line(result.stderr)
+    assert result.returncode == 1 and f"{generic}:4: the pair 'A/2.jpg' - 'A/1.jpg' repeats line 2" in line, line
+    assert "list each pair once" in line
+    view1 = tmp_path / "view1.txt"
+    same = "".join(f"P\t1\t{k}\n" for k in range(2, 12))
+    view1.write_text("10\n" + same + "".join(f"P\t{k}\tQ\t1\n" for k in range(1, 10)) + "Q\t1\tP\t3\n")
+    with pytest.raises(PairsFormatError, match=r"view1\.txt:21: the pair 'Q/Q_0001' - 'P/P_0003' repeats line 14"):
+        read_pairs(view1)
+    view2 = tmp_path / "view2.txt"
+    view2.write_text("10\t1\n" + "".join(f"P{f}\t1\t2\nP{f}\t1\tQ\t1\n" for f in range(9)) + "P9\t1\t2\nP0\t1\tQ\t1\n")
+    with pytest.raises(PairsFormatError, match=r"view2\.txt:21: .* repeats line 3 "):
+        read_pairs(view2)
+    with pytest.raises(ValueError, match=r"pair 3 \('b', 'a'\) repeats pair 1"):
+        format_generic_pairs([("a", "b", 1), ("a", "c", 0), ("b", "a", 1)])
+    lfw = REPO.parent / "shared" / "data" / "lfw"
+    if (lfw / "pairs.txt").is_file():
+        assert [len(read_pairs(lfw / name)) for name in ("pairs.txt", "pairsDevTrain.txt", "pairsDevTest.txt")] == [
+            6000, 2200, 1000]
