@@ -819,3 +819,39 @@ def test_a_pair_listed_twice_is_refused_naming_the_lines(tmp_path):
     if (lfw / "pairs.txt").is_file():
         assert [len(read_pairs(lfw / name)) for name in ("pairs.txt", "pairsDevTrain.txt", "pairsDevTest.txt")] == [
             6000, 2200, 1000]
+
+
+def test_list_names_with_spaces_never_make_an_empty_class(tmp_path):
+    """`img.jpg George W Bush` split at the last space made path 'img.jpg George W', label 'Bush': the
+    image was lost and an empty class 'Bush' created. Now a tab line keeps spaces (path<TAB>label,
+    or insightface's .lst flag<TAB>path<TAB>label); a space-separated line of more fields is split
+    where the path names an existing file, else listed with the fix; a missing file is listed when
+    the list is counted, so its label gets no class. Run as the user runs the builder."""
+    for name in ("a.jpg", "b.jpg", "my photo.jpg", "c.jpg", "d.jpg"):
+        smooth_jpeg(tmp_path / "img" / name, seed=len(name))
+    (tmp_path / "list.txt").write_text("img/a.jpg George W Bush\n"          # split where the file exists
+                                       "img/my photo.jpg\tGeorge W Bush\n"  # tab: spaces in both fields
+                                       "1\timg/b.jpg\tLaura Bush\n"         # insightface .lst
+                                       "img/c.jpg Laura Bush\n"
+                                       "img/nowhere.jpg Nobody At All\n"    # no split names a file
+                                       "img/missing.jpg Ghost\n"            # a missing file: no class 'Ghost'
+                                       "img/d.jpg Dick\n")
+    result = cli(["-m", "tfrecords.build", "--list", str(tmp_path / "list.txt"), "--output-dir",
+                  str(tmp_path / "out"), "--no-progress"])
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["labels"] == ["Dick", "George W Bush", "Laura Bush"] and "empty_classes" not in manifest
+    assert manifest["class_counts"] == [1, 2, 2]
+    assert packed_paths(tmp_path / "out") == ["img/a.jpg", "img/b.jpg", "img/c.jpg", "img/d.jpg", "img/my photo.jpg"]
+    listed = unreadable_lines(tmp_path / "out")
+    assert sorted(listed) == ["img/missing.jpg", "img/nowhere.jpg Nobody At All"]
+    assert "list.txt:5:" in listed["img/nowhere.jpg Nobody At All"] and "no split of it names an existing file" in \
+        listed["img/nowhere.jpg Nobody At All"] and "with a tab" in listed["img/nowhere.jpg Nobody At All"]
+    assert "list.txt:6: No such file or directory (label 'Ghost')" in listed["img/missing.jpg"]
+    # a class whose every image fails later (here: not an image) is named on the console, not only in the manifest
+    (tmp_path / "img" / "e.jpg").write_text("not a photo")
+    (tmp_path / "bad.txt").write_text("img/a.jpg\tA\nimg/e.jpg\tE\n")
+    result = cli(["-m", "tfrecords.build", "--list", str(tmp_path / "bad.txt"), "--output-dir",
+                  str(tmp_path / "bad"), "--no-progress"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "WARNING: 1 class(es) have no image (E)" in result.stdout + result.stderr
