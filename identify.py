@@ -108,14 +108,15 @@ def main(argv=None) -> int:
             if model is None and not os.path.exists(args.gallery):  # a new gallery: the newest run's model
                 model = load_model(None, args.engine, args.runs_dir)
             summary = enroll_folder(args.gallery, args.input_dir, model, args.fallback, args.engine,
-                                    progress=not args.no_progress)
+                                    progress=not args.no_progress, max_megapixels=args.max_megapixels)
             print_enroll(summary)
             return 0 if (summary.added or summary.replaced) else 1
         if args.top_k < 1:
             raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
         results, threshold, described, note = search_photos(args.gallery, args.photos, model, args.top_k, args.threshold,
                                                       args.eval_report, args.fallback, args.engine,
-                                                      progress=not args.no_progress, min_quality=args.min_quality)
+                                                      progress=not args.no_progress, min_quality=args.min_quality,
+                                                      max_megapixels=args.max_megapixels)
     except (FileNotFoundError, ValueError) as error:  # GalleryError, PhotoError, ThresholdError are ValueErrors
         print(f"identify {args.command}: error: {error}", file=sys.stderr)
         return 1

@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_model_arguments(parser, default="the newest run under --runs-dir") -> None:
-    """--model, --runs-dir, --engine, --fallback, --no-progress: shared with identify.py."""
+    """--model, --runs-dir, --engine, --fallback, --max-megapixels, --no-progress: shared with identify.py."""
+    from fileio import add_max_megapixels_argument
+
     parser.add_argument("--model", help="run directory (export/best.keras, else export/embedding.keras), a .keras or "
                         f"an .onnx file; default: {default}")
     parser.add_argument("--runs-dir", default="runs", help="where to look for the default model (default: runs)")
@@ -41,6 +43,7 @@ def add_model_arguments(parser, default="the newest run under --runs-dir") -> No
     parser.add_argument("--fallback", choices=("none", "center"), default="none",
                         help="a photo without a detected face: none = error naming it (default); center = use a "
                         "centred crop, said in the output")
+    add_max_megapixels_argument(parser, per="(align's limit)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -73,7 +76,7 @@ def main(argv=None) -> int:
         model = load_model(args.model, args.engine, args.runs_dir)
         result = verify_photos(*args.photos, model=model, threshold=args.threshold, report_path=args.eval_report,
                                fallback=args.fallback, progress=not args.no_progress,
-                               min_quality=args.min_quality)
+                               min_quality=args.min_quality, max_megapixels=args.max_megapixels)
     except (FileNotFoundError, ValueError) as error:  # PhotoError, ThresholdError: ValueErrors naming the fix
         print(f"verify: error: {error}", file=sys.stderr)
         return 1

@@ -22,8 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from align.detector import DEFAULT_MIN_FACE_SIZE, DEFAULT_SCALE_FACTOR, DEFAULT_THRESHOLDS
 from align.folder import AlignError, align_folder, available_cores, format_summary
-from align.image_io import DEFAULT_MAX_MEGAPIXELS, MB_PER_MEGAPIXEL
-from fileio import parse_image_size
+from fileio import add_max_megapixels_argument, parse_image_size
 
 
 def _image_size(text: str):
@@ -70,10 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-images", type=int, default=0,
                         help="only align identities with at least this many files (default 0: all; others are "
                              "reported as 'excluded')")
-    parser.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS,
-                        help=f"refuse images whose header says more pixels than this, before decoding them "
-                             f"(default {DEFAULT_MAX_MEGAPIXELS:g}; finding faces takes about {MB_PER_MEGAPIXEL} MB "
-                             "per megapixel per worker); they are reported as 'too many pixels'")
+    add_max_megapixels_argument(parser)
     parser.add_argument("--retry-failed", action="store_true", help="redo files a previous run recorded as failed")
     parser.add_argument("--overwrite", action="store_true",
                         help="forget the previous run's report and settings, redo every file")

@@ -9,11 +9,7 @@ import cv2
 import numpy as np
 
 from fileio import jpeg_damage, printable_name, read_input_bytes, write_bytes_atomic
-
-# Measured (MTCNN on one CPU thread): detection takes about 100 MB of memory per megapixel, on top
-# of ~0.7 GB for TensorFlow and the networks; 25 MP (a 24 MP camera, a 12 MP phone) stays near 3 GB.
-DEFAULT_MAX_MEGAPIXELS = 25.0
-MB_PER_MEGAPIXEL = 100
+from fileio.reading import DEFAULT_MAX_MEGAPIXELS, MB_PER_MEGAPIXEL  # noqa: F401  (the limit's home; align re-exports it)
 
 
 class ImageError(Exception):

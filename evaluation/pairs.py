@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from fileio import GENERIC_HEADER, IMAGE_EXTENSIONS, text_lines
+from fileio.pairs_format import repeated_pairs
 
 NUM_FOLDS = 10
 
@@ -177,6 +178,7 @@ def _read_lfw(path, lines, header):
             f"{path}: header {' '.join(header)!r} announces {len(expected)} pair lines, found {len(body)}"
         )
     paths_a, paths_b, issame, folds = [], [], [], []
+    linenos = [lineno for lineno, _ in body]
     for (lineno, fields), (fold, same) in zip(body, expected):
         a, b = _parse_lfw_line(fields, same, path, lineno)
         paths_a.append(a)
@@ -188,11 +190,11 @@ def _read_lfw(path, lines, header):
         folds = np.array(folds, dtype=np.int64)
     else:
         folds = stratified_contiguous_folds(issame, NUM_FOLDS)
-    return PairSet(paths_a, paths_b, issame, folds, kind=kind, source=str(path))
+    return PairSet(paths_a, paths_b, issame, folds, kind=kind, source=str(path)), linenos
 
 
 def _read_generic(path, lines):
-    paths_a, paths_b, issame = [], [], []
+    paths_a, paths_b, issame, linenos = [], [], [], []
     for i in range(1, len(lines)):
         line = lines[i].rstrip("\r\n")
         if not line.strip() or line.lstrip().startswith("#"):
@@ -203,12 +205,13 @@ def _read_generic(path, lines):
         paths_a.append(fields[0])
         paths_b.append(fields[1])
         issame.append(fields[2].strip() == "1")
+        linenos.append(i + 1)
     issame = np.array(issame, dtype=bool)
     n_same, n_diff = int(issame.sum()), int((~issame).sum())
     if n_same == 0 or n_diff == 0:
         raise PairsFormatError(f"{path}: needs at least one same (1) and one different (0) pair; has {n_same} and {n_diff}")
     folds = stratified_contiguous_folds(issame, contiguous_fold_count(issame))
-    return PairSet(paths_a, paths_b, issame, folds, kind="generic", source=str(path))
+    return PairSet(paths_a, paths_b, issame, folds, kind="generic", source=str(path)), linenos
 
 
 def read_pairs(path) -> PairSet:
@@ -226,21 +229,33 @@ def read_pairs(path) -> PairSet:
     if first != 0:
         raise PairsFormatError(f"{path}:1: the header must be the first line")
     if lines[0].strip().lower() == GENERIC_HEADER:
-        return _no_pair_of_one_image(path, _read_generic(path, lines))
+        return _checked(path, *_read_generic(path, lines))
     header = lines[0].split()
     if not (1 <= len(header) <= 2 and all(x.isdigit() and int(x) > 0 for x in header)):
         raise PairsFormatError(
             f"{path}:1: unknown header {lines[0]!r}; expected 'FOLDS N' (View 2, e.g. '10 300'), "
             f"'N' (View 1) or '{GENERIC_HEADER}'"
         )
-    return _no_pair_of_one_image(path, _read_lfw(path, lines, header))
+    return _checked(path, *_read_lfw(path, lines, header))
 
 
-def _no_pair_of_one_image(path, pairs):
-    """``pairs``, unless a pair names one image twice: its cosine is 1 whatever the model, a free
-    "same" verdict that inflates accuracy (PairsFormatError naming the image)."""
-    for a, b in zip(pairs.paths_a, pairs.paths_b):
+def _checked(path, pairs, linenos):
+    """``pairs``, unless a pair names one image twice (its cosine is 1 whatever the model: a free
+    "same" verdict) or a pair is listed twice, in either order (it counts twice): both inflate the
+    accuracy. PairsFormatError naming the file, the lines and the fix."""
+    for a, b, lineno in zip(pairs.paths_a, pairs.paths_b, linenos):
         if a == b:
-            raise PairsFormatError(f"{path}: the pair {a!r} - {b!r} names the same image twice (it scores 1 with any "
-                                   "model and inflates accuracy); pair two different images")
+            raise PairsFormatError(f"{path}:{lineno}: the pair {a!r} - {b!r} names the same image twice (it scores 1 "
+                                   "with any model and inflates accuracy); pair two different images")
+    repeats = repeated_pairs(zip(pairs.paths_a, pairs.paths_b))
+    if repeats:
+        first, repeat = repeats[0]
+        others = "".join(f", {linenos[j]} repeats {linenos[i]}" for i, j in repeats[1:6])
+        more = f" and {len(repeats) - 6} more" if len(repeats) > 6 else ""
+        also = f" ({len(repeats)} in all: line {linenos[repeat]} repeats {linenos[first]}{others}{more})" \
+            if len(repeats) > 1 else ""
+        raise PairsFormatError(f"{path}:{linenos[repeat]}: the pair {pairs.paths_a[repeat]!r} - {pairs.paths_b[repeat]!r} "
+                               f"repeats line {linenos[first]} (the same two images, in either order){also}: a "
+                               "repeated pair counts twice and inflates accuracy; list each pair once (remove the "
+                               "repeated lines)")
     return pairs

@@ -32,10 +32,13 @@ from fileio.images import (
 )
 from fileio.pairs_format import GENERIC_HEADER, format_generic_pairs
 from fileio.reading import (
+                           DEFAULT_MAX_MEGAPIXELS,
                            MAX_IMAGE_BYTES,
+                           MB_PER_MEGAPIXEL,
                            InputFileError,
                            InputTooLarge,
                            NotRegularFile,
+                           add_max_megapixels_argument,
                            check_regular,
                            is_utf8_name,
                            open_regular,
@@ -45,15 +48,18 @@ from fileio.reading import (
 from fileio.text import TextEncodingError, text_lines
 
 __all__ = [
+                           "DEFAULT_MAX_MEGAPIXELS",
                            "DISK_FULL_ERRNOS",
                            "DOWNSAMPLING",
                            "GENERIC_HEADER",
                            "IMAGE_EXTENSIONS",
                            "MAX_IMAGE_BYTES",
+                           "MB_PER_MEGAPIXEL",
                            "InputFileError",
                            "InputTooLarge",
                            "NotRegularFile",
                            "TextEncodingError",
+                           "add_max_megapixels_argument",
                            "atomic_output",
                            "check_regular",
                            "format_generic_pairs",

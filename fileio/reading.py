@@ -21,6 +21,35 @@ import stat
 # any real photo while keeping a sparse or endless file from being read into memory.
 MAX_IMAGE_BYTES = 512 << 20
 
+# The most pixels a photo may have before it is decoded (align, verify.py, identify.py: one limit).
+# Measured (MTCNN on one CPU thread): detection takes about 100 MB of memory per megapixel, on top
+# of ~0.7 GB for TensorFlow and the networks; 25 MP (a 24 MP camera, a 12 MP phone) stays near 3 GB.
+DEFAULT_MAX_MEGAPIXELS = 25.0
+MB_PER_MEGAPIXEL = 100
+
+
+def megapixels(text) -> float:
+    """argparse type of ``--max-megapixels``: a finite number > 0."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number of megapixels > 0 (e.g. {DEFAULT_MAX_MEGAPIXELS:g}), "
+                                         f"got {text!r}")
+    return value
+
+
+def add_max_megapixels_argument(parser, per="per worker") -> None:
+    """``--max-megapixels`` (default DEFAULT_MAX_MEGAPIXELS): the flag align, verify.py and identify.py share."""
+    parser.add_argument("--max-megapixels", type=megapixels, default=DEFAULT_MAX_MEGAPIXELS, metavar="MP",
+                        help=f"refuse images whose header says more pixels than this, before decoding them "
+                             f"(default {DEFAULT_MAX_MEGAPIXELS:g}; finding faces takes about {MB_PER_MEGAPIXEL} MB "
+                             f"of memory per megapixel {per}); they are reported as 'too many pixels'")
+
 
 class InputFileError(OSError):
     """An input that no stage reads; ``str()`` is "PATH: why, and the fix", ``strerror`` the why."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from align.geometry import SUPPORTED_SIZES
 from align.photo import FALLBACK_MODES
+from fileio import DEFAULT_MAX_MEGAPIXELS
 
 FLIP = "concat"  # the features evaluation scores and its thresholds refer to
 PHOTOS_PER_CHUNK = 64  # photos aligned, then embedded together: bounded memory for any number of photos
@@ -77,17 +78,18 @@ def _check_alignable(model):
                          f"and use embed_aligned")
 
 
-def align_photo(path, image_size, detector, fallback="none"):
-    """(PhotoRecord, crop uint8 [H, W, 3] or None) for one photo file."""
-    from align.image_io import DEFAULT_MAX_MEGAPIXELS, ImageError, read_image_rgb
+def align_photo(path, image_size, detector, fallback="none", max_megapixels=DEFAULT_MAX_MEGAPIXELS):
+    """(PhotoRecord, crop uint8 [H, W, 3] or None) for one photo file; a photo whose header says more
+    than ``max_megapixels`` is refused before it is decoded (align's limit, fileio.reading)."""
+    from align.image_io import ImageError, read_image_rgb
     from align.photo import align_image
 
-    try:   # align's limit: a small file claiming 30000x30000 px is refused from its header, not decoded
-        image = read_image_rgb(path, max_megapixels=DEFAULT_MAX_MEGAPIXELS)
+    try:   # a small file claiming 30000x30000 px is refused from its header, not decoded
+        image = read_image_rgb(path, max_megapixels=max_megapixels)
     except ImageError as error:
         fix = {"unreadable": "check the path and its permissions", "not an image": "give a JPEG, PNG or BMP photo",
                "corrupt image": "the file is damaged; use another copy",
-               "too many pixels": "shrink the photo"}.get(error.reason, "use another photo")
+               "too many pixels": "shrink the photo, or raise --max-megapixels"}.get(error.reason, "use another photo")
         return PhotoRecord(str(path), "failed", error.reason, f"{error} ({fix})"), None
     result = align_image(image, detector, image_size, fallback)
     box = None if result.box is None else [round(float(v), 1) for v in result.box]
@@ -114,7 +116,8 @@ def refuse_low_quality(record, min_quality):
 
 
 def embed_photos(paths, model=None, fallback: str = "none", on_failure: str = "report", batch_size: int = 64,
-                 progress: bool = False, detector=None, engine: str = "auto", min_quality=None):
+                 progress: bool = False, detector=None, engine: str = "auto", min_quality=None,
+                 max_megapixels=DEFAULT_MAX_MEGAPIXELS):
     """Align and embed raw photos (any size, JPEG/PNG/BMP/...): (features, report).
 
     model: a run directory, .keras or .onnx file, Keras model or inference.model.EmbeddingModel (None:
@@ -123,6 +126,7 @@ def embed_photos(paths, model=None, fallback: str = "none", on_failure: str = "r
     (PhotoError at the first failure). batch_size: images per forward pass (a photo and its mirror
     count as two). Each record's ``quality`` is the feature norm (see PhotoRecord); min_quality: a photo
     below it fails ("low quality", the record says by how much) like a photo without a face.
+    max_megapixels: a photo whose header says more pixels fails ("too many pixels"), undecoded.
 
     Returns features float32 [N, 2D] (row i for paths[i]; unit norm; NaN rows for failed photos) and
     report: list of N PhotoRecord (status, faces found, the box used, why it failed).
@@ -147,7 +151,7 @@ def embed_photos(paths, model=None, fallback: str = "none", on_failure: str = "r
         for start in range(0, len(paths), PHOTOS_PER_CHUNK):
             crops, rows = [], []
             for row, path in enumerate(paths[start:start + PHOTOS_PER_CHUNK], start=start):
-                record, crop = align_photo(path, model.image_size, detector, fallback)
+                record, crop = align_photo(path, model.image_size, detector, fallback, max_megapixels)
                 report.append(record)
                 bar.update(1)
                 if crop is None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fileio import is_image_file
+from fileio import DEFAULT_MAX_MEGAPIXELS, is_image_file
 from inference.embedding import PhotoRecord, embed_photos
 from inference.gallery import Gallery, GalleryError
 from inference.thresholds import Threshold, model_threshold
@@ -58,7 +58,7 @@ def people_in_folder(input_dir) -> tuple:
 
 
 def enroll_folder(gallery_path, input_dir, model=None, fallback="none", engine="auto", progress=False,
-                  detector=None) -> EnrollSummary:
+                  detector=None, max_megapixels=DEFAULT_MAX_MEGAPIXELS) -> EnrollSummary:
     """Enroll (or re-enroll) every person folder of ``input_dir`` into the gallery file.
 
     A person already in the gallery is replaced by the template of this folder's photos; everyone else
@@ -86,7 +86,8 @@ def enroll_folder(gallery_path, input_dir, model=None, fallback="none", engine="
         if not photos:
             summary.skipped[name] = "no image files (.jpg, .jpeg, .png, .bmp) in its folder"
     if paths:
-        features, records = embed_photos(paths, model, fallback=fallback, progress=progress, detector=detector)
+        features, records = embed_photos(paths, model, fallback=fallback, progress=progress, detector=detector,
+                                         max_megapixels=max_megapixels)
         summary.photos = len(paths)
         by_path = dict(zip(paths, zip(features, records)))
         for name, photos in people.items():
@@ -143,7 +144,8 @@ class Identification:
 
 
 def search_photos(gallery_path, photos, model=None, top_k=5, threshold=None, report_path=None, fallback="none",
-                  engine="auto", progress=False, detector=None, min_quality=None):
+                  engine="auto", progress=False, detector=None, min_quality=None,
+                  max_megapixels=DEFAULT_MAX_MEGAPIXELS):
     """Identify the person in each photo: (list of Identification, Threshold used, model description,
     note: open_set_note for this gallery, or None).
 
@@ -160,7 +162,7 @@ def search_photos(gallery_path, photos, model=None, top_k=5, threshold=None, rep
     gallery.check_model(model, gallery_path)
     decision: Threshold = model_threshold(model, threshold, report_path)
     features, records = embed_photos(photos, model, fallback=fallback, progress=progress, detector=detector,
-                                     min_quality=min_quality)
+                                     min_quality=min_quality, max_megapixels=max_megapixels)
     ok = [i for i, record in enumerate(records) if record.ok]
     results = [Identification(str(p), r, [], None) for p, r in zip(photos, records)]
     if ok:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fileio import DEFAULT_MAX_MEGAPIXELS
 from inference.embedding import PhotoError, PhotoRecord, embed_photos
 from inference.thresholds import Threshold, model_threshold
 
@@ -34,10 +35,11 @@ class Verification:
 
 
 def verify_photos(photo_a, photo_b, model=None, threshold=None, report_path=None, fallback="none", engine="auto",
-                  detector=None, progress=False, min_quality=None) -> Verification:
+                  detector=None, progress=False, min_quality=None, max_megapixels=DEFAULT_MAX_MEGAPIXELS) -> Verification:
     """Compare two raw photos. model: as inference.model.load_model; threshold: a cosine (else the model's
     evaluation report, or report_path); fallback: "none" or "center" for photos without a face;
-    min_quality: a photo whose quality (its feature norm, PhotoRecord.quality) is below it is refused.
+    min_quality: a photo whose quality (its feature norm, PhotoRecord.quality) is below it is refused;
+    max_megapixels: a photo whose header says more pixels is refused before it is decoded.
 
     Raises PhotoError naming every photo that could not be aligned or read (and the fix), ThresholdError
     when no threshold is known.
@@ -47,7 +49,7 @@ def verify_photos(photo_a, photo_b, model=None, threshold=None, report_path=None
     model = load_model(model, engine)
     decision = model_threshold(model, threshold, report_path)  # before the slow part: fail fast
     features, records = embed_photos([photo_a, photo_b], model, fallback=fallback, detector=detector,
-                                     progress=progress, min_quality=min_quality)
+                                     progress=progress, min_quality=min_quality, max_megapixels=max_megapixels)
     failed = [record for record in records if not record.ok]
     if failed:
         raise PhotoError("; ".join(record.note() for record in failed))

@@ -54,13 +54,13 @@ def lfw_like(tmp_path):
     for p in range(10):
         name = f"P{p}"
         (root / name).mkdir(parents=True)
-        for i in (1, 2):
+        for i in (1, 2, 3):   # 3 photos: 20 distinct same pairs (a pair listed twice is refused)
             rgb = np.clip(base[name] + rng.integers(-40, 41, size=(*SIZE, 3)), 0, 255).astype(np.uint8)
             cv2.imwrite(str(root / name / f"{name}_{i:04d}.png"), rgb[..., ::-1])  # lossless: test knows the pixels
             pixels[f"{name}/{name}_{i:04d}"] = rgb
     lines = ["10\t2"]
     for f in range(10):
-        lines += [f"P{f}\t1\t2", f"P{(f + 5) % 10}\t2\t1", f"P{f}\t1\tP{(f + 1) % 10}\t2", f"P{f}\t2\tP{(f + 3) % 10}\t1"]
+        lines += [f"P{f}\t1\t2", f"P{(f + 5) % 10}\t2\t3", f"P{f}\t1\tP{(f + 1) % 10}\t2", f"P{f}\t2\tP{(f + 3) % 10}\t1"]
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("\n".join(lines) + "\n")
     return root, pairs, pixels
@@ -92,7 +92,7 @@ def test_model_on_pairs_writes_json_plots_and_matches_numpy(tiny_model, lfw_like
     got = json.loads(out.read_text())
     want, *_ = expected_metrics(pairs, pixels, kernel, bias)
     assert_same_metrics(got, want)
-    assert got["num_pairs"] == 40 and got["num_images"] == 20 and got["flip"] == "concat"
+    assert got["num_pairs"] == 40 and got["num_images"] == 30 and got["flip"] == "concat"
     assert (run / "eval" / "lfw_pairs_roc.png").stat().st_size > 1000
     assert (run / "eval" / "lfw_pairs_hist.png").stat().st_size > 1000
     assert "accuracy" in capsys.readouterr().out

@@ -20,10 +20,11 @@ def make_aligned(root, names_counts, size=(16, 12), seed=0):
             cv2.imwrite(str(root / name / f"{name}_{i:04d}.jpg"), image)
 
 
-def write_view2(path, per_fold=1):
-    lines = [f"10\t{per_fold}"]
+def write_view2(path):
+    """10 folds of one same and one different pair, none repeated."""
+    lines = ["10\t1"]
     for f in range(10):
-        lines += [f"P{f}\t1\t2"] * per_fold + [f"P{f}\t1\tP{(f + 1) % 10}\t2"] * per_fold
+        lines += [f"P{f}\t1\t2", f"P{f}\t1\tP{(f + 1) % 10}\t2"]
     path.write_text("\n".join(lines) + "\n")
 
 

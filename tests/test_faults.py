@@ -748,9 +748,110 @@ def test_a_pair_naming_one_image_twice_is_refused(tmp_path):
     from evaluation.pairs import PairsFormatError, read_pairs
 
     (tmp_path / "pairs.txt").write_text("# generic pairs\nA/1.jpg\tA/2.jpg\t1\nA/1.jpg\tA/1.jpg\t1\nA/1.jpg\tB/1.jpg\t0\n")
-    with pytest.raises(PairsFormatError, match=r"pairs\.txt: the pair 'A/1\.jpg' - 'A/1\.jpg' names the same image"):
+    with pytest.raises(PairsFormatError, match=r"pairs\.txt:3: the pair 'A/1\.jpg' - 'A/1\.jpg' names the same image"):
         read_pairs(tmp_path / "pairs.txt")
     same = "".join(f"P\t1\t{k}\n" for k in range(1, 11))   # its first line: P 1 1
     (tmp_path / "view1.txt").write_text("10\n" + same + "".join(f"P\t{k}\tQ\t1\n" for k in range(1, 11)))
     with pytest.raises(PairsFormatError, match="names the same image twice"):
         read_pairs(tmp_path / "view1.txt")
+
+
+def test_photo_commands_take_max_megapixels_as_align_does(tmp_path):
+    """verify.py and identify.py refuse a photo whose header says more than --max-megapixels (align's
+    flag and default, one home: fileio.reading), and the refusal's fix names the flag they now have;
+    a larger --max-megapixels admits the photo (it is decoded, and this one, a header only, fails as
+    corrupt). Run as a user runs them."""
+    from inference_helpers import embedding_model
+
+    model = tmp_path / "model.keras"
+    embedding_model("mobilefacenet", (112, 96), 32, seed=0).save(model)
+    photo = huge_png_header(tmp_path / "people" / "Big" / "mid.png", 6000, 6000)   # 36 MP, 25 MP by default
+    common = ["--model", str(model), "--threshold", "0.3", "--no-progress"]
+    refused = cli(["verify.py", str(photo), str(photo), *common], timeout=240)
+    assert refused.returncode == 1 and refused.stdout == "", refused.stderr[-3000:]
+    line = one_error_line(refused.stderr)
+    assert line.startswith("verify: error: ") and str(photo) in line and "36.0 megapixels" in line
+    assert "above the 25 megapixel limit" in line and "raise --max-megapixels" in line
+    admitted = cli(["verify.py", str(photo), str(photo), *common, "--max-megapixels", "40"], timeout=240)
+    line = one_error_line(admitted.stderr)
+    assert admitted.returncode == 1 and "does not decode" in line and "megapixel" not in line, line
+    bad = cli(["verify.py", str(photo), str(photo), *common, "--max-megapixels", "nan"], timeout=60)
+    assert bad.returncode == 2 and "--max-megapixels: expected a number of megapixels > 0" in bad.stderr
+    enroll = cli(["identify.py", "enroll", "--gallery", str(tmp_path / "g.gallery"), "--input-dir",
+                  str(tmp_path / "people"), "--model", str(model), "--no-progress", "--max-megapixels", "30"],
+                 timeout=240)
+    assert enroll.returncode == 1, enroll.stderr[-3000:]
+    assert "above the 30 megapixel limit" in enroll.stdout and "not enrolled" in enroll.stdout
+
+
+def test_a_pair_listed_twice_is_refused_naming_the_lines(tmp_path):
+    """The same pair twice (in either order) counts twice in the accuracy. evaluate.py refuses the file
+    with one line naming it, the lines and the fix (generic, View 1 and View 2 alike); the builder's
+    writer refuses to write one; LFW's own pairs files have no repeat and still load."""
+    from evaluation.pairs import PairsFormatError, read_pairs
+    from fileio import format_generic_pairs
+
+    (tmp_path / "A").mkdir()
+    (tmp_path / "B").mkdir()
+    for name in ("A/1.jpg", "A/2.jpg", "B/1.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"")   # never loaded: the pairs file is read first
+    generic = tmp_path / "pairs.txt"
+    generic.write_text("# generic pairs\nA/1.jpg\tA/2.jpg\t1\nA/1.jpg\tB/1.jpg\t0\nA/2.jpg\tA/1.jpg\t1\n")
+    result = cli(["evaluate.py", "--model", str(model), "--lfw-pairs", str(generic), "--lfw-dir", str(tmp_path),
+                  "--no-plots", "--no-progress"], timeout=120)
+    line = one_error_line(result.stderr)
+    assert result.returncode == 1 and f"{generic}:4: the pair 'A/2.jpg' - 'A/1.jpg' repeats line 2" in line, line
+    assert "list each pair once" in line
+    view1 = tmp_path / "view1.txt"
+    same = "".join(f"P\t1\t{k}\n" for k in range(2, 12))
+    view1.write_text("10\n" + same + "".join(f"P\t{k}\tQ\t1\n" for k in range(1, 10)) + "Q\t1\tP\t3\n")
+    with pytest.raises(PairsFormatError, match=r"view1\.txt:21: the pair 'Q/Q_0001' - 'P/P_0003' repeats line 14"):
+        read_pairs(view1)
+    view2 = tmp_path / "view2.txt"
+    view2.write_text("10\t1\n" + "".join(f"P{f}\t1\t2\nP{f}\t1\tQ\t1\n" for f in range(9)) + "P9\t1\t2\nP0\t1\tQ\t1\n")
+    with pytest.raises(PairsFormatError, match=r"view2\.txt:21: .* repeats line 3 "):
+        read_pairs(view2)
+    with pytest.raises(ValueError, match=r"pair 3 \('b', 'a'\) repeats pair 1"):
+        format_generic_pairs([("a", "b", 1), ("a", "c", 0), ("b", "a", 1)])
+    lfw = REPO.parent / "shared" / "data" / "lfw"
+    if (lfw / "pairs.txt").is_file():
+        assert [len(read_pairs(lfw / name)) for name in ("pairs.txt", "pairsDevTrain.txt", "pairsDevTest.txt")] == [
+            6000, 2200, 1000]
+
+
+def test_list_names_with_spaces_never_make_an_empty_class(tmp_path):
+    """`img.jpg George W Bush` split at the last space made path 'img.jpg George W', label 'Bush': the
+    image was lost and an empty class 'Bush' created. Now a tab line keeps spaces (path<TAB>label,
+    or insightface's .lst flag<TAB>path<TAB>label); a space-separated line of more fields is split
+    where the path names an existing file, else listed with the fix; a missing file is listed when
+    the list is counted, so its label gets no class. Run as the user runs the builder."""
+    for name in ("a.jpg", "b.jpg", "my photo.jpg", "c.jpg", "d.jpg"):
+        smooth_jpeg(tmp_path / "img" / name, seed=len(name))
+    (tmp_path / "list.txt").write_text("img/a.jpg George W Bush\n"          # split where the file exists
+                                       "img/my photo.jpg\tGeorge W Bush\n"  # tab: spaces in both fields
+                                       "1\timg/b.jpg\tLaura Bush\n"         # insightface .lst
+                                       "img/c.jpg Laura Bush\n"
+                                       "img/nowhere.jpg Nobody At All\n"    # no split names a file
+                                       "img/missing.jpg Ghost\n"            # a missing file: no class 'Ghost'
+                                       "img/d.jpg Dick\n")
+    result = cli(["-m", "tfrecords.build", "--list", str(tmp_path / "list.txt"), "--output-dir",
+                  str(tmp_path / "out"), "--no-progress"])
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["labels"] == ["Dick", "George W Bush", "Laura Bush"] and "empty_classes" not in manifest
+    assert manifest["class_counts"] == [1, 2, 2]
+    assert packed_paths(tmp_path / "out") == ["img/a.jpg", "img/b.jpg", "img/c.jpg", "img/d.jpg", "img/my photo.jpg"]
+    listed = unreadable_lines(tmp_path / "out")
+    assert sorted(listed) == ["img/missing.jpg", "img/nowhere.jpg Nobody At All"]
+    assert "list.txt:5:" in listed["img/nowhere.jpg Nobody At All"] and "no split of it names an existing file" in \
+        listed["img/nowhere.jpg Nobody At All"] and "with a tab" in listed["img/nowhere.jpg Nobody At All"]
+    assert "list.txt:6: No such file or directory (label 'Ghost')" in listed["img/missing.jpg"]
+    # a class whose every image fails later (here: not an image) is named on the console, not only in the manifest
+    (tmp_path / "img" / "e.jpg").write_text("not a photo")
+    (tmp_path / "bad.txt").write_text("img/a.jpg\tA\nimg/e.jpg\tE\n")
+    result = cli(["-m", "tfrecords.build", "--list", str(tmp_path / "bad.txt"), "--output-dir",
+                  str(tmp_path / "bad"), "--no-progress"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "WARNING: 1 class(es) have no image (E)" in result.stdout + result.stderr

@@ -2,6 +2,7 @@
 shards, two 3-step trainings, their evaluations, the table; a rerun reuses every finished stage;
 a pairsDevTest that shares an identity with training is refused."""
 
+import itertools
 import json
 import re
 import shutil
@@ -21,20 +22,23 @@ def _people(lfw_dir, people_file, count, images=3):
 
 
 def _mini_lfw(lfw_dir, root, train, test):
-    """images/ of 3 photos per person, peopleDevTrain.txt = ``train``, View 1 pairsDevTest.txt
-    over ``test`` (10 same + 10 different), View 2 pairs.txt (10 folds of 1 + 1) over both."""
+    """images/ of 3 photos per ``train`` person and 4 per ``test`` person, peopleDevTrain.txt =
+    ``train``, View 1 pairsDevTest.txt over ``test`` (10 same + 10 different), View 2 pairs.txt (10
+    folds of 1 + 1) over both. No pair is listed twice (read_pairs refuses repeats): 10 distinct same
+    pairs need 4 photos of each of the 3 test people."""
     for name in train + test:
         (root / "images" / name).mkdir(parents=True)
-        for k in (1, 2, 3):
+        for k in (1, 2, 3) if name in train else (1, 2, 3, 4):
             src = lfw_dir / "images" / name / f"{name}_{k:04d}.jpg"
             shutil.copy(src, root / "images" / name / src.name)
     (root / "peopleDevTrain.txt").write_text(f"{len(train)}\n" + "".join(f"{n}\t3\n" for n in train))
-    same = [f"{test[i % len(test)]}\t{1 + i % 2}\t3" for i in range(10)]
-    diff = [f"{test[i % len(test)]}\t{1 + i % 3}\t{test[(i + 1) % len(test)]}\t{1 + (i + 1) % 3}" for i in range(10)]
+    same = [f"{n}\t{a}\t{b}" for a, b in itertools.combinations((1, 2, 3, 4), 2) for n in test][:10]
+    diff = [f"{test[i % 3]}\t{1 + i % 4}\t{test[(i + 1) % 3]}\t{1 + (i // 3) % 4}" for i in range(10)]
     (root / "pairsDevTest.txt").write_text("10\n" + "\n".join(same + diff) + "\n")
     everyone = train + test
-    folds = [f"{everyone[i % len(everyone)]}\t1\t2\n{everyone[i % len(everyone)]}\t3\t"
-             f"{everyone[(i + 3) % len(everyone)]}\t2\n" for i in range(10)]
+    n = len(everyone)
+    folds = [f"{everyone[i % n]}\t1\t{2 + i // n}\n{everyone[i % n]}\t3\t"
+             f"{everyone[(i + 3 + i // n) % n]}\t2\n" for i in range(10)]
     (root / "pairs.txt").write_text("10\t1\n" + "".join(folds))
 
 
@@ -52,7 +56,7 @@ def _run(lfw, work, *extra):
 @pytest.mark.real_data
 def test_lfw_view1_pipeline_table_rerun_and_identity_check(lfw_dir, tmp_path):
     train = _people(lfw_dir, "peopleDevTrain.txt", 5)
-    test = _people(lfw_dir, "peopleDevTest.txt", 3)
+    test = _people(lfw_dir, "peopleDevTest.txt", 3, images=4)
     lfw, work = tmp_path / "lfw", tmp_path / "work"
     _mini_lfw(lfw_dir, lfw, train, test)
 
@@ -61,7 +65,7 @@ def test_lfw_view1_pipeline_table_rerun_and_identity_check(lfw_dir, tmp_path):
     results = json.loads((work / "results.json").read_text())
     assert results["data"]["train_identities"] == 3 and results["data"]["train_images"] == 9
     assert results["data"]["view2_shared_identities"] == 5   # train + held-out identities in pairs.txt
-    assert results["align"]["aligned"] + results["align"]["fallback"] == 24
+    assert results["align"]["aligned"] + results["align"]["fallback"] == 27   # 5 x 3 + 3 x 4 photos
     for loss in ("am_softmax", "arcface"):
         run = results["runs"][loss]
         assert run["steps"] == 3 and run["images_seen"] == 12 and not run["time_limited"]
@@ -93,7 +97,9 @@ def test_lfw_view1_pipeline_table_rerun_and_identity_check(lfw_dir, tmp_path):
 
     # A test set that shares an identity with training is refused before any training.
     # (Same images folder, so the aligned folder is reused: align refuses crops made from another.)
-    (lfw / "pairsDevTest.txt").write_text("10\n" + f"{train[0]}\t1\t2\n" * 10 + f"{train[0]}\t1\t{test[0]}\t1\n" * 10)
+    same = [f"{n}\t1\t{k}\n" for n in train for k in (2, 3)]              # 10 distinct pairs (no repeats)
+    different = [f"{n}\t{k}\t{test[0]}\t1\n" for n in train for k in (1, 2)]
+    (lfw / "pairsDevTest.txt").write_text("10\n" + "".join(same + different))
     refused = _run(lfw, tmp_path / "work2", "--aligned-dir", str(work / "aligned"))
     assert refused.returncode != 0 and "appear in pairsDevTest.txt" in refused.stderr
     assert not (tmp_path / "work2" / "runs").exists()

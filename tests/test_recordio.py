@@ -5,6 +5,7 @@ The packs are written by tests/recordio_writer.py, a writer that follows dmlc-co
 mxnet's pack and shares nothing with the reader; its framing is itself checked byte for byte here.
 """
 
+import json
 import os
 import re
 import struct
@@ -308,3 +309,45 @@ def test_rec_import_resumes_after_kill_9(tmp_path, faces):
     records = read_records(tmp_path / "out")
     assert {path: value[0] for path, value in records.items()} == {
         f"train.rec#{key}": image for key, (_, image) in keys.items()}
+
+
+def test_every_key_and_every_record_ends_in_one_place(tmp_path):
+    """An .idx that does not match its .rec (issue 37): an image key pointing at an identity record, two
+    keys sharing one offset, a line dropped. Before, the records those keys should have named were lost
+    without a line. Now each repeated key is listed ("packed once, under key K"), the key at an identity
+    record is named as such, and every record no line points at is listed by its byte offset (with the
+    fix); every other image is packed once, with its bytes. Run as the user runs the builder."""
+    rng = np.random.default_rng(0)
+    jpegs = [cv2.imencode(".jpg", cv2.resize(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), (112, 112)))[1].tobytes()
+             for _ in range(8)]
+    rec, keys = write_insightface_pack(tmp_path / "pack", [(k % 3, jpeg) for k, jpeg in enumerate(jpegs)],
+                                       num_classes=3, image_size=(112, 112))
+    idx = tmp_path / "pack" / "train.idx"
+    offsets = dict(line.split("\t") for line in idx.read_text().splitlines())
+    offsets = {int(k): int(v) for k, v in offsets.items()}
+    assert sorted(offsets) == list(range(12))   # header 0, images 1..8, identity records 9..11
+    edited = dict(offsets)
+    edited[3] = offsets[10]          # an image key at the identity record of label 1: image 3 unreached
+    edited[6] = offsets[5]           # two keys, one offset: image 6 unreached, image 5 packed once
+    del edited[8]                    # a line dropped: image 8 unreached
+    idx.write_text("".join(f"{k}\t{v}\n" for k, v in edited.items()))
+    result = subprocess.run([sys.executable, "-m", "tfrecords.build", "--rec", str(rec), "--output-dir",
+                             str(tmp_path / "out"), "--no-progress"], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    records = read_records(tmp_path / "out")
+    assert sorted(records) == sorted(f"train.rec#{k}" for k in (1, 2, 4, 5, 7))
+    assert all(records[f"train.rec#{k}"][0] == keys[k][1] for k in (1, 2, 4, 5, 7))   # each once, its own bytes
+    listed = dict(line.split("\t", 1) for line in (tmp_path / "out" / "unreadable.txt").read_text().splitlines()
+                  if not line.startswith("#"))
+    fix = "train.idx does not match train.rec: use the .idx written with this .rec, or rebuild one"
+    assert sorted(listed) == sorted(["train.rec#3", "train.rec#6", "train.rec#8", f"train.rec@{offsets[3]}",
+                                     f"train.rec@{offsets[6]}", f"train.rec@{offsets[8]}"]), listed
+    assert "is an identity record" in listed["train.rec#3"] and fix in listed["train.rec#3"]
+    assert "the same record" in listed["train.rec#6"] and "packed once, under key 5" in listed["train.rec#6"]
+    assert "missing from train.idx" in listed["train.rec#8"]
+    for key in (3, 6, 8):
+        assert f"label {keys[key][0]}" in listed[f"train.rec@{offsets[key]}"] and fix in listed[f"train.rec@{offsets[key]}"]
+    # every key and every record: 5 packed + 3 keys listed + 3 records listed = 8 images, 11 image-key lines
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["num_images"] == 5 and manifest["unreadable"]["count"] == 6

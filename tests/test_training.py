@@ -423,13 +423,14 @@ def test_validation_picks_best_export(tmp_path):
     lines = ["# generic pairs"]
     for person in range(4):
         (aligned / f"p{person}").mkdir(parents=True)
-        for k in range(2):
+        for k in range(4):
             img = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
             cv2.imwrite(str(aligned / f"p{person}" / f"{k}.jpg"), img)
-        lines.append(f"p{person}/0.jpg\tp{person}/1.jpg\t1")
-        lines.append(f"p{person}/0.jpg\tp{(person + 1) % 4}/1.jpg\t0")
+        # 3 same and 3 different pairs per person, none listed twice (read_pairs refuses repeats)
+        lines += [f"p{person}/{i}.jpg\tp{person}/{j}.jpg\t1" for i, j in ((0, 1), (2, 3), (0, 2))]
+        lines += [f"p{person}/{i}.jpg\tp{(person + step) % 4}/{j}.jpg\t0" for i, j, step in ((0, 1, 1), (2, 3, 1), (1, 0, 2))]
     pairs = tmp_path / "pairs.txt"
-    pairs.write_text("\n".join(lines * 3) + "\n")
+    pairs.write_text("\n".join(lines) + "\n")
     run = tmp_path / "run"
     summary = training.run_training(
         _config(max_steps=4, val_every=2, val_pairs=str(pairs), val_dir=str(aligned)),

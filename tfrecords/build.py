@@ -215,6 +215,10 @@ def _build_locked(source, out, work, opts, progress, log):
         f"{len(records['train'])} train shards" + (f", {manifest['splits']['val']['num_images']} val images, "
                                                     f"{manifest['val_pairs_count']} val pairs" if val else "")
         + f"; {written_images} images read in {elapsed:.1f}s ({rate:.0f} img/s)")
+    if manifest.get("empty_classes"):   # every image of these failed: a class the model can never learn
+        empty = manifest["empty_classes"]
+        log(f"WARNING: {len(empty)} class(es) have no image ({', '.join(empty[:10])}{', ...' if len(empty) > 10 else ''}): "
+            f"every input listed for them is in {out / 'unreadable.txt'}; fix those inputs or remove the class")
     bad = manifest["unreadable"]["count"]
     if bad:
         log(f"WARNING: {bad} input(s) could not be used; they are listed with the reason in "

@@ -17,6 +17,14 @@ num_classes from ``property`` (``num_classes,H,W``), else from the header (``b â
 The pack names no identities: identity names are the labels, zero-padded to the width of the
 largest (``00042``), so they sort in label order and label k of an unfiltered pack stays label k.
 Every record that cannot be used is reported by key (``train.rec#17``) with its reason.
+
+Every key and every record ends in exactly one place (``_account``): packed once, or listed. An
+``.idx`` that does not match its ``.rec`` can have two keys give one offset (the record would be
+packed twice, and the record the second key should name lost), an image key point at an identity
+record, or leave records that no line points at: the second key is listed (``packed once, under key
+K``), the identity record named as such, and every record no line reaches is listed by its byte
+offset (``train.rec@1234``). When the .idx offsets increase line by line (every pack mxnet writes),
+this costs one 8-byte read per key; otherwise the index is sorted by offset in memory (24 bytes per key).
 """
 
 import math
@@ -24,8 +32,10 @@ import os
 import weakref
 from pathlib import Path
 
+import numpy as np
+
 from .image_check import check_image_bytes, image_size_of_bytes
-from .recordio import RecordIOError, read_header, read_index, read_property, read_record, unpack
+from .recordio import RecordIOError, read_header, read_index, read_property, read_record, record_end, unpack
 from .sources import SourceError
 
 FLOAT32_EXACT = 2 ** 24   # float32 holds every integer up to here; header keys beyond may be rounded
@@ -76,8 +86,10 @@ class RecSource:
             "declared_classes": self.declared_classes,
             "identity_names": "the pack's integer labels, zero-padded (the pack names no identities): "
                               "identity '00042' is the pack's label 42",
-            "paths": f"{self.name}#KEY: the record's key in {self.idx.name}",
+            "paths": f"{self.name}#KEY: the record's key in {self.idx.name}; {self.name}@BYTE: a record no key "
+                     "points at",
         }
+        self._accounted = None
 
     # -- the header record -----------------------------------------------------------------------
 
@@ -133,6 +145,102 @@ class RecSource:
             first_identity = exact[0]
         return {"images": [1, first_identity], "identities": [first_identity, end_identity]}
 
+    # -- every key and every record in one place ---------------------------------------------------
+
+    def _mismatch_fix(self):
+        return (f"{self.idx.name} does not match {self.name}: use the .idx written with this .rec, or rebuild one "
+                "from it (mxnet's tools/rec2idx.py)")
+
+    def _kind(self, key):
+        """'image', 'table' (the header or an identity record) or 'other' (beyond the header's ranges)."""
+        if not self.header:
+            return "image"
+        identities = self.header["identities"]
+        if key == 0 or identities[0] <= key < identities[1]:
+            return "table"
+        return "other" if key >= identities[1] else "image"
+
+    def _index_in_file_order(self):
+        """(line, key, offset, kind, duplicate key line?) of every .idx line, by offset (ties in line order)."""
+        previous, increasing = -1, True
+        for _, _, offset in read_index(self.idx):
+            if offset <= previous:
+                increasing = False
+                break
+            previous = offset
+        if increasing:   # no two lines share an offset, no line repeats a key at another offset: stream it
+            for lineno, key, offset in read_index(self.idx):
+                yield lineno, key, offset, self._kind(key), False
+            return
+        rows = np.array([(lineno, key, offset) for lineno, key, offset in read_index(self.idx)], np.int64).reshape(-1, 3)
+        duplicate = np.ones(len(rows), bool)
+        duplicate[np.unique(rows[:, 1], return_index=True)[1]] = False   # a key's first line is no duplicate
+        for i in np.lexsort((rows[:, 0], rows[:, 2])):
+            lineno, key, offset = (int(v) for v in rows[i])
+            yield lineno, key, offset, self._kind(key), bool(duplicate[i])
+
+    def _account(self):
+        """({line: reason} of image lines that repeat another key's offset, [(name, reason)] of identity
+        keys whose record is an image and of records no line points at). Computed once."""
+        if self._accounted is not None:
+            return self._accounted
+        shared, reports = {}, []
+        covered = 0          # every byte before this belongs to a record some line points at
+        previous, owner = None, None
+        for lineno, key, offset, kind, duplicate in self._index_in_file_order():
+            if offset >= self.size:
+                continue     # listed by the header pass (past the end)
+            candidate = kind == "image" and not duplicate
+            if offset == previous:
+                if candidate and owner is None:
+                    owner = (lineno, key)
+                elif candidate and owner[1] != key:
+                    shared[lineno] = (f"the same record (byte {offset}) as key {owner[1]} ({self.idx.name} line "
+                                      f"{owner[0]}): packed once, under key {owner[1]}; {self._mismatch_fix()}")
+                continue
+            previous, owner = offset, (lineno, key) if candidate else None
+            if offset > covered:
+                covered = max(covered, self._unreached(covered, offset, reports))
+            try:
+                end = record_end(self._fd, offset, self.size)
+            except RecordIOError as error:
+                if "truncated" in str(error):
+                    covered = self.size   # the rest of the file is this record; listed through its key
+                continue                  # listed through its key by the header pass
+            if kind == "table" and self.header and not self._is_table_record(offset):
+                found = self._header_at(offset)
+                what = f"an image (label {found[0].labels[0]:g})" if found and found[1] else "no identity record"
+                reports.append((self._key_name(key), f"key {key} is an identity key by the header record's ranges "
+                                f"({self.header['identities'][0]}..{self.header['identities'][1] - 1}), but its record "
+                                f"at byte {offset} holds {what}: not packed; {self._mismatch_fix()}"))
+            covered = max(covered, end)
+        if covered < self.size:
+            self._unreached(covered, self.size, reports)
+        self._accounted = shared, reports
+        return self._accounted
+
+    def _unreached(self, start, stop, reports):
+        """List every record in bytes [start, stop) (no .idx line points at them); returns where the walk ended."""
+        position = start
+        while position < stop:
+            try:
+                end = record_end(self._fd, position, self.size)
+            except RecordIOError as error:
+                reports.append((f"{self.name}@{position}", f"bytes {position}..{stop - 1} hold no record a line of "
+                                f"{self.idx.name} points at, and no readable record ({error}); {self._mismatch_fix()}"))
+                return stop
+            found = self._header_at(position)
+            if found and found[0].flag == 2 and found[1] == 0:
+                what = f"an identity record {list(found[0].labels)}"
+            elif found:
+                what = f"an image record (label {found[0].labels[0]:g}, {found[1]} image bytes)"
+            else:
+                what = "a record"
+            reports.append((f"{self.name}@{position}", f"{what} that no line of {self.idx.name} points at: not "
+                            f"packed; {self._mismatch_fix()}"))
+            position = end
+        return position
+
     # -- the two passes --------------------------------------------------------------------------
 
     def _key_name(self, key):
@@ -140,7 +248,10 @@ class RecSource:
 
     def _image_records(self, report):
         """Yield (key, offset, label, image bytes) of every usable image record, in .idx order;
-        ``report(key, reason)`` for every record that cannot be used."""
+        ``report(name, reason)`` for every key and record that cannot be used (see _account)."""
+        shared, unreached = self._account()
+        named = report
+        report = lambda key, why: named(self._key_name(key), why)
         images = self.header["images"] if self.header else None
         identities = self.header["identities"] if self.header else None
         seen = bytearray(images[1] if images else 0)   # one byte per key: duplicates and missing keys
@@ -163,6 +274,9 @@ class RecSource:
                 seen[key] = 1
             else:
                 sparse.add(key)
+            if lineno in shared:
+                report(key, shared[lineno])
+                continue
             if offset >= self.size:
                 report(key, f"truncated: {self.idx.name} line {lineno} gives byte {offset}, past the end of "
                             f"{self.name} ({self.size} bytes)")
@@ -171,6 +285,10 @@ class RecSource:
                 header, image_bytes = read_header(self._fd, offset, self.size)
             except RecordIOError as e:
                 report(key, f"{e} ({self.idx.name} line {lineno})")
+                continue
+            if image_bytes == 0 and header.flag == 2 and self.header:
+                report(key, f"its record at byte {offset} is an identity record {list(header.labels)}, not an "
+                            f"image ({self.idx.name} line {lineno}); {self._mismatch_fix()}")
                 continue
             label = header.labels[0]
             if not math.isfinite(label) or not float(label).is_integer() or label < 0:
@@ -190,6 +308,8 @@ class RecSource:
                 if key >= len(seen) or not seen[key]:
                     report(key, f"missing from {self.idx.name}: the header record makes keys "
                                 f"{images[0]}..{images[1] - 1} images")
+        for name, why in unreached:
+            named(name, why)
 
     def _label_width(self, largest):
         return len(str(max(largest, (self.declared_classes or 1) - 1)))
@@ -197,7 +317,7 @@ class RecSource:
     def count_identities(self, skipped, wanted=None):
         """{identity name: (images, image bytes)}; ``skipped(name, reason)`` for each unusable record."""
         counts = {}
-        for key, offset, label, image_bytes in self._image_records(lambda k, why: skipped(self._key_name(k), why)):
+        for key, offset, label, image_bytes in self._image_records(skipped):
             entry = counts.setdefault(label, [0, 0])
             entry[0] += 1
             entry[1] += image_bytes

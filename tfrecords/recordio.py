@@ -87,6 +87,24 @@ def read_record(fd, offset, file_size):
         position += PART_HEADER.size + _padded(length)
 
 
+def record_end(fd, offset, file_size):
+    """The byte just past the record whose first part starts at ``offset`` (its parts and their padding),
+    reading only the part headers. RecordIOError as read_record."""
+    position, first = offset, True
+    while True:
+        cflag, length = _part(fd, position, file_size)
+        expected = (CFLAG_WHOLE, CFLAG_START) if first else (CFLAG_MIDDLE, CFLAG_END)
+        if cflag not in expected:
+            raise RecordIOError(f"part at byte {position} has cflag {cflag}, not a "
+                                f"{'start of a record' if first else 'continuation'}")
+        position += PART_HEADER.size + _padded(length)
+        if position > file_size + 3:
+            raise RecordIOError(f"truncated: the record at byte {offset} ends past the end of the file")
+        if cflag in (CFLAG_WHOLE, CFLAG_END):
+            return min(position, file_size)
+        first = False
+
+
 def unpack(payload):
     """(IRHeader, image bytes) of a record payload (mxnet ``recordio.unpack``)."""
     if len(payload) < IR_HEADER.size:

@@ -14,6 +14,7 @@ import array
 import collections
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -133,7 +134,18 @@ def _report_nested(entry, rel, skipped):
 
 
 class ListSource:
-    """A text file of ``path label`` lines (label: the last field on the line).
+    """A text file of ``path label`` lines.
+
+    How a line splits (names with spaces, ``img.jpg George W Bush``, are why there is a rule):
+    - a line with a tab is tab-separated: ``path<TAB>label``, or insightface's ``.lst``
+      ``flag<TAB>path<TAB>label[<TAB>...]`` (3 or more fields: the path is the second, the label the
+      third); spaces inside a field are part of it;
+    - otherwise ``path label`` on whitespace; a line of more than two fields is ambiguous (a path or a
+      label with spaces), so it is split where the part before names an existing file. A line where
+      no split, or more than one, does so is listed in unreadable.txt with the fix (use a tab), never
+      guessed: a guess would invent a class ("Bush") or lose the line's image.
+    A listed file that does not exist is listed in unreadable.txt when the list is counted, so no
+    class is created from lines whose files are all missing.
 
     Labels are all integers (class numbers, ordered numerically: "10" comes after "2") or all
     identity names (ordered by name); a list that mixes them is refused at the first line that
@@ -151,40 +163,82 @@ class ListSource:
         self.description = {"list": str(self.list_file.resolve()), "list_root": str(self.root.resolve())}
         self._repeated = None   # digests of files listed more than once (see _unique_lines)
 
+    def _absolute(self, path):
+        return path if os.path.isabs(path) else str(self.root / path)
+
+    def _split(self, line, lineno):
+        """(path, label, None), or (None, None, reason) for a line that cannot be split safely."""
+        if "\t" in line:
+            fields = [field.strip() for field in line.split("\t")]
+            path, label = fields[:2] if len(fields) == 2 else fields[1:3]
+            if not path or not label:
+                raise SourceError(f"{self.list_file}:{lineno}: expected 'path<TAB>label' or insightface's "
+                                  f"'flag<TAB>path<TAB>label', got {line!r}")
+            return path, label, None
+        parts = line.split()
+        if len(parts) < 2:
+            raise SourceError(f"{self.list_file}:{lineno}: expected 'path label', got {line!r}")
+        if len(parts) == 2:
+            return parts[0], parts[1], None
+        splits = [(line[:gap.start()], line[gap.end():]) for gap in re.finditer(r"\s+", line)]
+        existing = [(path, label) for path, label in splits if os.path.isfile(self._absolute(path))]
+        if len(existing) == 1:
+            return existing[0][0], existing[0][1], None
+        found = ("no split of it names an existing file" if not existing else
+                 f"{len(existing)} ways to split it name existing files ({', '.join(repr(p) for p, _ in existing)})")
+        return None, None, (f"{self.list_file}:{lineno}: {line!r} has {len(parts)} fields and no tab, so where the "
+                            f"path ends is unclear; {found}. Separate the path from the label with a tab "
+                            "(path<TAB>label, or insightface's flag<TAB>path<TAB>label)")
+
     def _lines(self):
+        """(absolute, rel, label, lineno, None) per line, or (None, line, None, lineno, reason) for a line
+        that names no file it can be sure of (see _split)."""
         label_rule = _LabelRule(self.list_file)
         for lineno, line in text_lines(self.list_file):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            parts = line.rsplit(None, 1)
-            if len(parts) != 2:
-                raise SourceError(f"{self.list_file}:{lineno}: expected 'path label', got {line!r}")
-            path, label = parts
+            path, label, unclear = self._split(line, lineno)
+            if unclear:
+                yield None, line, None, lineno, unclear
+                continue
             label_rule.check(label, lineno)
-            absolute = path if os.path.isabs(path) else str(self.root / path)
+            absolute = self._absolute(path)
             try:
                 rel = os.path.relpath(absolute, self.root)
             except ValueError:
                 rel = path
             if rel.startswith(".."):
                 rel = path
-            yield absolute, rel.replace(os.sep, "/"), label, lineno
+            yield absolute, rel.replace(os.sep, "/"), label, lineno, None
 
     def _unique_lines(self, skipped=None):
-        """_lines without a file listed a second time (by its resolved path: ``a.jpg`` and ``./a.jpg`` or a
-        link to it are one file), each reported through ``skipped`` with the line that listed it first.
+        """(absolute, rel, label, size in bytes) of _lines without a file listed a second time (by its
+        resolved path: ``a.jpg`` and ``./a.jpg`` or a link to it are one file), each reported through
+        ``skipped`` with the line that listed it first; a line that cannot be split or names a file
+        that does not exist is reported too (so its label gets no class from it).
 
         Packed twice, one image would count double (or, under two labels, be a positive and a negative of
         two classes). A first pass keeps one 8-byte digest per line (not the paths), so a list of millions
         of images costs megabytes; only the repeated digests are kept for the second pass.
         """
         if self._repeated is None:
-            digests = array.array("Q", (_path_digest(absolute) for absolute, _, _, _ in self._lines()))
+            digests = array.array("Q", (_path_digest(absolute) for absolute, *_ in self._lines() if absolute))
             values, counts = np.unique(np.frombuffer(digests, np.uint64), return_counts=True)
             self._repeated = set(values[counts > 1].tolist())
         first = {}
-        for absolute, rel, label, lineno in self._lines():
+        for absolute, rel, label, lineno, unclear in self._lines():
+            if unclear:
+                if skipped is not None:
+                    skipped(rel, unclear)
+                continue
+            try:
+                size = os.stat(absolute).st_size
+            except OSError as error:
+                if skipped is not None:
+                    skipped(rel, f"{self.list_file}:{lineno}: {error.strerror or error} (label {label!r}); fix the "
+                                 f"path (relative paths are read from {self.root}) or remove the line")
+                continue
             digest = _path_digest(absolute) if self._repeated else None
             if digest in self._repeated:
                 if digest in first:
@@ -195,16 +249,12 @@ class ListSource:
                                      "packed once, remove the repeated line")
                     continue
                 first[digest] = (lineno, label)
-            yield absolute, rel, label
+            yield absolute, rel, label, size
 
     def counts_and_sizes(self, skipped):
         """{label: [count, bytes]} over the list (one entry per identity, not per image)."""
         counts = {}
-        for absolute, rel, label in self._unique_lines(skipped):
-            try:
-                size = os.stat(absolute).st_size
-            except OSError:
-                size = 0  # reported as unreadable when the builder reads it
+        for _, _, label, size in self._unique_lines(skipped):
             entry = counts.setdefault(label, [0, 0])
             entry[0] += 1
             entry[1] += size
@@ -212,7 +262,7 @@ class ListSource:
 
     def stream(self):
         """Yield (absolute path, relative path, label) in file order (a file listed again: its first line only)."""
-        return self._unique_lines()
+        return ((absolute, rel, label) for absolute, rel, label, _ in self._unique_lines())
 
     def count_identities(self, skipped, wanted=None):
         """{label: (count, bytes)} over the list (only labels in ``wanted`` when given)."""
