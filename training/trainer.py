@@ -18,6 +18,7 @@ from training.data_identity import check_data_identity
 from training.export import export_embedding_model
 from training.guard import TrainingGuard
 from training.hardware import resolve_auto_settings
+from training.init_from import load_init_backbone
 from training.logger import RunLogger
 from training.partial_fc import gather_centres, head_memory_line, sample_centres, sparse_sgd_update
 from training.preemption import StopRequest, TrainingInterrupted
@@ -78,7 +79,7 @@ def batch_stats(loss, scores, targets, negative_classes, embeddings, labels):
 
 
 def make_train_step(strategy, model, head, optimizer, config, global_batch, class_weights=None,
-                    negative_classes=None):
+                    negative_classes=None, freeze_backbone=False):
     """A tf.function running one global step from a distributed iterator.
 
     ``class_weights`` and ``negative_classes`` (float lists [C] or None, training.data.singleton_roles)
@@ -89,15 +90,19 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch, clas
     their mean near 1 means the model maps every face to one direction, see training/guard.py).
     The forward/backward pass is the XLA-compiled part (--xla); applying gradients stays
     outside XLA because its cross-replica all-reduce cannot run inside a compiled cluster.
+    ``freeze_backbone`` (fine-tuning's --freeze-backbone-steps): the backbone runs in inference mode (its
+    batch-norm statistics are not updated) and only the head's variables get gradients and updates.
     """
-    variables = model.trainable_variables + head.trainable_variables
+    variables = (head.trainable_variables if freeze_backbone
+                 else model.trainable_variables + head.trainable_variables)
     scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     class_weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
     negative_classes = None if negative_classes is None else tf.constant(negative_classes, tf.float32)
 
     def forward_backward(images, labels, margin_weight):
         with tf.GradientTape() as tape:
-            embeddings = model(images, training=True)   # images in [0, 255]: the model scales them
+            # images in [0, 255]: the model scales them. Frozen: BN uses (and keeps) its moving statistics.
+            embeddings = model(images, training=not freeze_backbone)
             logits = head(embeddings, labels, margin_weight=margin_weight)
             loss = losses.margin_softmax_loss(labels, logits, focal_gamma=config.focal,
                                               class_weights=class_weights, negative_classes=negative_classes)
@@ -184,6 +189,8 @@ def run_training(config, run_dir, strategy=None, log=print):
     """
     wall_start = time.perf_counter()
     run_dir = Path(run_dir)
+    if config.backbone_lr_mult is None:   # an API caller's TrainConfig that resolve_config did not resolve
+        config.backbone_lr_mult = 0.1 if config.init_from else 1.0
     strategy = strategy or make_strategy(config.strategy)
     chief = is_chief(strategy)
     keras.utils.set_random_seed(config.seed)
@@ -205,6 +212,10 @@ def run_training(config, run_dir, strategy=None, log=print):
     log(f"data: {data.description}")
     if best_rule(validator, bin_validators):
         log(f"validation every {config.val_every} steps; {best_rule(validator, bin_validators)}")
+    else:   # said once: without it nothing measures the model during training and no best.keras is chosen
+        log("no validation: these shards hold no held-out identities and no --val-pairs/--val-dir or --val-bin was "
+            "given, so nothing is measured during training and no best.keras is written (the export is the last "
+            "step's model). Build the shards with --val-identities N, or pass --val-pairs FILE --val-dir DIR")
     log(f"model: {config.backbone} + {config.loss} head, {data.num_classes} classes, "
         f"{data.image_size[0]}x{data.image_size[1]}; {strategy.num_replicas_in_sync} replica(s) x batch "
         f"{config.batch_size} = global batch {global_batch}; {steps} steps, peak lr {peak_lr(config, global_batch):g}"
@@ -224,9 +235,18 @@ def run_training(config, run_dir, strategy=None, log=print):
     if config.resume:
         log(f"resumed from {checkpoints.restored} at step {start} "
             f"(lr {float(state.schedule(state.optimizer.iterations)):.6g})")
+    if config.init_from and start == 0:   # a resumed run's checkpoint holds the fine-tuned weights already
+        log(load_init_backbone(state.backbone, config))
+    if config.init_from or config.backbone_lr_mult != 1.0 or config.freeze_backbone_steps:
+        log(f"backbone lr x {config.backbone_lr_mult:g} (--backbone-lr-mult)"
+            + (f"; backbone frozen (weights and batch-norm statistics) for steps 1-{config.freeze_backbone_steps}, "
+               "then trained" if config.freeze_backbone_steps else ""))
     iterator = iter(strategy.distribute_datasets_from_function(lambda ctx: data.dataset_fn(ctx, start)))
     train_step = make_train_step(strategy, state.model, state.head, state.optimizer, config, global_batch,
                                  class_weights, negative_classes)
+    frozen_step = (make_train_step(strategy, state.model, state.head, state.optimizer, config, global_batch,
+                                   class_weights, negative_classes, freeze_backbone=True)
+                   if config.freeze_backbone_steps > start else None)
     logger = RunLogger(run_dir, chief, steps, start, global_batch)
     validate = Validation(validator, state.model, logger, checkpoints.best_val,
                           run_dir / "export" / "best.keras", chief, log, bin_validators=bin_validators)
@@ -240,7 +260,8 @@ def run_training(config, run_dir, strategy=None, log=print):
         with _data_errors_explained(data), stop.installed(catch_signals):
             for step in range(start + 1, steps + 1):
                 t0 = time.perf_counter()
-                stats = {k: float(v) for k, v in train_step(iterator).items()}
+                step_fn = frozen_step if step <= config.freeze_backbone_steps else train_step
+                stats = {k: float(v) for k, v in step_fn(iterator).items()}
                 guard.after_step(step, stats["loss"])
                 logger.step_done(stats, time.perf_counter() - t0)
                 if step % config.log_every == 0 or step == steps:
