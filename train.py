@@ -160,8 +160,8 @@ def build_parser():
                    help="insightface verification sets (lfw.bin cfp_fp.bin agedb_30.bin) validated at every "
                         "validation beside the held-out identities: 10-fold accuracy +- std per set, logged to "
                         "TensorBoard and train_log.jsonl; read with a restricted unpickler. 112x112 sets are "
-                        "centre-cropped for a 112x96 model. best.keras is chosen on the held-out identities when "
-                        "there are any, else on the mean accuracy of these sets"),
+                        "centre-cropped for a 112x96 model. best.keras is chosen on the held-out identities' ROC "
+                        "AUC when there are any, else on the mean AUC of these sets (docs/training.md)")
     return p
 
 
@@ -211,9 +211,11 @@ def main(argv=None):
     if summary["time_limited"]:
         print(f"stopped by --time-limit {config.time_limit:g} min at step {summary['last_step']} of "
               f"{summary['steps']}; continue with --resume --output-dir {run_dir}")
-    print(f"done: {summary['last_step']} steps in {summary['wall_seconds']:.0f} s "
-          f"({summary['images_per_sec']:.1f} img/s), final loss {summary['final_loss']:.4f}, "
-          f"train accuracy {summary['final_accuracy']:.3f}; exported {summary['exports'].get('keras')}")
+    print(f"done: {summary['last_step']} steps in {summary['wall_seconds']:.0f} s (training "
+          f"{summary['train_seconds']:.0f} s at {summary['images_per_sec']:.1f} img/s, validation "
+          f"{summary['validation_seconds']:.0f} s, export {summary['export_seconds']:.0f} s, setup "
+          f"{summary['setup_seconds']:.0f} s); last step's loss {summary['final_loss']:.4f}, train accuracy "
+          f"{summary['final_accuracy']:.3f}; exported {summary['exports'].get('keras')}")
     return 0
 
 
