@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--gallery", required=True, metavar="G", help="gallery file (created, or updated in place)")
     enroll.add_argument("--input-dir", required=True, metavar="PEOPLE",
                         help="one subfolder per person with their photos (JPEG, PNG, BMP; any size)")
-    add_model_arguments(enroll, "the model of an existing gallery, else the newest run under --runs-dir")
+    add_model_arguments(enroll, "the model of an existing gallery, else the newest run under --runs-dir, else the "
+                                "starter model")
 
     search = commands.add_parser("search", help="identify the person in each photo",
                                  description="Top-k enrolled people for each photo; 'unknown' under the threshold.")
@@ -65,6 +66,7 @@ def print_enroll(summary) -> None:
     if summary.skipped:
         print("not enrolled:")
         print("\n".join(f"  {name}: {why}" for name, why in summary.skipped.items()))
+    print(f"model: {summary.model}")
 
 
 def print_search(results, threshold, model, note, as_json) -> None:
@@ -74,6 +76,7 @@ def print_search(results, threshold, model, note, as_json) -> None:
                               "status": result.record.status, "detail": result.record.detail,
                               "quality": result.record.quality,
                               "threshold": threshold.cosine, "threshold_source": threshold.source,
+                              "far_target": threshold.far_target,
                               "threshold_note": note}))
         return
     for result in results:
@@ -116,7 +119,7 @@ def main(argv=None) -> int:
         results, threshold, described, note = search_photos(args.gallery, args.photos, model, args.top_k, args.threshold,
                                                       args.eval_report, args.fallback, args.engine,
                                                       progress=not args.no_progress, min_quality=args.min_quality,
-                                                      max_megapixels=args.max_megapixels)
+                                                      max_megapixels=args.max_megapixels, far=args.far)
     except (FileNotFoundError, ValueError) as error:  # GalleryError, PhotoError, ThresholdError are ValueErrors
         print(f"identify {args.command}: error: {error}", file=sys.stderr)
         return 1

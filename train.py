@@ -4,6 +4,7 @@
     python train.py                                    # built-in synthetic data: a ~1 minute smoke test
     python train.py --data SHARDS --loss am_softmax --m 0.35
     python train.py --data SHARDS --loss arcface --m 0.5 --backbone lresnet50e_ir
+    python train.py --data SHARDS --init-from starter --freeze-backbone-steps 200   # fine-tune the starter model
     python train.py --resume --output-dir runs/RUN     # continue a run after a stop or kill -9
     python train.py --data SHARDS --val-bin lfw.bin cfp_fp.bin agedb_30.bin   # insightface .bin sets too
 
@@ -83,6 +84,20 @@ def build_parser():
     g.add_argument("--focal", type=float, nargs="?", const=2.0,
                    help="focal loss on top of the head; bare --focal means gamma=2")
 
+    g = p.add_argument_group("fine-tuning (docs/training.md)")
+    g.add_argument("--init-from", metavar="MODEL",
+                   help="start the backbone from an exported model: a run directory (export/best.keras, else "
+                        "embedding.keras), a .keras file, or 'starter' (the shipped MobileFaceNet trained on LFW "
+                        "DevTrain people); the head is new, for --data's classes. --backbone, --embedding-size and "
+                        "--image-size default to the model's; other values are refused. config.json records the "
+                        "file and its sha256")
+    g.add_argument("--freeze-backbone-steps", type=int, metavar="N",
+                   help="train only the new head for the first N steps: the backbone's weights and batch-norm "
+                        "statistics stay as loaded; then everything trains (default 0)")
+    g.add_argument("--backbone-lr-mult", type=float, metavar="X",
+                   help="the backbone's lr is X times the schedule's (the head gets the schedule's): default 0.1 "
+                        "with --init-from (keep what the model knows), 1 otherwise")
+
     g = p.add_argument_group("optimisation")
     g.add_argument("--batch-size", type=int, help="per replica (default 64; 32 synthetic); global = this x replicas")
     g.add_argument("--lr", type=float,
@@ -145,8 +160,8 @@ def build_parser():
                    help="insightface verification sets (lfw.bin cfp_fp.bin agedb_30.bin) validated at every "
                         "validation beside the held-out identities: 10-fold accuracy +- std per set, logged to "
                         "TensorBoard and train_log.jsonl; read with a restricted unpickler. 112x112 sets are "
-                        "centre-cropped for a 112x96 model. best.keras is chosen on the held-out identities when "
-                        "there are any, else on the mean accuracy of these sets"),
+                        "centre-cropped for a 112x96 model. best.keras is chosen on the held-out identities' ROC "
+                        "AUC when there are any, else on the mean AUC of these sets (docs/training.md)")
     return p
 
 
@@ -196,9 +211,11 @@ def main(argv=None):
     if summary["time_limited"]:
         print(f"stopped by --time-limit {config.time_limit:g} min at step {summary['last_step']} of "
               f"{summary['steps']}; continue with --resume --output-dir {run_dir}")
-    print(f"done: {summary['last_step']} steps in {summary['wall_seconds']:.0f} s "
-          f"({summary['images_per_sec']:.1f} img/s), final loss {summary['final_loss']:.4f}, "
-          f"train accuracy {summary['final_accuracy']:.3f}; exported {summary['exports'].get('keras')}")
+    print(f"done: {summary['last_step']} steps in {summary['wall_seconds']:.0f} s (training "
+          f"{summary['train_seconds']:.0f} s at {summary['images_per_sec']:.1f} img/s, validation "
+          f"{summary['validation_seconds']:.0f} s, export {summary['export_seconds']:.0f} s, setup "
+          f"{summary['setup_seconds']:.0f} s); last step's loss {summary['final_loss']:.4f}, train accuracy "
+          f"{summary['final_accuracy']:.3f}; exported {summary['exports'].get('keras')}")
     return 0
 
 

@@ -1,6 +1,7 @@
 """Are two photos of the same person?
 
-    python verify.py PHOTO_A PHOTO_B                        # the newest run's model, its own threshold
+    python verify.py PHOTO_A PHOTO_B                        # the newest run's model (else the starter model)
+    python verify.py A.jpg B.jpg --far 1e-3                 # the threshold that accepts 0.1 % of impostors
     python verify.py A.jpg B.jpg --model runs/RUN --threshold 0.3
     python verify.py A.jpg B.jpg --model runs/RUN/export/best.onnx   # ONNX Runtime, no TensorFlow graph
 
@@ -28,12 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_model_arguments(parser, default="the newest run under --runs-dir") -> None:
+def add_model_arguments(parser, default="the newest run under --runs-dir, else the starter model") -> None:
     """--model, --runs-dir, --engine, --fallback, --max-megapixels, --no-progress: shared with identify.py."""
     from fileio import add_max_megapixels_argument
 
     parser.add_argument("--model", help="run directory (export/best.keras, else export/embedding.keras), a .keras or "
-                        f"an .onnx file; default: {default}")
+                        f"an .onnx file, or 'starter' (the shipped model; docs/using-a-model.md); default: {default}")
     parser.add_argument("--runs-dir", default="runs", help="where to look for the default model (default: runs)")
     parser.add_argument("--engine", choices=("auto", "fast", "keras", "onnx"), default="auto",
                         help="fast: the model with batch norm folded into its convolutions (same results, faster); "
@@ -56,10 +57,15 @@ def add_quality_argument(parser) -> None:
 
 
 def add_threshold_arguments(parser, meaning) -> None:
-    """--threshold and --eval-report: shared with identify.py."""
+    """--threshold, --far and --eval-report: shared with identify.py."""
     parser.add_argument("--threshold", type=float, metavar="COSINE",
                         help=f"decision threshold as a cosine similarity in [-1, 1] ({meaning}); default: the "
-                        "cross-validated threshold of the model's evaluation report in RUN/eval/")
+                        "cross-validated, accuracy-optimal threshold of the model's evaluation report in RUN/eval/ "
+                        "(the starter model's: starter/report.json)")
+    parser.add_argument("--far", type=float, choices=(1e-2, 1e-3, 1e-4), metavar="RATE",
+                        help="use the report's threshold for this false accept rate instead: 1e-2, 1e-3 or 1e-4 "
+                        "(evaluate.py records each with its TAR). Default: none, the accuracy-optimal threshold, "
+                        "which verify.py flags when it accepted more than 1 %% of impostors")
     parser.add_argument("--eval-report", metavar="R.json",
                         help="take the threshold from this evaluate.py report instead of RUN/eval/*.json")
 
@@ -76,7 +82,7 @@ def main(argv=None) -> int:
         model = load_model(args.model, args.engine, args.runs_dir)
         result = verify_photos(*args.photos, model=model, threshold=args.threshold, report_path=args.eval_report,
                                fallback=args.fallback, progress=not args.no_progress,
-                               min_quality=args.min_quality, max_megapixels=args.max_megapixels)
+                               min_quality=args.min_quality, max_megapixels=args.max_megapixels, far=args.far)
     except (FileNotFoundError, ValueError) as error:  # PhotoError, ThresholdError: ValueErrors naming the fix
         print(f"verify: error: {error}", file=sys.stderr)
         return 1
@@ -84,7 +90,8 @@ def main(argv=None) -> int:
         print(json.dumps({"same": result.same, "cosine": result.cosine, "threshold": result.threshold.cosine,
                           "threshold_source": result.threshold.source,
                           "threshold_report": str(result.threshold.report) if result.threshold.report else None,
-                          "far_at_threshold": result.threshold.far, "model": result.model,
+                          "far_at_threshold": result.threshold.far, "far_target": result.threshold.far_target,
+                          "model": result.model,
                           "quality": [record.quality for record in result.photos],
                           "photos": [vars(record) for record in result.photos]}))
     else:

@@ -9,6 +9,10 @@
 TensorFlow is imported only when a FaceDetector is built.
 """
 
+from fileio.quiet_tensorflow import quiet_tensorflow_for_api
+
+quiet_tensorflow_for_api()   # before any TensorFlow import below: its C++ start-up lines stay out of the terminal
+
 from align.detector import DEFAULT_MIN_FACE_SIZE, DEFAULT_THRESHOLDS, Face, FaceDetector, pick_face
 from align.folder import AlignError, align_folder
 from align.geometry import REFERENCE_LANDMARKS, align_face, estimate_transform, fallback_landmarks, reference_landmarks

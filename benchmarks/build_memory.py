@@ -50,7 +50,7 @@ def run_build(aligned, shards, workers):
     if Path(shards).exists():
         shutil.rmtree(shards)
     cmd = ["/usr/bin/time", "-f", "MAXRSS_KB %M", sys.executable, "-m", "tfrecords.build", "--input-dir", str(aligned),
-           "--output-dir", str(shards), "--no-progress"] + (["--workers", str(workers)] if workers else [])
+           "--output-dir", str(shards), "--no-progress", "--val-identities", "0"] + (["--workers", str(workers)] if workers else [])
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     wall = time.time() - t0

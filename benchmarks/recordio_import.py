@@ -116,7 +116,7 @@ def run_import(rec, out, workers, measure_rss=False):
     """(images, writing-phase seconds, wall seconds, peak RSS in kB or None) of one import in a fresh process."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "tfrecords.build", "--rec", str(rec), "--output-dir", str(out), "--no-progress",
-           "--workers", str(workers)]
+           "--workers", str(workers), "--val-identities", "0"]
     if measure_rss:
         cmd = ["/usr/bin/time", "-f", "MAXRSS_KB %M"] + cmd
     t0 = time.perf_counter()
@@ -150,7 +150,7 @@ def import_without_check(rec, out, workers):
     rec_source.check_image_bytes = lambda data, *args, **kwargs: (data, "jpeg", None)
     messages = []
     try:
-        build(rec=rec, output_dir=out, workers=workers, progress=False, log=messages.append)
+        build(rec=rec, output_dir=out, workers=workers, val_identities=0, progress=False, log=messages.append)
     finally:
         rec_source.check_image_bytes = checked
     images, rate = re.search(r"; (\d+) images read in [\d.]+s \((\d+) img/s\)", messages[-1]).groups()

@@ -4,6 +4,10 @@ One home for what evaluate.py and training's validation callback share. numpy on
 Keras/TensorFlow are imported when a model is loaded (evaluation.model_io).
 """
 
+from fileio.quiet_tensorflow import quiet_tensorflow_for_api
+
+quiet_tensorflow_for_api()   # before any TensorFlow import below: its C++ start-up lines stay out of the terminal
+
 from evaluation.embed import FLIP_MODES, combine_flips, embed_images, embed_paths, evaluate_pairs, gather_pairs
 from evaluation.metrics import (
     ACCURACY_THRESHOLDS,

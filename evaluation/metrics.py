@@ -30,6 +30,8 @@ import numpy as np
 
 ACCURACY_THRESHOLDS = np.arange(0, 4, 0.01)
 VAL_THRESHOLDS = np.arange(0, 4, 0.001)
+# The false accept rates a report gives a threshold for (verify.py / identify.py --far).
+FAR_TARGETS = (1e-2, 1e-3, 1e-4)
 
 
 def l2_normalize(x) -> np.ndarray:
@@ -134,6 +136,40 @@ def _val_threshold(far_train, thresholds, far_target):
     return float(slope * (far_target - far_train[lo]) + thresholds[lo])
 
 
+def threshold_at_far(sorted_different, far_target) -> float:
+    """The largest squared-L2 threshold t ("same" when d < t) that accepts at most far_target of these
+    different-pair distances (sorted ascending): t = the k-th smallest, k = floor(far_target x N), so fewer
+    than k + 1 of them lie below it; 4 (every pair) when k >= N. With k = 0 (N < 1 / far_target) it is the
+    smallest different-pair distance: no impostor of this set is accepted, and the FAR itself is unmeasured."""
+    n = len(sorted_different)
+    k = int(np.floor(far_target * n + 1e-9))
+    return 4.0 if k >= n else float(sorted_different[k])
+
+
+def far_thresholds(dist, issame, folds, targets=FAR_TARGETS) -> list:
+    """For each target FAR: the threshold on all pairs (threshold_at_far) with the FAR and TAR it achieves
+    there, and the same rule cross-validated (each fold's threshold from the other folds' different pairs,
+    FAR and TAR measured on the fold; means). ``resolvable``: N different pairs >= 1 / target (else the
+    threshold is the strictest the data can give, and its FAR is an upper guess of 1 / N at best)."""
+    same_sorted, diff_sorted = np.sort(dist[issame]), np.sort(dist[~issame])
+    k = int(folds.max()) + 1
+    rows = []
+    for target in targets:
+        t = threshold_at_far(diff_sorted, target)
+        held_far, held_tar = [], []
+        for f in range(k):
+            train_diff = np.sort(dist[(folds != f) & ~issame])
+            t_f = threshold_at_far(train_diff, target)
+            held_far.append(np.mean(dist[(folds == f) & ~issame] < t_f))
+            held_tar.append(np.mean(dist[(folds == f) & issame] < t_f))
+        rows.append({"far_target": float(target), "threshold": t, "threshold_cosine": 1.0 - t / 2.0,
+                     "far": float(np.searchsorted(diff_sorted, t, side="left") / len(diff_sorted)),
+                     "tar": float(np.searchsorted(same_sorted, t, side="left") / len(same_sorted)),
+                     "heldout_far": float(np.mean(held_far)), "heldout_tar": float(np.mean(held_tar)),
+                     "num_different": len(diff_sorted), "resolvable": bool(len(diff_sorted) * target >= 1.0)})
+    return rows
+
+
 def auc_standard_error(auc, num_same, num_different):
     """Standard error of a ROC AUC measured on ``num_same`` positive and ``num_different`` negative
     pairs (Hanley & McNeil 1982, eq. 2): 0.003-0.005 for AUC 0.98-0.99 on 500 + 500 pairs."""
@@ -152,7 +188,8 @@ def verification_metrics(emb_a, emb_b, issame, folds, far_target=1e-3) -> dict:
     (every fold needs a same and a different pair). Returns a JSON-serialisable dict: accuracy_mean,
     accuracy_std, fold_accuracies, fold_thresholds, threshold (mean fold threshold, squared L2),
     threshold_std, threshold_cosine (= 1 - threshold / 2), far_at_threshold and tar_at_threshold (mean over
-    folds of the held-out false / true accept rate at that fold's threshold), val, val_std, far, fold_vals, fold_fars,
+    folds of the held-out false / true accept rate at that fold's threshold), far_thresholds (far_thresholds:
+    a threshold per FAR_TARGETS with its TAR and achieved FAR), val, val_std, far, fold_vals, fold_fars,
     far_target, auc, eer, num_pairs, num_same, num_different, num_folds, and the mean/std of the
     cosine similarity of same and of different pairs.
     """
@@ -204,6 +241,7 @@ def verification_metrics(emb_a, emb_b, issame, folds, far_target=1e-3) -> dict:
         "fold_thresholds": [float(x) for x in fold_thr],
         "far_at_threshold": float(np.mean(fold_far_thr)),
         "tar_at_threshold": float(np.mean(fold_tar_thr)),
+        "far_thresholds": far_thresholds(dist, issame, folds),
         "val": float(np.mean(fold_val)),
         "val_std": float(np.std(fold_val)),
         "far": float(np.mean(fold_far)),

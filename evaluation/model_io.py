@@ -40,10 +40,23 @@ def find_default_model(runs_dir="runs") -> Path:
     return max(found, key=lambda p: p.stat().st_mtime)
 
 
-def resolve_model_path(model=None, runs_dir="runs") -> Path:
-    """--model value -> the .keras file: None = newest run; a run (or export) directory = its best/embedding model."""
+def resolve_model_path(model=None, runs_dir="runs", starter_fallback=False) -> Path:
+    """--model value -> the .keras file: None = newest run (with ``starter_fallback``: the starter model when
+    there is no run); "starter" = the starter model (evaluation.starter); a run (or export) directory = its
+    best/embedding model."""
+    from evaluation.starter import STARTER, starter_model_path
+
     if model is None:
+        if starter_fallback:
+            try:
+                return find_default_model(runs_dir)
+            except FileNotFoundError as no_run:
+                if not starter_model_path(must_exist=False).is_file():
+                    raise FileNotFoundError(f"{no_run}; or install the starter model (docs/using-a-model.md)") from None
+                return starter_model_path()
         return find_default_model(runs_dir)
+    if str(model) == STARTER:
+        return starter_model_path()
     path = Path(model)
     if path.is_dir():
         found = _model_in(path)

@@ -77,6 +77,11 @@ def format_report(result: dict) -> str:
         ("threshold", f"squared L2 {result['threshold']:.3f} +- {result['threshold_std']:.3f} = cosine {result['threshold_cosine']:.3f}"
                       + (f" (held-out FAR {100 * result['far_at_threshold']:.2f} %, TAR {100 * result['tar_at_threshold']:.2f} %)"
                          if "far_at_threshold" in result else "")),
+        *[(f"at FAR {row['far_target']:g}", f"cosine {row['threshold_cosine']:.3f}: TAR {100 * row['tar']:.2f} % at FAR "
+           f"{100 * row['far']:.3f} % (held-out folds: TAR {100 * row['heldout_tar']:.2f} %, FAR "
+           f"{100 * row['heldout_far']:.3f} %)" + ("" if row["resolvable"] else
+                                                   f"; {row['num_different']} different pairs cannot measure it"))
+          for row in result.get("far_thresholds", ())],
         ("similarity", f"same {result['same_similarity_mean']:.3f} +- {result['same_similarity_std']:.3f}, "
                        f"different {result['different_similarity_mean']:.3f} +- {result['different_similarity_std']:.3f}"),
     ]

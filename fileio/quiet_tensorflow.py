@@ -8,6 +8,10 @@ that drops those lines and passes everything else through, while Python's own ``
 (progress bars, warnings, tracebacks) keeps writing to the terminal directly.
 
 Set ``FACEID_TF_LOGS=1`` to see TensorFlow's lines again.
+
+The commands call ``quiet_tensorflow()`` after parsing their flags; the packages that load TensorFlow
+(training, inference, evaluation, tfrecords, align) call ``quiet_tensorflow_for_api()`` when imported,
+so a script of one's own that imports them gets the same quiet terminal.
 """
 
 import atexit
@@ -31,6 +35,13 @@ def _is_noise(line):
     if match:
         return match.group(1) in (b"I", b"W") or any(n in line for n in _NOISY_ERRORS)
     return line.startswith(_OTHER_NOISE)
+
+
+def quiet_tensorflow_for_api():
+    """quiet_tensorflow() for a package import by a user's script: only while TensorFlow is not loaded yet
+    (a script that imported it first has seen its lines already and owns its stderr)."""
+    if "tensorflow" not in sys.modules:
+        quiet_tensorflow()
 
 
 def quiet_tensorflow():

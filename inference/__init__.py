@@ -12,6 +12,10 @@ The command lines verify.py, identify.py and export_onnx.py are thin wrappers ov
 TensorFlow is imported only when a model or the face detector is loaded.
 """
 
+from fileio.quiet_tensorflow import quiet_tensorflow_for_api
+
+quiet_tensorflow_for_api()   # before any TensorFlow import below: its C++ start-up lines stay out of the terminal
+
 from inference.embedding import PhotoError, PhotoRecord, embed_aligned, embed_photos
 from inference.gallery import Gallery, GalleryError
 from inference.identification import UNKNOWN, EnrollSummary, Identification, enroll_folder, search_photos

@@ -34,6 +34,7 @@ class EnrollSummary:
     notes: list = field(default_factory=list)
     photos: int = 0
     gallery: str = ""
+    model: str = ""   # the model's description (EmbeddingModel.describe)
 
 
 def people_in_folder(input_dir) -> tuple:
@@ -79,7 +80,7 @@ def enroll_folder(gallery_path, input_dir, model=None, fallback="none", engine="
     else:
         gallery.check_model(model, gallery_path)
         gallery.model_path = str(model.path)  # the same weights, perhaps moved: remember where they are now
-    summary = EnrollSummary(gallery=str(gallery_path))
+    summary = EnrollSummary(gallery=str(gallery_path), model=model.describe())
     summary.skipped.update({Path(p).name: "not in a person folder (PEOPLE/<name>/<photo>)" for p in stray})
     paths = [p for photos in people.values() for p in photos]
     for name, photos in people.items():
@@ -144,13 +145,14 @@ class Identification:
 
 
 def search_photos(gallery_path, photos, model=None, top_k=5, threshold=None, report_path=None, fallback="none",
-                  engine="auto", progress=False, detector=None, min_quality=None,
+                  engine="auto", progress=False, detector=None, min_quality=None, far=None,
                   max_megapixels=DEFAULT_MAX_MEGAPIXELS):
     """Identify the person in each photo: (list of Identification, Threshold used, model description,
     note: open_set_note for this gallery, or None).
 
     model: None = the model recorded in the gallery; another model is refused (GalleryError).
-    threshold: open-set threshold as a cosine (else the model's evaluation report, or report_path).
+    threshold: open-set threshold as a cosine (else the model's evaluation report, or report_path; far: that
+    report's threshold for this false accept rate per comparison, e.g. 1e-4, instead of its accuracy-optimal one).
     min_quality: a probe whose quality (feature norm, PhotoRecord.quality) is below it is not searched;
     its record says why.
     """
@@ -160,7 +162,7 @@ def search_photos(gallery_path, photos, model=None, top_k=5, threshold=None, rep
     gallery = Gallery.load(gallery_path)
     model = load_model(_gallery_model(gallery, gallery_path) if model is None else model, engine)
     gallery.check_model(model, gallery_path)
-    decision: Threshold = model_threshold(model, threshold, report_path)
+    decision: Threshold = model_threshold(model, threshold, report_path, far)
     features, records = embed_photos(photos, model, fallback=fallback, progress=progress, detector=detector,
                                      min_quality=min_quality, max_megapixels=max_megapixels)
     ok = [i for i, record in enumerate(records) if record.ok]

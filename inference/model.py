@@ -49,7 +49,11 @@ class EmbeddingModel:
     source_sha256: str | None = None  # ONNX: sha256 of the .keras file it was exported from
 
     def describe(self) -> str:
-        return f"{self.path} ({self.engine} engine)"
+        from evaluation.starter import is_starter
+
+        starter = "the starter model (trained on LFW DevTrain people; docs/using-a-model.md) " if is_starter(
+            self.path) else ""
+        return f"{starter}{self.path} ({self.engine} engine)"
 
 
 def onnx_path_for(keras_path) -> Path:
@@ -60,7 +64,8 @@ def onnx_path_for(keras_path) -> Path:
 def load_model(model=None, engine: str = "auto", runs_dir="runs", threads: int | None = None) -> EmbeddingModel:
     """Resolve and load an embedding model.
 
-    model: None (the newest run under runs_dir), a run directory, a .keras or .onnx file, a Keras model
+    model: None (the newest run under runs_dir; the starter model when there is none), "starter" (the
+    starter model, evaluation.starter), a run directory, a .keras or .onnx file, a Keras model
     object, or an EmbeddingModel (returned as is). engine: "auto" (fast for a float32 model, keras for a
     mixed-precision one; onnx for an .onnx file, and for a .keras whose own ONNX export lies beside it:
     ONNX Runtime embeds one photo in 7.8 ms against the fast graph's 10.1 ms, benchmarks/
@@ -81,7 +86,7 @@ def load_model(model=None, engine: str = "auto", runs_dir="runs", threads: int |
         if engine not in ("auto", "onnx"):
             raise ValueError(f"{path} is an ONNX export: it runs with the onnx engine only (got --engine {engine})")
         return _from_onnx(path, threads)
-    keras_path = resolve_model_path(model, runs_dir)
+    keras_path = resolve_model_path(model, runs_dir, starter_fallback=True)
     if engine == "auto":
         exported = _onnx_export_of(keras_path, threads)
         if exported is not None:

@@ -5,6 +5,11 @@ holds the 10-fold cross-validated threshold (squared L2 distance of the normalis
 cosine is 1 − d/2), the held-out false accept rate at it (``far_at_threshold``) and the fingerprint
 of the model it scored. The commands decide "same" when cosine > that threshold (the evaluation's
 strict d < t), and say which report it came from and its FAR there.
+
+``--far 1e-3`` takes instead the report's threshold for that false accept rate (``far_thresholds``:
+1e-2, 1e-3 and 1e-4, each with its TAR; evaluation.metrics.far_thresholds). A threshold that accepted
+more than 1 % of impostors in its evaluation is flagged (``loose_threshold_warning``). The starter
+model's report ships beside it (starter/report.json) and counts as one of its reports.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+FAR_CHOICES = (1e-2, 1e-3, 1e-4)   # evaluation.metrics.FAR_TARGETS (kept here Keras/NumPy-free for --help)
+LOOSE_FAR = 0.01   # verify.py warns above this false accept rate
 EVALUATE_HINT = ("python evaluate.py --model {model} --lfw-pairs ../shared/data/lfw/pairsDevTest.txt "
                  "--lfw-dir data/lfw_aligned")
 
@@ -32,6 +39,7 @@ class Threshold:
     report: Path | None
     far: float | None
     description: str
+    far_target: float | None = None   # --far: the target this threshold was chosen for
 
 
 def given_threshold(cosine: float) -> Threshold:
@@ -73,15 +81,51 @@ def describe_report_threshold(report: dict, path: Path) -> Threshold:
     return Threshold(float(report["threshold_cosine"]), "evaluation", path, far, description)
 
 
-def model_threshold(model, threshold: float | None = None, report_path=None) -> Threshold:
+def describe_far_threshold(report: dict, path: Path, far: float) -> Threshold:
+    """The report's threshold for false accept rate ``far`` (its far_thresholds entry), described."""
+    rows = [row for row in report.get("far_thresholds") or () if abs(row["far_target"] - far) <= 1e-9 * far]
+    what = Path(report.get("pairs") or report.get("bin") or path.name).name
+    if not rows:
+        listed = ", ".join(f"{row['far_target']:g}" for row in report.get("far_thresholds") or ())
+        raise ThresholdError(f"{path} has no threshold for FAR {far:g} ("
+                             + (f"it has {listed}" if listed else "written before evaluate.py recorded them")
+                             + "); rerun evaluate.py on the model, or pass --threshold")
+    row = rows[0]
+    caveat = ("" if row["resolvable"] else
+              f"; caution: {row['num_different']} different pairs cannot measure a FAR of {far:g} (the threshold "
+              f"is the strictest they give), evaluate on more pairs")
+    description = (f"threshold {row['threshold_cosine']:.3f} (cosine) for FAR {far:g} from the model's evaluation on "
+                   f"{what} ({report['num_pairs']} pairs; {path}): TAR {100 * row['tar']:.2f} % at FAR "
+                   f"{100 * row['far']:.3f} % there, held-out folds TAR {100 * row['heldout_tar']:.2f} %, FAR "
+                   f"{100 * row['heldout_far']:.3f} %{caveat}")
+    return Threshold(float(row["threshold_cosine"]), "evaluation", path, float(row["heldout_far"]), description, far)
+
+
+def loose_threshold_warning(threshold: Threshold):
+    """A warning line when the threshold accepted more than LOOSE_FAR of impostors in its evaluation, or None."""
+    if threshold.far is None or threshold.far <= LOOSE_FAR:
+        return None
+    return (f"warning: this threshold accepted {100 * threshold.far:.1f} % of impostors (different people) in the "
+            f"model's evaluation: it is the accuracy-optimal one, not a safe one; pass --far 1e-2 or --far 1e-3 for "
+            f"a stricter threshold")
+
+
+def model_threshold(model, threshold: float | None = None, report_path=None, far: float | None = None) -> Threshold:
     """The threshold to decide with: ``threshold`` if given, else the report at ``report_path``, else the
-    best of the model's own evaluation reports in model.eval_dir (most pairs; View 2 beats View 1).
+    best of the model's own evaluation reports in model.eval_dir and the report.json beside its file (most
+    pairs; View 2 beats View 1). ``far``: that report's threshold for this false accept rate instead of
+    its accuracy-optimal one.
 
     model: an inference.model.EmbeddingModel. Raises ThresholdError when there is none, naming the
     command that makes one.
     """
     if threshold is not None:
+        if far is not None:
+            raise ThresholdError("give --threshold or --far, not both")
         return given_threshold(threshold)
+    if far is not None and not 0.0 < far < 1.0:
+        raise ThresholdError(f"--far is a false accept rate in (0, 1), e.g. 1e-3; got {far:g}")
+    describe = describe_report_threshold if far is None else (lambda r, p: describe_far_threshold(r, p, far))
     if report_path is not None:
         path = Path(report_path)
         report = _read_report(path)
@@ -90,10 +134,15 @@ def model_threshold(model, threshold: float | None = None, report_path=None) -> 
         if "model_fingerprint" in report and report["model_fingerprint"] != model.fingerprint:
             raise ThresholdError(f"{path} evaluated another model ({report.get('model')}), not {model.path}; "
                                  f"evaluate this one or pass --threshold")
-        return describe_report_threshold(report, path)
+        return describe(report, path)
+    from evaluation.starter import is_starter, starter_report_path
+
     candidates = []
     eval_dir = Path(model.eval_dir)
-    for path in sorted(eval_dir.glob("*.json")) if eval_dir.is_dir() else []:
+    paths = sorted(eval_dir.glob("*.json")) if eval_dir.is_dir() else []
+    if is_starter(model.path) and starter_report_path(model.path).is_file():   # the starter's report ships beside it
+        paths.append(starter_report_path(model.path))
+    for path in paths:
         report = _read_report(path)
         if report is not None and _made_by(report, model):
             candidates.append((report["num_pairs"], path.name, report, path))
@@ -102,4 +151,4 @@ def model_threshold(model, threshold: float | None = None, report_path=None) -> 
             f"no evaluation report for {model.path} in {eval_dir}, so no threshold to decide with: evaluate the model "
             f"first ({EVALUATE_HINT.format(model=model.path)}), or pass --eval-report R.json or --threshold COSINE")
     _, _, report, path = max(candidates, key=lambda c: (c[0], c[1]))
-    return describe_report_threshold(report, path)
+    return describe(report, path)

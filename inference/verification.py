@@ -8,7 +8,7 @@ import numpy as np
 
 from fileio import DEFAULT_MAX_MEGAPIXELS
 from inference.embedding import PhotoError, PhotoRecord, embed_photos
-from inference.thresholds import Threshold, model_threshold
+from inference.thresholds import Threshold, loose_threshold_warning, model_threshold
 
 
 @dataclass
@@ -31,13 +31,16 @@ class Verification:
                "face quality (feature norm; MagFace/AdaFace models): "
                + ", ".join(f"{record.path} {record.quality:.2f}" for record in self.photos)]
         out += [note for note in (record.note() for record in self.photos) if note]
-        return out
+        warning = loose_threshold_warning(self.threshold)
+        return out + ([warning] if warning else [])
 
 
 def verify_photos(photo_a, photo_b, model=None, threshold=None, report_path=None, fallback="none", engine="auto",
-                  detector=None, progress=False, min_quality=None, max_megapixels=DEFAULT_MAX_MEGAPIXELS) -> Verification:
+                  detector=None, progress=False, min_quality=None, far=None,
+                  max_megapixels=DEFAULT_MAX_MEGAPIXELS) -> Verification:
     """Compare two raw photos. model: as inference.model.load_model; threshold: a cosine (else the model's
-    evaluation report, or report_path); fallback: "none" or "center" for photos without a face;
+    evaluation report, or report_path; far: that report's threshold for this false accept rate, e.g. 1e-3,
+    instead of its accuracy-optimal one); fallback: "none" or "center" for photos without a face;
     min_quality: a photo whose quality (its feature norm, PhotoRecord.quality) is below it is refused;
     max_megapixels: a photo whose header says more pixels is refused before it is decoded.
 
@@ -47,7 +50,7 @@ def verify_photos(photo_a, photo_b, model=None, threshold=None, report_path=None
     from inference.model import load_model
 
     model = load_model(model, engine)
-    decision = model_threshold(model, threshold, report_path)  # before the slow part: fail fast
+    decision = model_threshold(model, threshold, report_path, far)  # before the slow part: fail fast
     features, records = embed_photos([photo_a, photo_b], model, fallback=fallback, detector=detector,
                                      progress=progress, min_quality=min_quality, max_megapixels=max_megapixels)
     failed = [record for record in records if not record.ok]

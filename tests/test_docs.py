@@ -89,6 +89,7 @@ COMMANDS = [
     (r"(?<![\w/.])identify\.py", "identify"),
     (r"(?<![\w/.])export_onnx\.py", "export_onnx"),
     (r"-m evaluation\.binset", "evaluation.binset"),
+    (r"-m evaluation\.make_pairs", "evaluation.make_pairs"),
     (r"-m training\.curves", "training.curves"),
     (r"-m losses\.plot_margins", "losses.plot_margins"),
     (r"-m recipes\.(\w+)|recipes/(\w+)\.py", "recipes.{}"),

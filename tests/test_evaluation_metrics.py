@@ -182,3 +182,27 @@ def test_invalid_inputs_are_refused():
         verification_metrics(emb, emb, issame, np.zeros(60, int))
     with pytest.raises(ValueError, match=r"\[P, D\]"):
         verification_metrics(emb, emb[:, :3], issame, folds)
+
+
+def test_far_thresholds_accept_at_most_the_target_share_of_impostors():
+    """200 different and 200 same pairs of known cosines: the FAR 1e-2 threshold lets 2 impostors through
+    (k = floor(0.01 x 200)); 1e-3 and 1e-4 lie at the closest impostor and say they are not measurable."""
+    from evaluation.metrics import verification_metrics
+
+    rng = np.random.default_rng(0)
+    cos_diff, cos_same = rng.uniform(-0.5, 0.6, 200), rng.uniform(0.2, 0.99, 200)
+    cosines = np.r_[cos_same, cos_diff]
+    emb_a = np.tile([1.0, 0.0], (400, 1))
+    emb_b = np.c_[cosines, np.sqrt(1 - cosines ** 2)]
+    issame = np.r_[np.ones(200, bool), np.zeros(200, bool)]
+    folds = np.r_[np.arange(200) % 10, np.arange(200) % 10]
+    rows = {r["far_target"]: r for r in verification_metrics(emb_a, emb_b, issame, folds)["far_thresholds"]}
+    assert sorted(rows) == [1e-4, 1e-3, 1e-2]
+    third_highest = np.sort(cos_diff)[-3]   # d < t <=> cosine > 1 - t/2: the two highest impostors pass
+    assert rows[1e-2]["threshold_cosine"] == pytest.approx(third_highest)
+    assert rows[1e-2]["far"] == pytest.approx(2 / 200) and rows[1e-2]["resolvable"]
+    assert rows[1e-2]["tar"] == pytest.approx(np.mean(cos_same > third_highest))
+    for target in (1e-3, 1e-4):
+        assert rows[target]["far"] == 0 and not rows[target]["resolvable"]
+        assert rows[target]["threshold_cosine"] == pytest.approx(cos_diff.max())
+    assert 0 <= rows[1e-2]["heldout_far"] <= 0.05 and rows[1e-2]["num_different"] == 200

@@ -267,3 +267,63 @@ def test_face_quality_is_the_feature_norm_and_min_quality_refuses_a_probe(run_di
     kept = b if lowest == a else a
     assert rows[lowest]["name"] is None and "below --min-quality" in rows[lowest]["detail"]
     assert rows[kept]["name"] is not None and rows[kept]["quality"] == pytest.approx(high)
+
+
+def test_far_thresholds_are_used_by_both_commands_and_a_loose_one_is_flagged(run_dir, lfw_dir, tmp_path, capsys):
+    """--far 1e-2: the report's threshold for that FAR, in verify.py and identify.py search; the accuracy-optimal
+    threshold is flagged by verify.py when it accepted more than 1 % of impostors."""
+    report = json.loads((run_dir / "eval" / "lfw_pairs.json").read_text())
+    row = next(r for r in report["far_thresholds"] if r["far_target"] == 1e-2)
+    a, b = photo(lfw_dir, "Aaron_Peirsol", 1), photo(lfw_dir, "Abdullah_Gul", 1)
+    code, out, err = run_cli(verify.main, [a, b, "--model", str(run_dir), "--far", "1e-2", "--no-progress", "--json"],
+                             capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["threshold"] == pytest.approx(row["threshold_cosine"]) and result["far_target"] == 1e-2
+    assert result["far_at_threshold"] == pytest.approx(row["heldout_far"])
+    code, out, _ = run_cli(verify.main, [a, b, "--model", str(run_dir), "--far", "1e-2", "--no-progress"], capsys)
+    assert code == 0 and "for FAR 0.01 from the model's evaluation on pairs.txt" in out
+    assert "different pairs cannot measure a FAR of 0.01" in out   # 8 different pairs here
+    code, out, _ = run_cli(verify.main, [a, b, "--model", str(run_dir), "--no-progress"], capsys)
+    assert (f"warning: this threshold accepted {100 * report['far_at_threshold']:.1f} % of impostors" in out) == (
+        report["far_at_threshold"] > 0.01)
+    code, _, err = run_cli(verify.main, [a, b, "--model", str(run_dir), "--far", "1e-2", "--threshold", "0.5",
+                                         "--no-progress"], capsys)
+    assert code == 1 and "--threshold or --far, not both" in err
+
+    people = tmp_path / "people"
+    for name in ("Aaron_Peirsol", "Abdullah_Gul"):
+        (people / name).mkdir(parents=True)
+        shutil.copy(photo(lfw_dir, name, 2), people / name)
+    gallery = tmp_path / "g.gallery"
+    code, out, _ = run_cli(identify.main, ["enroll", "--gallery", str(gallery), "--input-dir", str(people), "--model",
+                                           str(run_dir), "--no-progress"], capsys)
+    assert code == 0 and f"model: {run_dir / 'export' / 'best.keras'}" in out
+    code, out, _ = run_cli(identify.main, ["search", "--gallery", str(gallery), a, "--far", "1e-2", "--json",
+                                           "--no-progress"], capsys)
+    assert code == 0
+    found = json.loads(out.splitlines()[0])
+    assert found["threshold"] == pytest.approx(row["threshold_cosine"]) and found["far_target"] == 1e-2
+
+
+def test_without_a_model_or_run_the_commands_use_the_starter_model_and_say_so(run_dir, lfw_dir, tmp_path,
+                                                                              monkeypatch, capsys):
+    """No --model, no run under --runs-dir: the starter model (here a copy of the test model, named by
+    FACEID_STARTER_MODEL) with the report shipped beside it; absent, one line says so."""
+    from evaluation.starter import STARTER_ENV
+
+    starter = tmp_path / "starter" / "mobilefacenet_lfw_devtrain.keras"
+    starter.parent.mkdir()
+    shutil.copy(run_dir / "export" / "best.keras", starter)
+    shutil.copy(run_dir / "eval" / "lfw_pairs.json", starter.parent / "report.json")
+    monkeypatch.setenv(STARTER_ENV, str(starter))
+    a, b = photo(lfw_dir, "Aaron_Peirsol", 1), photo(lfw_dir, "Aaron_Peirsol", 2)
+    code, out, err = run_cli(verify.main, [a, b, "--runs-dir", str(tmp_path / "no_runs"), "--no-progress"], capsys)
+    assert code == 0, err
+    assert f"model: the starter model (trained on LFW DevTrain people; docs/using-a-model.md) {starter}" in out
+    assert f"{starter.parent / 'report.json'}" in out
+    code, out, err = run_cli(verify.main, [a, b, "--model", "starter", "--no-progress"], capsys)
+    assert code == 0 and "the starter model" in out
+    monkeypatch.setenv(STARTER_ENV, str(tmp_path / "gone.keras"))
+    code, out, err = run_cli(verify.main, [a, b, "--model", "starter", "--no-progress"], capsys)
+    assert code == 1 and err.count("\n") == 1 and "the starter model is not installed" in err

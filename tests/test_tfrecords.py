@@ -363,3 +363,34 @@ def test_image_size_comes_from_the_aligned_folders_align_config(tmp_path):
     assert any("align_config.json" in line for line in lines)
     with pytest.raises(BuildError, match="--resize"):     # without --resize: the crops disagree with their folder
         build(tmp_path / "in", tmp_path / "out2", progress=False, log=quiet)
+
+
+def test_a_validation_split_by_default_when_there_are_enough_identities(tmp_path):
+    """--val-identities auto (the default): 60 people with 2 images -> 5 % = 3, raised to 5, held out, said
+    in one line; 40 people -> none held out, said too; --val-identities 0 -> none, without the line."""
+    from tfrecords.plan import AUTO_VAL_MIN, AUTO_VAL_MIN_IDENTITIES, auto_val_count
+
+    assert auto_val_count(AUTO_VAL_MIN_IDENTITIES - 1) == 0 and auto_val_count(AUTO_VAL_MIN_IDENTITIES) == AUTO_VAL_MIN
+    assert auto_val_count(1000) == 50 and auto_val_count(100_000) == 200
+    make_aligned(tmp_path / "many", [2] * 60 + [1] * 5, size=(16, 16))
+    lines = []
+    manifest = build(tmp_path / "many", tmp_path / "out", num_shards=1, val_pairs=20, progress=False, log=lines.append)
+    held = [line for line in lines if line.startswith("validation: held out")]
+    assert held == ["validation: held out 5 of the 60 identities with >= 2 images (identity-disjoint; "
+                    "--val-identities auto takes 5% of them when there are >= 50); --val-identities 0 trains "
+                    "on all of them"]
+    assert manifest["num_classes"] == 60 and manifest["val_identities"] == 5 and manifest["val_pairs"]
+    val_people = {Path(p).parts[0] for p in tfrecords.read_split_images(tmp_path / "out", "val")[0]}
+    assert len(val_people) == 5 and val_people.isdisjoint(manifest["labels"])
+
+    lines = []
+    manifest = build(tmp_path / "many", tmp_path / "none", num_shards=1, val_identities=0, progress=False,
+                     log=lines.append)
+    assert manifest["num_classes"] == 65 and not manifest.get("val_pairs")
+    assert not any(line.startswith(("validation:", "no validation")) for line in lines)
+
+    make_aligned(tmp_path / "few", [3] * 40, size=(16, 16))
+    lines = []
+    manifest = build(tmp_path / "few", tmp_path / "few_out", num_shards=1, progress=False, log=lines.append)
+    assert manifest["num_classes"] == 40 and not manifest.get("val_pairs")
+    assert any(line.startswith("no validation split: only 40 identities have >= 2 images") for line in lines)

@@ -7,6 +7,10 @@
 on first use, so the builder's worker code and manifest tools stay light.
 """
 
+from fileio.quiet_tensorflow import quiet_tensorflow_for_api
+
+quiet_tensorflow_for_api()   # before any TensorFlow import below: its C++ start-up lines stay out of the terminal
+
 from .features import ENCODED, FORMAT, IDENTITY, LABEL, PATH, shard_file_name
 from .manifest import ManifestError, read_manifest
 

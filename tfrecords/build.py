@@ -47,7 +47,16 @@ from .features import shard_file_name
 from .image_check import image_size_of, load_checked
 from .manifest import FORMAT_VERSION, MANIFEST_NAME
 from .pairs import make_pairs
-from .plan import BuildError, count_identities, plan_fingerprint, read_plan, select_identities, shard_counts, write_plan
+from .plan import (
+    BuildError,
+    count_identities,
+    describe_auto_val,
+    plan_fingerprint,
+    read_plan,
+    select_identities,
+    shard_counts,
+    write_plan,
+)
 from .rec_source import RecSource
 from .recordio import IdxFormatError
 from .shard_writer import KILL_HOOK_ENV, KillHook, load_done, write_shard
@@ -72,7 +81,7 @@ class BuildOptions:
     max_images_per_class: int | None = None
     max_classes: int | None = None
     people: str | None = None           # file of identity names to keep
-    val_identities: float = 0.0         # fraction (< 1) or count of held-out identities
+    val_identities: float | str = "auto"  # fraction (< 1) or count of held-out identities; "auto": plan.auto_val_count
     val_pairs: int = 6000
     seed: int = 0
     overwrite: bool = False
@@ -133,6 +142,9 @@ def _build_locked(source, out, work, opts, progress, log):
                                            max_images_per_class=opts.max_images_per_class,
                                            max_classes=opts.max_classes, val_identities=opts.val_identities,
                                            seed=opts.seed)
+    if opts.val_identities == "auto":   # say what the default did; the manifest records the count it chose
+        log(describe_auto_val(sum(1 for n in list(train) + list(val) if capped[n] >= 2), len(val)))
+        opts = dataclasses.replace(opts, val_identities=float(len(val)))
     splits = {"train": train, **({"val": val} if val else {})}
     totals = {s: sum(capped[n] for n in names) for s, names in splits.items()}
     est_bytes = {s: sum(counts[n][1] * capped[n] / counts[n][0] for n in names) for s, names in splits.items()}
@@ -373,7 +385,9 @@ def _parse_size(text):
 
 
 def _parse_val(text):
-    """A fraction in [0, 1) or a whole count written as one ("1.0" is refused: one identity, or all?)."""
+    """A fraction in [0, 1), a whole count written as one ("1.0" is refused: one identity, or all?), or auto."""
+    if text.strip() == "auto":
+        return "auto"
     try:
         value = float(text)
     except ValueError:
@@ -434,9 +448,10 @@ def parse_args(argv=None):
     flt.add_argument("--max-images-per-class", type=int, default=None,
                      help="keep at most K images per identity (first in name order); e.g. "
                           "--min-images 10 --max-images-per-class 20 for arcface-pytorch's balanced set")
-    flt.add_argument("--val-identities", type=_parse_val, default=0.0,
-                     help="hold out whole identities for validation: a fraction (0.02) or a count (50); "
-                          "writes val-* shards and val_pairs.txt")
+    flt.add_argument("--val-identities", type=_parse_val, default="auto",
+                     help="hold out whole identities for validation: a fraction (0.02), a count (50), 0 (none), or "
+                          "auto: 5%% of the identities with >= 2 images (5 to 200) when there are >= 50 of them, "
+                          "else none (said either way); writes val-* shards and val_pairs.txt")
     flt.add_argument("--val-pairs", type=int, default=6000, help="verification pairs to write (half same)")
     out = p.add_argument_group("output")
     out.add_argument("--num-shards", type=int, default=None, help="train shards (default: from --shard-size-mb)")

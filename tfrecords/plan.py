@@ -43,6 +43,32 @@ def shard_counts(totals, est_bytes, num_shards=None, shard_size_mb=100.0):
     return shards
 
 
+# --val-identities auto (the default): a validation split when there are enough people to spare some.
+# 50 identities with >= 2 images give 5 held-out people at least: fewer would measure noise (a few dozen
+# same-person pairs), and a user with 30 people needs every one of them for training.
+AUTO_VAL_MIN_IDENTITIES = 50
+AUTO_VAL_FRACTION, AUTO_VAL_MIN, AUTO_VAL_MAX = 0.05, 5, 200
+
+
+def auto_val_count(eligible):
+    """Held-out identities --val-identities auto takes from ``eligible`` identities with >= 2 images: 5 %
+    of them (5 to 200) from 50 up, else none."""
+    if eligible < AUTO_VAL_MIN_IDENTITIES:
+        return 0
+    return min(AUTO_VAL_MAX, max(AUTO_VAL_MIN, round(AUTO_VAL_FRACTION * eligible)))
+
+
+def describe_auto_val(eligible, num_val):
+    """The line the builder prints for --val-identities auto."""
+    if num_val:
+        return (f"validation: held out {num_val} of the {eligible} identities with >= 2 images (identity-disjoint; "
+                f"--val-identities auto takes {AUTO_VAL_FRACTION:.0%} of them when there are >= "
+                f"{AUTO_VAL_MIN_IDENTITIES}); --val-identities 0 trains on all of them")
+    return (f"no validation split: only {eligible} identities have >= 2 images (--val-identities auto holds some out "
+            f"from {AUTO_VAL_MIN_IDENTITIES} up); --val-identities N holds out N anyway, or validate with "
+            f"train.py --val-pairs/--val-dir")
+
+
 def select_identities(counts, *, min_images=1, max_images_per_class=None, max_classes=None,
                       val_identities=0.0, seed=0):
     """Apply the identity filters; returns (train names, val names, {name: capped count}).
@@ -50,20 +76,22 @@ def select_identities(counts, *, min_images=1, max_images_per_class=None, max_cl
     Order: keep identities with >= min_images images; keep the first max_classes of them
     (sorted order; train + val together); cap each at max_images_per_class (first files);
     then hold out val identities, drawn (seeded) among those with >= 2 images so that
-    same-person pairs exist. val_identities < 1 is a fraction of the kept identities, >= 1 a count.
-    Both lists come back sorted.
+    same-person pairs exist. val_identities < 1 is a fraction of the kept identities, >= 1 a count,
+    "auto" auto_val_count's. Both lists come back sorted.
     """
     kept = [n for n in sort_identities(counts) if counts[n][0] >= max(1, min_images)]
     if max_classes:
         kept = kept[:max_classes]
     cap = max_images_per_class or None
     capped = {n: min(counts[n][0], cap) if cap else counts[n][0] for n in kept}
+    candidates = [n for n in kept if capped[n] >= 2]
+    if val_identities == "auto":
+        val_identities = auto_val_count(len(candidates))
     if val_identities < 0:
         raise BuildError(f"--val-identities must be >= 0, got {val_identities}")
     num_val = round(val_identities * len(kept)) if val_identities < 1 else int(val_identities)
     if val_identities > 0 and num_val == 0:
         num_val = 1
-    candidates = [n for n in kept if capped[n] >= 2]
     if num_val > len(candidates):
         raise BuildError(f"--val-identities asks for {num_val} held-out identities but only "
                          f"{len(candidates)} identities have >= 2 images; lower it")

@@ -5,6 +5,10 @@ Names are imported on first use (PEP 562), so ``import training.config`` (what `
 needs) does not load TensorFlow.
 """
 
+from fileio.quiet_tensorflow import quiet_tensorflow_for_api
+
+quiet_tensorflow_for_api()   # before any TensorFlow import below: its C++ start-up lines stay out of the terminal
+
 import importlib
 
 _HOMES = {

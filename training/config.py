@@ -66,6 +66,10 @@ class TrainConfig:
     val_pairs: str | None = None         # LFW-style or generic pairs file ...
     val_dir: str | None = None           # ... with its folder of aligned images
     val_bin: list | None = None          # insightface .bin sets (lfw.bin, cfp_fp.bin, ...) validated beside them
+    init_from: str | None = None         # fine-tuning: the exported model (.keras) the backbone starts from
+    init_from_sha256: str | None = None  # ... and its file's sha256 (recorded when the run starts)
+    freeze_backbone_steps: int = 0       # fine-tuning: the backbone (weights and BN statistics) frozen this long
+    backbone_lr_mult: float | None = None  # backbone lr = this x the schedule's; None -> 0.1 with init_from, else 1
     num_classes: int = 1000              # synthetic data only
     synthetic_images: int = 1024         # synthetic data only: distinct random images
 
@@ -253,6 +257,16 @@ def resolve_config(cli_values, config_file=None, base=None):
     config = TrainConfig(**{**values, "backbone_options": backbone_options, "head_options": head_options})
     if base:
         check_resume(config, base)
+    elif config.init_from:   # fine-tuning: the init model's architecture, where the user set none
+        from training.init_from import adopt_init_architecture
+
+        given = {k for layer in layers for k in layer}
+        adopt_init_architecture(config, given)
+        if "backbone_options" not in given:
+            from models import TRAINING_OPTIONS
+            config.backbone_options = dict(TRAINING_OPTIONS.get(config.backbone, {}))
+    if config.backbone_lr_mult is None:   # recorded resolved: a resumed run keeps it
+        config.backbone_lr_mult = 0.1 if config.init_from else 1.0
 
     lr_given = any("lr" in layer for layer in layers[1 if base else 0:])
     if lr_given and config.lr is not None and config.lr_schedule.split(",")[0].startswith("0:"):
@@ -284,7 +298,7 @@ def reference_lr(global_batch):
 
 # Settings that shape the network or its checkpoint: a resumed run must keep them, or it could not
 # restore its checkpoint (and its config.json would no longer describe it).
-_RUN_SHAPING = ("backbone", "backbone_options", "embedding_size", "loss", "image_size", "data", "dropout")
+_RUN_SHAPING = ("backbone", "backbone_options", "embedding_size", "loss", "image_size", "data", "dropout", "init_from")
 
 
 def check_resume(config, base):
@@ -376,6 +390,13 @@ def _check(config):
         if not Path(path).is_file():
             raise FileNotFoundError(f"--val-bin file not found: {path} (insightface packs ship lfw.bin, cfp_fp.bin, "
                                     "agedb_30.bin beside train.rec)")
+    if config.freeze_backbone_steps < 0:
+        raise ValueError(f"--freeze-backbone-steps must be >= 0, got {config.freeze_backbone_steps}")
+    if config.freeze_backbone_steps and config.partial_fc is not None:
+        raise ValueError("--freeze-backbone-steps with --partial-fc is not supported (the sampled centres are "
+                         "updated outside the optimizer); drop one of them")
+    if config.backbone_lr_mult is not None and not config.backbone_lr_mult >= 0:
+        raise ValueError(f"--backbone-lr-mult must be >= 0, got {config.backbone_lr_mult}")
     for name in ("checkpoint_every", "log_every", "val_every"):
         if getattr(config, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")

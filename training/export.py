@@ -8,6 +8,7 @@ runtimes without TensorFlow.
 
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -36,7 +37,7 @@ def save_keras_atomic(model, path):
     return Path(path)
 
 
-def export_embedding_model(model, export_dir, formats=("keras", "saved_model", "onnx")):
+def export_embedding_model(model, export_dir, formats=("keras", "saved_model", "onnx"), log=None):
     """Write EXPORT/embedding.keras and, as ``formats`` asks (train.py --exports), EXPORT/saved_model/
     and EXPORT/embedding.onnx; returns their paths.
 
@@ -44,24 +45,36 @@ def export_embedding_model(model, export_dir, formats=("keras", "saved_model", "
     by then): the error is printed with the command that retries it, and returned as "onnx_error".
     A SavedModel or ONNX file from an earlier invocation that this one does not write again is removed
     (listed under "removed"): it holds older weights than embedding.keras.
+    ``log``: where to say what is being written and how long each took (the SavedModel and ONNX
+    conversions take a minute or more on a CPU); None says nothing.
     """
     from inference.onnx_export import export_onnx
 
     export_dir = Path(export_dir)
     targets = {"saved_model": export_dir / "saved_model", "onnx": export_dir / "embedding.onnx"}
+    say = log or (lambda *_: None)
     model = with_stock_layers(model)   # once, for every file below
+    started = time.perf_counter()
     keras_path = save_keras_atomic(model, export_dir / "embedding.keras")
+    say(f"export: {keras_path} ({time.perf_counter() - started:.1f} s)")
     paths, removed = {"keras": str(keras_path)}, []
     for name, target in targets.items():
         if name not in formats:
             _remove_stale(target, removed, f"--exports {','.join(formats)} leaves it out now")
     if "saved_model" in formats:
+        say(f"export: writing the TensorFlow SavedModel {targets['saved_model']}/ (traces the model; often a minute "
+            "on a CPU; --exports keras skips it) ...")
+        started = time.perf_counter()
         with atomic_output(targets["saved_model"]) as tmp:
             model.export(str(tmp), format="tf_saved_model", verbose=False)
         paths["saved_model"] = str(targets["saved_model"])
+        say(f"export: {targets['saved_model']}/ ({time.perf_counter() - started:.1f} s)")
     if "onnx" in formats:
+        say(f"export: converting to ONNX {targets['onnx']} (tf2onnx; often a minute on a CPU) ...")
+        started = time.perf_counter()
         try:
             paths["onnx"] = str(export_onnx(model, targets["onnx"], source=keras_path))
+            say(f"export: {targets['onnx']} ({time.perf_counter() - started:.1f} s)")
         except Exception as error:  # tf2onnx/onnx raise many types; the run's other exports stand regardless
             failure = f"{type(error).__name__}: {error}"
             print(f"warning: ONNX export failed ({failure}); {', '.join(paths.values())} written. "

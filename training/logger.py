@@ -33,7 +33,9 @@ class RunLogger:
                         disable=not chief)
         self.first_step_seconds = None
         self.timed_steps, self.timed_seconds = 0, 0.0          # over the whole invocation
+        self.step_seconds = 0.0                                 # every step of the invocation, the first included
         self.last = {"loss": None, "accuracy": None}             # the last window's means
+        self.last_step = {"loss": None, "accuracy": None}        # the last step's own values
         self._reset_window()
 
     def _reset_window(self):
@@ -43,7 +45,10 @@ class RunLogger:
     def step_done(self, stats, seconds):
         """stats: the training step's global sums as floats (loss, correct, classified, cosine_sum, cosine_pairs)."""
         w = self.window
-        if self.first_step_seconds is None:
+        self.step_seconds += seconds
+        self.last_step = {"loss": stats["loss"], "accuracy": stats["correct"] / max(stats["classified"], 1.0)}
+        first = self.first_step_seconds is None
+        if first:
             self.first_step_seconds = seconds
         else:
             w["timed_steps"] += 1
@@ -53,7 +58,15 @@ class RunLogger:
         for key in ("loss", "correct", "classified", "cosine_sum", "cosine_pairs"):
             w[key] += stats[key]
         w["steps"] += 1
-        self.bar.update(1)
+        if first and not self.bar.disable:
+            # The first step traces and compiles (seconds to minutes): restart the bar's clock after it, so its
+            # first rate and time left are those of real steps, not 30000 x the compile time.
+            done = self.bar.n + 1
+            self.bar.reset(self.bar.total)
+            self.bar.initial = self.bar.n = self.bar.last_print_n = done
+            self.bar.refresh()
+        else:
+            self.bar.update(1)
 
     def end_window(self, step, lr, epoch):
         """Write the window's means (bar, TensorBoard, JSON line), start a new window; returns the means."""

@@ -52,16 +52,20 @@ def build_training_state(config, num_classes, image_size, total_steps, global_ba
         head.build((None, config.embedding_size))
         schedule = build_lr_schedule(config.lr_schedule, peak_lr(config, global_batch or config.batch_size),
                                      total_steps, config.warmup_steps)
+        lr_mult = 1.0 if config.backbone_lr_mult is None else config.backbone_lr_mult
         optimizer = build_optimizer(config, schedule, backbone.trainable_variables + head.trainable_variables,
-                                    decayed_variables(backbone, head, config.head_wd_mult, config.weight_decay_rule))
+                                    decayed_variables(backbone, head, config.head_wd_mult, config.weight_decay_rule),
+                                    [(v, lr_mult) for v in backbone.trainable_variables] if lr_mult != 1.0 else ())
         model = build_embedding_model(backbone, image_size)
     return TrainingState(model, backbone, head, optimizer, schedule)
 
 
-def build_optimizer(config, schedule, variables, decayed=()):
+def build_optimizer(config, schedule, variables, decayed=(), lr_mults=()):
     """SGD with momentum over ``variables`` (built, so its slots exist before a checkpoint restore),
     decaying the ``decayed`` (variable, multiplier) pairs by ``config.weight_decay`` and clipping to
-    ``config.clip_grad_norm`` in Caffe's order (ReferenceSGD); wrapped in loss scaling for float16."""
+    ``config.clip_grad_norm`` in Caffe's order (ReferenceSGD); wrapped in loss scaling for float16.
+    ``lr_mults``: (variable, multiplier) pairs whose lr is the schedule's x multiplier (fine-tuning's
+    --backbone-lr-mult); every other variable gets the schedule's."""
     optimizer = ReferenceSGD(learning_rate=schedule, momentum=config.momentum,
                              l2_decay=config.weight_decay, clip_grad_norm=config.clip_grad_norm)
     sgd = optimizer
@@ -69,6 +73,7 @@ def build_optimizer(config, schedule, variables, decayed=()):
         optimizer = keras.optimizers.LossScaleOptimizer(sgd)   # unscales before ReferenceSGD sees them
     optimizer.build(variables)
     sgd.set_decay(decayed)
+    sgd.set_lr_mults(lr_mults)
     return optimizer
 
 
@@ -89,10 +94,15 @@ class ReferenceSGD(keras.optimizers.SGD):
         self.l2_decay = float(l2_decay)
         self.clip_grad_norm = clip_grad_norm
         self._decay_mults = {}   # optimizer variable index -> multiplier
+        self._lr_mults = {}      # optimizer variable index -> lr multiplier (fine-tuning's backbone)
 
     def set_decay(self, pairs):
         """Decay these (variable, multiplier) pairs (after ``build``); every other variable gets none."""
         self._decay_mults = {self._get_variable_index(v): float(mult) for v, mult in pairs}
+
+    def set_lr_mults(self, pairs):
+        """Scale the lr of these (variable, multiplier) pairs (after ``build``); the others keep the schedule's."""
+        self._lr_mults = {self._get_variable_index(v): float(mult) for v, mult in pairs}
 
     def _clip_gradients(self, grads):
         # Keras clips here, before the TF replicas' all-reduce: that would clip each replica's share.
@@ -109,9 +119,12 @@ class ReferenceSGD(keras.optimizers.SGD):
         return [(g, v) for g, (_, v) in zip(clipped, pairs)]
 
     def update_step(self, gradient, variable, learning_rate):
-        mult = self._decay_mults.get(self._get_variable_index(variable), 0.0)
+        index = self._get_variable_index(variable)
+        mult = self._decay_mults.get(index, 0.0)
         if mult and self.l2_decay:
             gradient = ops.add(ops.cast(gradient, variable.dtype), ops.multiply(self.l2_decay * mult, variable))
+        if index in self._lr_mults:   # the step v = momentum·v + lr·mult·g: a slower backbone, same momentum
+            learning_rate = ops.multiply(learning_rate, self._lr_mults[index])
         super().update_step(gradient, variable, learning_rate)
 
 

@@ -19,6 +19,7 @@ from training.data_identity import check_data_identity
 from training.export import export_embedding_model
 from training.guard import TrainingGuard
 from training.hardware import resolve_auto_settings
+from training.init_from import load_init_backbone
 from training.logger import RunLogger
 from training.partial_fc import gather_centres, head_memory_line, sample_centres, sparse_sgd_update
 from training.partial_fc_sharded import ShardedPartialFC, check_sharded_options, sharded_memory_line, uses_replicas
@@ -86,7 +87,7 @@ def batch_stats(loss, scores, targets, negative_classes, embeddings, labels):
 
 
 def make_train_step(strategy, model, head, optimizer, config, global_batch, class_weights=None,
-                    negative_classes=None):
+                    negative_classes=None, freeze_backbone=False):
     """A tf.function running one global step from a distributed iterator.
 
     ``class_weights`` and ``negative_classes`` (float lists [C] or None, training.data.singleton_roles)
@@ -97,15 +98,19 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch, clas
     their mean near 1 means the model maps every face to one direction, see training/guard.py).
     The forward/backward pass is the XLA-compiled part (--xla); applying gradients stays
     outside XLA because its cross-replica all-reduce cannot run inside a compiled cluster.
+    ``freeze_backbone`` (fine-tuning's --freeze-backbone-steps): the backbone runs in inference mode (its
+    batch-norm statistics are not updated) and only the head's variables get gradients and updates.
     """
-    variables = model.trainable_variables + head.trainable_variables
+    variables = (head.trainable_variables if freeze_backbone
+                 else model.trainable_variables + head.trainable_variables)
     scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     class_weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
     negative_classes = None if negative_classes is None else tf.constant(negative_classes, tf.float32)
 
     def forward_backward(images, labels, margin_weight):
         with tf.GradientTape() as tape:
-            embeddings = model(images, training=True)   # images in [0, 255]: the model scales them
+            # images in [0, 255]: the model scales them. Frozen: BN uses (and keeps) its moving statistics.
+            embeddings = model(images, training=not freeze_backbone)
             logits = head(embeddings, labels, margin_weight=margin_weight)
             loss = losses.margin_softmax_loss(labels, logits, focal_gamma=config.focal,
                                               class_weights=class_weights, negative_classes=negative_classes)
@@ -204,6 +209,8 @@ def run_training(config, run_dir, strategy=None, log=print):
     """
     wall_start = time.perf_counter()
     run_dir = Path(run_dir)
+    if config.backbone_lr_mult is None:   # an API caller's TrainConfig that resolve_config did not resolve
+        config.backbone_lr_mult = 0.1 if config.init_from else 1.0
     strategy = strategy or make_strategy(config.strategy)
     chief = is_chief(strategy)
     keras.utils.set_random_seed(config.seed)
@@ -225,10 +232,16 @@ def run_training(config, run_dir, strategy=None, log=print):
     log(f"data: {data.description}")
     if best_rule(validator, bin_validators):
         log(f"validation every {config.val_every} steps; {best_rule(validator, bin_validators)}")
+    else:   # said once: without it nothing measures the model during training and no best.keras is chosen
+        log("no validation: these shards hold no held-out identities and no --val-pairs/--val-dir or --val-bin was "
+            "given, so nothing is measured during training and no best.keras is written (the export is the last "
+            "step's model). Build the shards with --val-identities N, or pass --val-pairs FILE --val-dir DIR")
+    lr_given = config.lr is not None
+    _record_resolved(config, run_dir, chief, data, steps, global_batch)
     log(f"model: {config.backbone} + {config.loss} head, {data.num_classes} classes, "
         f"{data.image_size[0]}x{data.image_size[1]}; {strategy.num_replicas_in_sync} replica(s) x batch "
         f"{config.batch_size} = global batch {global_batch}; {steps} steps, peak lr {peak_lr(config, global_batch):g}"
-        f"{'' if config.lr is not None else ' (0.1 x global batch / 256; --lr sets it)'}; backbone precision "
+        f"{'' if lr_given else ' (0.1 x global batch / 256; --lr sets it)'}; backbone precision "
         f"{'float32' if config.mixed_precision == 'off' else config.mixed_precision}, XLA {'on' if config.xla else 'off'}; "
         f"run dir {run_dir}")
 
@@ -253,15 +266,24 @@ def run_training(config, run_dir, strategy=None, log=print):
     if config.resume:
         log(f"resumed from {checkpoints.restored} at step {start} "
             f"(lr {float(state.schedule(state.optimizer.iterations)):.6g})")
+    if config.init_from and start == 0:   # a resumed run's checkpoint holds the fine-tuned weights already
+        log(load_init_backbone(state.backbone, config))
+    if config.init_from or config.backbone_lr_mult != 1.0 or config.freeze_backbone_steps:
+        log(f"backbone lr x {config.backbone_lr_mult:g} (--backbone-lr-mult)"
+            + (f"; backbone frozen (weights and batch-norm statistics) for steps 1-{config.freeze_backbone_steps}, "
+               "then trained" if config.freeze_backbone_steps else ""))
     iterator = iter(strategy.distribute_datasets_from_function(lambda ctx: data.dataset_fn(ctx, start)))
     train_step = make_train_step(strategy, state.model, state.head, state.optimizer, config, global_batch,
                                  class_weights, negative_classes)
+    frozen_step = (make_train_step(strategy, state.model, state.head, state.optimizer, config, global_batch,
+                                   class_weights, negative_classes, freeze_backbone=True)
+                   if config.freeze_backbone_steps > start else None)
     logger = RunLogger(run_dir, chief, steps, start, global_batch)
     validate = Validation(validator, state.model, logger, checkpoints.best_val,
                           run_dir / "export" / "best.keras", chief, log, bin_validators=bin_validators)
     time_up = _time_limit_check(strategy, config, wall_start)
 
-    last_step, time_limited, val_metrics = start, False, None
+    last_step, time_limited, val_metrics, validation_seconds = start, False, None, 0.0
     stop = StopRequest()   # SIGTERM/SIGINT: a checkpoint of the step, then TrainingInterrupted (preemption.py)
     catch_signals = (getattr(strategy.extended, "_num_workers", 1) <= 1
                      and threading.current_thread() is threading.main_thread())
@@ -269,10 +291,13 @@ def run_training(config, run_dir, strategy=None, log=print):
         with _data_errors_explained(data), stop.installed(catch_signals):
             for step in range(start + 1, steps + 1):
                 t0 = time.perf_counter()
-                stats = {k: float(v) for k, v in train_step(iterator).items()}
+                step_fn = frozen_step if step <= config.freeze_backbone_steps else train_step
+                stats = {k: float(v) for k, v in step_fn(iterator).items()}
                 guard.after_step(step, stats["loss"])
                 logger.step_done(stats, time.perf_counter() - t0)
-                if step % config.log_every == 0 or step == steps:
+                time_limited = step < steps and time_up(step)
+                # the curves get the first and the last step of every invocation, whatever --log-every
+                if step % config.log_every == 0 or step == steps or step == start + 1 or time_limited:
                     window = logger.end_window(step, float(state.schedule(state.optimizer.iterations)),
                                                _epoch(data, step, global_batch))
                     guard.after_window(step, window["embedding_cosine"])
@@ -280,11 +305,12 @@ def run_training(config, run_dir, strategy=None, log=print):
                 if stop.signum is not None:
                     checkpoints.save(step)
                     raise TrainingInterrupted(stop.signum, step, run_dir, checkpoints.latest)
-                time_limited = step < steps and time_up(step)
                 if step % config.checkpoint_every == 0 or step == steps or time_limited:
                     checkpoints.save(step)
                 if step % config.val_every == 0 or step == steps or time_limited:
+                    t_val = time.perf_counter()
                     val_metrics = validate(step)
+                    validation_seconds += time.perf_counter() - t_val
                 if time_limited:
                     log(f"--time-limit {config.time_limit:g} min reached after step {step} of {steps}: "
                         f"checkpoint saved; --resume continues the run")
@@ -292,18 +318,28 @@ def run_training(config, run_dir, strategy=None, log=print):
     finally:
         logger.close()
 
+    t_export = time.perf_counter()
     try:
-        exports = (export_embedding_model(state.model, run_dir / "export", export_formats(config.exports))
+        exports = (export_embedding_model(state.model, run_dir / "export", export_formats(config.exports), log=log)
                    if chief else {})
     except (OSError, tf.errors.OpError) as error:
         raise write_failure(run_dir, f"the export in {run_dir / 'export'}", error, checkpoints.latest) from None
+    export_seconds = time.perf_counter() - t_export
+    wall_seconds = time.perf_counter() - wall_start
     summary = {"run_dir": str(run_dir), "steps": steps, "start_step": start, "last_step": last_step,
                "time_limited": time_limited, "global_batch": global_batch,
-               "final_loss": logger.last["loss"], "final_accuracy": logger.last["accuracy"],
+               # the last step's own loss and accuracy (train_log.jsonl's last line: its window's means)
+               "final_loss": logger.last_step["loss"], "final_accuracy": logger.last_step["accuracy"],
+               "last_window_loss": logger.last["loss"], "last_window_accuracy": logger.last["accuracy"],
                "first_step_seconds": logger.first_step_seconds,
                # Steady-state rate: the first step (tracing, compilation) is left out.
                "images_per_sec": logger.images_per_sec,
-               "wall_seconds": time.perf_counter() - wall_start, "validation": val_metrics,
+               "wall_seconds": wall_seconds, "validation": val_metrics,
+               # where the wall time went: the steps, the validations, the export; setup is the rest (data,
+               # model, checkpoint restore, the validation sets' loading)
+               "train_seconds": logger.step_seconds, "validation_seconds": validation_seconds,
+               "export_seconds": export_seconds,
+               "setup_seconds": wall_seconds - logger.step_seconds - validation_seconds - export_seconds,
                "bin_validation": validate.last_bins, "best_rule": validate.rule,
                # the AUC of the model best.keras holds (on a resumed run without a new choice: the best seen)
                "best_validation_auc": validate.best if validate.best_score is None else validate.best_score,
@@ -315,6 +351,19 @@ def run_training(config, run_dir, strategy=None, log=print):
         with open(run_dir / "train_summary.jsonl", "a") as f:
             f.write(json.dumps(summary) + "\n")
     return summary
+
+
+def _record_resolved(config, run_dir, chief, data, steps, global_batch):
+    """Put the values the run resolved into config (and RUN/config.json): the data's classes and image size,
+    the peak lr, the steps. config.json then says what was trained, not what was left to defaults."""
+    config.num_classes = data.num_classes
+    config.image_size = config.image_size or f"{data.image_size[0]}x{data.image_size[1]}"
+    config.max_steps = steps if config.epochs is None else config.max_steps
+    if config.lr is None:
+        config.lr = peak_lr(config, global_batch)
+    if chief and (run_dir / "config.json").is_file():   # train.py wrote it; an API caller may not have
+        from training.run_dir import save_run_config
+        save_run_config(run_dir, config)
 
 
 @contextlib.contextmanager
