@@ -156,26 +156,28 @@ def main(argv=None):
     from fileio.quiet_tensorflow import quiet_tensorflow
     quiet_tensorflow()   # before TensorFlow loads: its C++ start-up lines stay out of the progress bar
 
-    import training  # after parsing, so --help is instant
+    # after parsing, so --help is instant
+    from training.config import parse_option_items, resolve_config
+    from training.guard import TrainingCollapsed, TrainingDiverged
+    from training.preemption import TrainingInterrupted
+    from training.run_dir import RunWriteError, load_run_config, new_run_dir, run_to_resume
 
     try:
         if args.backbone_options is not None:
-            cli["backbone_options"] = training.parse_option_items(args.backbone_options, "--backbone-option")
+            cli["backbone_options"] = parse_option_items(args.backbone_options, "--backbone-option")
         if args.resume:
-            run_dir = training.run_to_resume(args.output_dir)
-            config = training.resolve_config(cli, args.config, base=training.load_run_config(run_dir))
+            run_dir = run_to_resume(args.output_dir)
+            config = resolve_config(cli, args.config, base=load_run_config(run_dir))
         else:
-            config = training.resolve_config(cli, args.config)
-            run_dir = training.new_run_dir(config.output_dir, config.backbone, config.loss)
-        config.output_dir = str(run_dir)
-        for line in training.resolve_auto_settings(config):   # before config.json: it records the choice
-            print(line)
-        training.save_run_config(run_dir, config)
-        summary = training.run_training(config, run_dir)
-    except training.TrainingInterrupted as e:   # SIGTERM/SIGINT: checkpoint saved, the shell's status
+            config = resolve_config(cli, args.config)
+            run_dir = new_run_dir(config.output_dir, config.backbone, config.loss)
+        from training.trainer import run_training  # TensorFlow: after the config's errors are out
+
+        summary = run_training(config, run_dir)   # resolves --mixed-precision/--xla auto, writes RUN/config.json
+    except TrainingInterrupted as e:   # SIGTERM/SIGINT: checkpoint saved, the shell's status
         print(f"stopped: {e}", file=sys.stderr)
         return e.exit_code
-    except (training.TrainingDiverged, training.TrainingCollapsed, training.RunWriteError) as e:
+    except (TrainingDiverged, TrainingCollapsed, RunWriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError, FileExistsError) as e:

@@ -268,7 +268,7 @@ def resolve_config(cli_values, config_file=None, base=None):
 
 
 def augmentation(config):
-    """The run's tfrecords.Augmentation (the flip is always on; these add to it)."""
+    """The run's tfrecords.augment.Augmentation (the flip is always on; these add to it)."""
     from tfrecords.augment import Augmentation
 
     return Augmentation(scale=config.augment_scale, shift=config.augment_shift, rotate=config.augment_rotate,
