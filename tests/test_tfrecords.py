@@ -362,5 +362,13 @@ def test_image_size_comes_from_the_aligned_folders_align_config(tmp_path):
     manifest = build(tmp_path / "in", tmp_path / "out", resize=True, progress=False, log=lines.append)
     assert manifest["image_size"] == [H, W] and manifest["splits"]["train"]["resized"] == 4
     assert any("align_config.json" in line for line in lines)
-    with pytest.raises(BuildError, match="--resize"):     # without --resize: the crops disagree with their folder
-        build(tmp_path / "in", tmp_path / "out2", progress=False, log=quiet)
+    with pytest.raises(BuildError, match=r"align_config\.json says the crops are 16x12.*is 32x24.*--resize"):
+        build(tmp_path / "in", tmp_path / "out2", progress=False, log=quiet)   # checked before any shard is written
+    assert not list((tmp_path / "out2").glob("*.tfrecord"))
+    (tmp_path / "in" / "align_config.json").write_text(json.dumps({"image_size": "16x12"}))
+    with pytest.raises(BuildError, match=r"align_config\.json: cannot read the crops' image_size"):
+        build(tmp_path / "in", tmp_path / "out3", progress=False, log=quiet)
+    (tmp_path / "in" / "align_config.json").unlink()   # no config: the first image's size, said to be a guess
+    lines = []
+    assert build(tmp_path / "in", tmp_path / "out4", progress=False, log=lines.append)["image_size"] == [2 * H, 2 * W]
+    assert any("no align_config.json" in line and "guessed" in line for line in lines)
