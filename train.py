@@ -44,7 +44,7 @@ def build_parser():
                    help="TFRecord folder from `python -m tfrecords.build`. Without it, training runs on "
                         "SYNTHETIC random images with these defaults: "
                         + ", ".join(f"{k}={v}" for k, v in SYNTHETIC_DEFAULTS.items()))
-    g.add_argument("--image-size", metavar="HxW", help="default: the manifest's (112x96 for synthetic data)")
+    g.add_argument("--image-size", metavar="HxW", help="default: the manifest's (synthetic data: see --data)")
     g.add_argument("--num-classes", type=int, help="synthetic data only (default 100)")
     g.add_argument("--synthetic-images", type=int, help="synthetic data only: distinct images (default 1024)")
     g.add_argument("--shuffle-buffer", type=int, help="examples in the shuffle buffer (default 20000)")

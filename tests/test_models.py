@@ -137,8 +137,6 @@ def test_bad_image_size_rejected(bad):
 
 
 def test_image_size_parsing_and_other_multiples_of_16():
-    assert models.parse_image_size("112x96") == (112, 96)
-    assert models.validate_image_size([112, 112]) == (112, 112)
     model = models.build_backbone("mobilefacenet", image_size="64x48", embedding_size=32)
     assert model.output.shape == (None, 32)
 

@@ -85,6 +85,13 @@ def test_config_errors_name_the_problem(tmp_path):
         resolve_config({}, bad)
     with pytest.raises(ValueError, match="not both"):
         resolve_config({"data": "x", "max_steps": 5, "epochs": 1})
+    # --image-size: the one image-size rule (fileio.images), at config time rather than at the model
+    with pytest.raises(ValueError, match="--image-size: image_size 100x96 is not supported"):
+        resolve_config({"data": "x", "image_size": "100x96"})
+    with pytest.raises(ValueError, match="--image-size: image size '112'"):
+        resolve_config({"data": "x", "image_size": "112"})
+    assert resolve_config({"data": "x", "image_size": "112X112"}).image_size == "112x112"
+    assert resolve_config({}).image_size == SYNTHETIC_DEFAULTS["image_size"] == "112x96"
     with pytest.raises(ValueError, match="disagrees"):
         resolve_config({"data": "x", "lr": 0.05, "lr_schedule": REFERENCE_LR_SCHEDULE})
     assert resolve_config({"data": "x", "lr": 0.05}).lr == 0.05   # the default schedule scales from --lr

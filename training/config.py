@@ -9,6 +9,7 @@ import json
 import typing
 from pathlib import Path
 
+from fileio import parse_image_size
 from losses.registry import HEADS, all_option_names, check_focal_gamma, check_head_options
 
 # The reference AM-Softmax schedule (CASIA scale, batch 256): lr 0.1, x0.1 at 16k, 24k, 28k. The
@@ -30,7 +31,7 @@ class TrainConfig:
     singletons: str = "classes"          # identities with one training image: classes | negatives
     singleton_weight: float = 1.0        # loss weight of those identities' images
     embedding_size: int = 512
-    image_size: str | None = None        # "HxW"; None -> the manifest's (or 112x96 synthetic)
+    image_size: str | None = None        # "HxW"; None -> the manifest's (synthetic: SYNTHETIC_DEFAULTS)
     batch_size: int = 64                 # per replica; global = batch_size x replicas
     lr: float | None = None              # None -> reference_lr(global batch): 0.1 x global batch / 256
     lr_schedule: str = "reference"      # REFERENCE_LR_SCHEDULE stretched to max_steps
@@ -81,6 +82,7 @@ NEW_RUN_DEFAULTS = {"mixed_precision": "auto", "xla": "auto"}
 
 SYNTHETIC_DEFAULTS = {
     "backbone": "mobilefacenet",
+    "image_size": "112x96",
     "batch_size": 32,
     "max_steps": 40,
     "num_classes": 100,
@@ -321,6 +323,12 @@ def _check_partial_fc(config):
 
 
 def _check(config):
+    if config.image_size is not None:   # the one image-size rule (fileio.images): form and trainable
+        try:
+            height, width = parse_image_size(config.image_size)
+        except ValueError as e:
+            raise ValueError(f"--image-size: {e}") from None
+        config.image_size = f"{height}x{width}"
     if config.lr is not None and not config.lr > 0:
         raise ValueError(f"--lr must be > 0, got {config.lr}")
     check_head_options(config.loss, config.head_options)   # the head registry: names, options, ranges

@@ -14,7 +14,7 @@ from losses.loss import drop_negative_classes, margin_softmax_loss
 from losses.partial_fc import partial_fc_num_sample
 from tfrecords.manifest import open_shards
 from training.checkpoints import RunCheckpoints
-from training.config import augmentation, export_formats
+from training.config import SYNTHETIC_DEFAULTS, augmentation, export_formats
 from training.data import singleton_roles, synthetic_data, tfrecord_data, total_steps
 from training.data_identity import check_data_identity
 from training.export import export_embedding_model
@@ -173,7 +173,9 @@ def open_data(config, per_replica_batch):
         return tfrecord_data(open_shards(config.data), per_replica_batch, image_size=image_size,
                              shuffle_buffer=config.shuffle_buffer, seed=config.seed,
                              deterministic=config.deterministic, augmentation=augmentation(config))
-    return synthetic_data(config.num_classes, image_size or (112, 96), per_replica_batch,
+    # image_size None: a synthetic run saved before SYNTHETIC_DEFAULTS named its size, resumed
+    return synthetic_data(config.num_classes, image_size or parse_image_size(SYNTHETIC_DEFAULTS["image_size"]),
+                          per_replica_batch,
                           num_images=config.synthetic_images, seed=config.seed)
 
 
@@ -182,6 +184,7 @@ def run_training(config, run_dir, strategy=None, log=print):
 
     First resolves ``auto`` in config.mixed_precision / config.xla for this machine (in place,
     training.hardware) and writes the config as RUN/config.json, so a --resume keeps that choice.
+
     Returns a summary dict (steps, losses, images/s, validation, export paths). Raises
     TrainingDiverged on a NaN/Inf loss or weights and TrainingCollapsed on collapsed embeddings or
     a stuck loss (training/guard.py), leaving the last checkpoint, whose weights are finite, in place.
