@@ -18,16 +18,15 @@ import sys
 def add_head_flags(group):
     """--loss and one flag per head option (--s, --m, ...), with each head's default, from the head
     registry (losses.registry: Keras-free, so --help stays instant)."""
-    from losses.registry import HEADS, OPTION_HELP, all_option_names, option_defaults_text
+    from losses.registry import HEADS, OPTION_HELP, all_option_names, option_defaults_text, option_kind
 
     group.add_argument("--loss", help="the head: " + ", ".join(f"{n} ({spec.summary})" for n, spec in HEADS.items())
                        + "; default am_softmax. Its options below (default: each head's published value; "
                          "docs/heads.md)")
-    kinds = {name: option.kind for spec in HEADS.values() for name, option in spec.options.items()}
     for name in all_option_names():
         help_text = f"{OPTION_HELP[name]}; default {option_defaults_text(name)}"
         flag = "--" + name.replace("_", "-")
-        if kinds[name] is bool:
+        if option_kind(name) is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
         else:   # ints too: the registry checks and converts (--m 4 for sphereface)
             group.add_argument(flag, type=float, help=help_text)

@@ -371,6 +371,10 @@ def test_margin_functions_have_no_defaults_of_their_own():
                margins.combined_margin_logits):
         params = inspect.signature(fn).parameters
         assert all(params[p].default is inspect.Parameter.empty for p in ("s",)), fn.__name__
+    from losses.heads import sphereface_lambda  # the λ schedule's published values: the registry's too
+    assert all(p.default is inspect.Parameter.empty for p in inspect.signature(sphereface_lambda).parameters.values())
+    from losses.registry import option_kind
+    assert option_kind("easy_margin") is bool and option_kind("m") is float   # sphereface's int m: converted
     with pytest.raises(TypeError):
         margins.am_softmax_logits(tf.zeros((1, 2)), tf.zeros((1, 2)))
 
@@ -390,8 +394,10 @@ def test_train_help_lists_every_head_option_with_its_defaults():
 
 
 def sphereface_lambda_at(iteration):
+    """λ of the published schedule (the registry's defaults) at forward pass ``iteration``."""
     from losses.heads import sphereface_lambda
-    return sphereface_lambda(iteration)
+    d = HEADS["sphereface"].defaults
+    return sphereface_lambda(iteration, d["lambda_base"], d["lambda_gamma"], d["lambda_power"], d["lambda_min"])
 
 
 def _sphereface_step(head, emb, labels):

@@ -10,7 +10,7 @@ import typing
 from pathlib import Path
 
 from fileio import parse_image_size
-from losses.registry import HEADS, all_option_names, check_focal_gamma, check_head_options
+from losses.registry import HEADS, all_option_names, check_focal_gamma, check_head_options, option_kind
 
 # The reference AM-Softmax schedule (CASIA scale, batch 256): lr 0.1, x0.1 at 16k, 24k, 28k. The
 # default "reference" is this list stretched to the run's length (training/schedules.py).
@@ -158,7 +158,7 @@ def _parse_config_text(path, text):
 def _type_problem(key, value):
     """Why ``value`` cannot be option ``key`` ("expected a number, got the string '0.1'"), or None."""
     if key in HEAD_OPTION_KEYS:
-        allowed = (bool,) if key == "easy_margin" else (int, float)
+        allowed = (bool,) if option_kind(key) is bool else (int, float)   # ranges: check_head_options
     elif key in _FIELDS:
         annotation = _FIELDS[key].type
         allowed = typing.get_args(annotation) or (annotation,)
@@ -183,6 +183,11 @@ def _type_problem(key, value):
         " (remove the quotes)" if isinstance(value, str) else "")
 
 
+# The keys a config.json from before head_options existed stored as False / 0.0 for "off" (a fact of that
+# old file format, not of the registry).
+_LEGACY_OFF = ("easy_margin", "sphereface_lambda")
+
+
 def _gather_head_options(layer, legacy=False):
     """Move the head option keys of one layer (flags, file, saved run) into its ``head_options``.
 
@@ -193,7 +198,7 @@ def _gather_head_options(layer, legacy=False):
     options = dict(layer.get("head_options") or {})
     for key in HEAD_OPTION_KEYS:
         value = layer.pop(key, None)
-        if value is None or (legacy and key in ("easy_margin", "sphereface_lambda") and not value):
+        if value is None or (legacy and key in _LEGACY_OFF and not value):
             continue
         options[key] = value
     if options or "head_options" in layer:
