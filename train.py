@@ -19,16 +19,15 @@ import sys
 def add_head_flags(group):
     """--loss and one flag per head option (--s, --m, ...), with each head's default, from the head
     registry (losses.registry: Keras-free, so --help stays instant)."""
-    from losses.registry import HEADS, OPTION_HELP, all_option_names, option_defaults_text
+    from losses.registry import HEADS, OPTION_HELP, all_option_names, option_defaults_text, option_kind
 
     group.add_argument("--loss", help="the head: " + ", ".join(f"{n} ({spec.summary})" for n, spec in HEADS.items())
                        + "; default am_softmax. Its options below (default: each head's published value; "
                          "docs/heads.md)")
-    kinds = {name: option.kind for spec in HEADS.values() for name, option in spec.options.items()}
     for name in all_option_names():
         help_text = f"{OPTION_HELP[name]}; default {option_defaults_text(name)}"
         flag = "--" + name.replace("_", "-")
-        if kinds[name] is bool:
+        if option_kind(name) is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
         else:   # ints too: the registry checks and converts (--m 4 for sphereface)
             group.add_argument(flag, type=float, help=help_text)
@@ -45,7 +44,7 @@ def build_parser():
                    help="TFRecord folder from `python -m tfrecords.build`. Without it, training runs on "
                         "SYNTHETIC random images with these defaults: "
                         + ", ".join(f"{k}={v}" for k, v in SYNTHETIC_DEFAULTS.items()))
-    g.add_argument("--image-size", metavar="HxW", help="default: the manifest's (112x96 for synthetic data)")
+    g.add_argument("--image-size", metavar="HxW", help="default: the manifest's (synthetic data: see --data)")
     g.add_argument("--num-classes", type=int, help="synthetic data only (default 100)")
     g.add_argument("--synthetic-images", type=int, help="synthetic data only: distinct images (default 1024)")
     g.add_argument("--shuffle-buffer", type=int, help="examples in the shuffle buffer (default 20000)")
@@ -171,26 +170,28 @@ def main(argv=None):
     from fileio.quiet_tensorflow import quiet_tensorflow
     quiet_tensorflow()   # before TensorFlow loads: its C++ start-up lines stay out of the progress bar
 
-    import training  # after parsing, so --help is instant
+    # after parsing, so --help is instant
+    from training.config import parse_option_items, resolve_config
+    from training.guard import TrainingCollapsed, TrainingDiverged
+    from training.preemption import TrainingInterrupted
+    from training.run_dir import RunWriteError, load_run_config, new_run_dir, run_to_resume
 
     try:
         if args.backbone_options is not None:
-            cli["backbone_options"] = training.parse_option_items(args.backbone_options, "--backbone-option")
+            cli["backbone_options"] = parse_option_items(args.backbone_options, "--backbone-option")
         if args.resume:
-            run_dir = training.run_to_resume(args.output_dir)
-            config = training.resolve_config(cli, args.config, base=training.load_run_config(run_dir))
+            run_dir = run_to_resume(args.output_dir)
+            config = resolve_config(cli, args.config, base=load_run_config(run_dir))
         else:
-            config = training.resolve_config(cli, args.config)
-            run_dir = training.new_run_dir(config.output_dir, config.backbone, config.loss)
-        config.output_dir = str(run_dir)
-        for line in training.resolve_auto_settings(config):   # before config.json: it records the choice
-            print(line)
-        training.save_run_config(run_dir, config)
-        summary = training.run_training(config, run_dir)
-    except training.TrainingInterrupted as e:   # SIGTERM/SIGINT: checkpoint saved, the shell's status
+            config = resolve_config(cli, args.config)
+            run_dir = new_run_dir(config.output_dir, config.backbone, config.loss)
+        from training.trainer import run_training  # TensorFlow: after the config's errors are out
+
+        summary = run_training(config, run_dir)   # resolves --mixed-precision/--xla auto, writes RUN/config.json
+    except TrainingInterrupted as e:   # SIGTERM/SIGINT: checkpoint saved, the shell's status
         print(f"stopped: {e}", file=sys.stderr)
         return e.exit_code
-    except (training.TrainingDiverged, training.TrainingCollapsed, training.RunWriteError) as e:
+    except (TrainingDiverged, TrainingCollapsed, RunWriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError, FileExistsError) as e:

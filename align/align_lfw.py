@@ -22,17 +22,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from align.detector import DEFAULT_MIN_FACE_SIZE, DEFAULT_SCALE_FACTOR, DEFAULT_THRESHOLDS
 from align.folder import AlignError, align_folder, available_cores, format_summary
-from fileio import add_max_megapixels_argument, parse_image_size
-
-
-def _image_size(text: str):
-    try:
-        height, width = parse_image_size(text, trainable=False)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    if (height, width) not in ((112, 96), (112, 112)):
-        raise argparse.ArgumentTypeError(f"supported sizes are 112x96 and 112x112, got {text!r}")
-    return height, width
+from align.geometry import SUPPORTED_SIZES
+from fileio import add_max_megapixels_argument, image_size_type
 
 
 def _thresholds(text: str):
@@ -49,8 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input-dir", required=True, help="RAW folder: one subfolder per identity")
     parser.add_argument("--output-dir", required=True, help="ALIGNED folder (created; a rerun resumes)")
-    parser.add_argument("--image-size", type=_image_size, default=(112, 96),
-                        help="HEIGHTxWIDTH of the crops: 112x96 (default) or 112x112")
+    parser.add_argument("--image-size", type=image_size_type(trainable=False, sizes=SUPPORTED_SIZES),
+                        default=SUPPORTED_SIZES[0],
+                        help="HEIGHTxWIDTH of the crops: " + " or ".join(f"{h}x{w}" for h, w in SUPPORTED_SIZES)
+                             + " (default the first)")
     parser.add_argument("--format", dest="image_format", choices=("jpg", "png"), default="jpg",
                         help="output format (default jpg)")
     parser.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality 1..100 (default 95)")

@@ -62,7 +62,7 @@ def check_disjoint(model_path, names):
     config = run_dir_of(model_path) / "config.json"
     try:
         data = json.loads(config.read_text()).get("data")
-        from tfrecords import read_manifest
+        from tfrecords.manifest import read_manifest
 
         trained = set(read_manifest(data)["labels"]) if data else None
     except Exception as error:  # no config, synthetic run, shards gone: say so, do not guess

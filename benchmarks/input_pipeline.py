@@ -5,7 +5,7 @@
 Columns, all on the same 112x96 JPEGs in one process:
   (a) path-list loader (the AM-Softmax reference approach, written in tf.data as strongly as it
       goes: Python list of paths -> read_file -> decode_jpeg -> flip -> scale, AUTOTUNE map, batch)
-  (b) tfrecords.make_train_dataset over shards built from the same images
+  (b) tfrecords.reader.make_train_dataset over shards built from the same images
   (c) ResFace20 and MobileFaceNet training steps (train.py's own step, batch 64) for scale: how
       many images/s training consumes. Skipped with a note if models/ or losses/ cannot be imported.
 Data: the aligned folder given by --aligned, else 112x96 JPEGs made from LFW (centre crop and
@@ -120,10 +120,12 @@ def main(argv=None):
 
     import tensorflow as tf
 
-    import tfrecords
+    from tfrecords.manifest import open_shards
+    from tfrecords.reader import make_train_dataset
 
     paths = list_images(args.aligned)
-    manifest = tfrecords.read_manifest(args.shards)
+    shards = open_shards(args.shards)
+    manifest = shards.manifest
     size = tuple(manifest["image_size"])
     print(f"data: {len(paths)} JPEGs {size[0]}x{size[1]}, {manifest['num_images']} in "
           f"{len(manifest['splits']['train']['shards'])} shards; cores: {os.cpu_count()}; "
@@ -131,9 +133,8 @@ def main(argv=None):
     loaders = {
         "(a) path list, serial map": lambda: path_list_dataset(paths, args.batch_size, False),
         "(a) path list, AUTOTUNE map": lambda: path_list_dataset(paths, args.batch_size),
-        "(b) tfrecords.make_train_dataset": lambda: tfrecords.make_train_dataset(args.shards, args.batch_size, seed=0),
-        "(b) same, deterministic=True": lambda: tfrecords.make_train_dataset(args.shards, args.batch_size, seed=0,
-                                                                             deterministic=True),
+        "(b) tfrecords.reader.make_train_dataset": lambda: make_train_dataset(shards, args.batch_size, seed=0),
+        "(b) same, deterministic=True": lambda: make_train_dataset(shards, args.batch_size, seed=0, deterministic=True),
     }
     # Interleaved rounds, median per loader: other work on a shared machine hits all loaders alike.
     rates = {name: [] for name in loaders}
@@ -143,7 +144,7 @@ def main(argv=None):
     median = {name: sorted(r)[len(r) // 2] for name, r in rates.items()}
     for name, r in rates.items():
         print(f"  {name:36s} median {median[name]:7.0f} img/s   rounds: {' '.join(f'{v:.0f}' for v in r)}")
-    ours = median["(b) tfrecords.make_train_dataset"]
+    ours = median["(b) tfrecords.reader.make_train_dataset"]
     print(f"  tfrecords / path-list(AUTOTUNE) = {ours / median['(a) path list, AUTOTUNE map']:.2f}x")
 
     if args.dct:

@@ -88,7 +88,7 @@ def make_jax_train_step(state, config):
     returned by ``initial_values``; the loss, weight decay and update are train.py's."""
     import jax
 
-    import losses
+    from losses.loss import margin_softmax_loss
     model, head, optimizer = state.model, state.head, state.optimizer
     if head.non_trainable_variables:   # the step below threads no head state (SphereFace's λ, moving averages)
         raise ValueError(f"benchmarks/jax_step.py times heads without state; --loss {config.loss} has "
@@ -99,7 +99,7 @@ def make_jax_train_step(state, config):
         embeddings, non_trainable_values = model.stateless_call(
             trainable_values[:num_model], non_trainable_values, images, training=True)
         logits, _ = head.stateless_call(trainable_values[num_model:], [], embeddings, labels)
-        loss = losses.margin_softmax_loss(labels, logits, focal_gamma=config.focal) + head.auxiliary_loss(embeddings)
+        loss = margin_softmax_loss(labels, logits, focal_gamma=config.focal) + head.auxiliary_loss(embeddings)
         # no L2 term: the optimizer's update adds wd·mult·w, as in train.py (training.state.ReferenceSGD)
         return loss, (loss, non_trainable_values)
 

@@ -54,7 +54,9 @@ def run_head_case(classes, dim, rate, batch, steps):
     import numpy as np
     import tensorflow as tf
 
-    import losses
+    from losses.heads import build_head
+    from losses.loss import margin_softmax_loss
+    from losses.partial_fc import build_partial_fc_head, partial_fc_num_sample
     from training.partial_fc import gather_centres, sample_centres, sparse_sgd_update
 
     rng = np.random.default_rng(0)
@@ -62,7 +64,7 @@ def run_head_case(classes, dim, rate, batch, steps):
     labels = tf.constant(rng.integers(0, classes, batch).astype("int32"))
     weight_decay, lr, momentum = 5e-4, 0.1, 0.9
     if rate >= 1:
-        head = losses.build_head("am_softmax", classes)
+        head = build_head("am_softmax", classes)
         head.build((None, dim))
         optimizer = keras.optimizers.SGD(learning_rate=lr, momentum=momentum)
         optimizer.build([head.kernel])
@@ -70,15 +72,15 @@ def run_head_case(classes, dim, rate, batch, steps):
         @tf.function
         def step():
             with tf.GradientTape() as tape:
-                loss = losses.margin_softmax_loss(labels, head(embeddings, labels))
+                loss = margin_softmax_loss(labels, head(embeddings, labels))
                 objective = loss + 0.5 * weight_decay * tf.reduce_sum(tf.square(head.kernel))
             grad_x, grad_w = tape.gradient(objective, [embeddings, head.kernel])
             optimizer.apply_gradients([(grad_w, head.kernel)])
             return loss + 0.0 * tf.reduce_sum(grad_x)
     else:
-        head = losses.build_partial_fc_head("am_softmax", classes, rate)
+        head = build_partial_fc_head("am_softmax", classes, rate)
         head.build((None, dim))
-        num_sample = losses.partial_fc_num_sample(classes, rate, batch)
+        num_sample = partial_fc_num_sample(classes, rate, batch)
         counter = tf.Variable(0, dtype=tf.int64)
 
         @tf.function
@@ -87,7 +89,7 @@ def run_head_case(classes, dim, rate, batch, steps):
             centres = gather_centres(head, index)
             with tf.GradientTape() as tape:
                 tape.watch(centres)
-                loss = losses.margin_softmax_loss(local, head.sampled_logits(embeddings, centres, local))
+                loss = margin_softmax_loss(local, head.sampled_logits(embeddings, centres, local))
             grad_x, grad_rows = tape.gradient(loss, [embeddings, centres])
             sparse_sgd_update(head, index, grad_rows, lr, momentum, weight_decay)
             counter.assign_add(1)

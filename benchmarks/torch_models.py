@@ -170,7 +170,7 @@ class LResNetE(nn.Module):
 
 
 class AMSoftmaxHead(nn.Module):
-    """cos θ against L2-normalised class centres; logits s·(cos θ − m·onehot) (losses.build_head)."""
+    """cos θ against L2-normalised class centres; logits s·(cos θ − m·onehot) (losses.heads.build_head)."""
 
     def __init__(self, embedding_size, num_classes, s=30.0, m=0.35):
         super().__init__()

@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from fileio import parse_image_size
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TORCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 TWINS = ("resface20", "mobilefacenet", "lresnet50e_ir")
@@ -94,10 +96,9 @@ def parse_args(argv=None):
         parser.error(f"--backbones {unknown or '(empty)'}: choose from {', '.join(TWINS)} "
                      "(the backbones with a PyTorch twin in benchmarks/torch_models.py)")
     try:
-        args.image_size = tuple(int(v) for v in args.image_size.lower().split("x"))
-        assert len(args.image_size) == 2 and all(v > 0 and v % 16 == 0 for v in args.image_size)
-    except (ValueError, AssertionError):
-        parser.error(f"--image-size {args.image_size!r}: expected HEIGHTxWIDTH, multiples of 16, e.g. 112x96")
+        args.image_size = parse_image_size(args.image_size)   # the models' rule: positive multiples of 16
+    except ValueError as e:
+        parser.error(f"--image-size: {e}")
     for name in ("batch_size", "steps", "num_classes", "profile_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")

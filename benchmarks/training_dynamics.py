@@ -60,9 +60,10 @@ def main(argv=None):
     import tensorflow as tf
     import yaml
 
-    import losses
-    import training
+    from losses.loss import margin_softmax_loss
     from models.scaling import scale_images
+    from tfrecords.manifest import open_shards
+    from training.config import resolve_config
     from training.data import singleton_roles, tfrecord_data
     from training.schedules import margin_warmup_weight
     from training.state import build_training_state
@@ -74,13 +75,14 @@ def main(argv=None):
     for item in args.set:
         key, _, value = item.partition("=")
         cli[key.replace("-", "_")] = yaml.safe_load(value)
-    config = training.resolve_config(cli)
+    config = resolve_config(cli)
     from training.hardware import resolve_auto_settings
 
     for line in resolve_auto_settings(config):  # --mixed-precision/--xla auto, as train.py resolves them
         print(line)
     keras.utils.set_random_seed(config.seed)
-    data = tfrecord_data(config.data, config.batch_size, shuffle_buffer=config.shuffle_buffer, seed=config.seed)
+    shards = open_shards(config.data)
+    data = tfrecord_data(shards, config.batch_size, shuffle_buffer=config.shuffle_buffer, seed=config.seed)
     strategy = tf.distribute.get_strategy()
     state = build_training_state(config, data.num_classes, data.image_size, config.max_steps)
     backbone, head = state.backbone, state.head
@@ -111,7 +113,7 @@ def main(argv=None):
             embeddings = outs[-1]
             # The training step's margin and loss settings, so the probe's loss is the step's.
             margin_weight = margin_warmup_weight(state.optimizer.iterations, config.margin_warmup_steps)
-            loss = losses.margin_softmax_loss(
+            loss = margin_softmax_loss(
                 labels, head(embeddings, labels, margin_weight=margin_weight), focal_gamma=config.focal,
                 class_weights=class_weights, negative_classes=negative_classes) + head.auxiliary_loss(embeddings)
         grads = tape.gradient(loss, variables)
@@ -140,7 +142,7 @@ def main(argv=None):
     non_trainable = backbone.non_trainable_variables
     iterator = iter(data.dataset_fn(None, 0))
     # One fixed batch (another seed's stream) for every probe, so probes are comparable over steps.
-    probe_images, probe_labels = next(iter(tfrecord_data(config.data, config.batch_size, seed=1234).dataset_fn(None, 0)))
+    probe_images, probe_labels = next(iter(tfrecord_data(shards, config.batch_size, seed=1234).dataset_fn(None, 0)))
     out = open(args.output, "w")
     started = time.perf_counter()
     history = []

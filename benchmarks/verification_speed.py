@@ -15,6 +15,7 @@
 import argparse
 import time
 
+from fileio import image_size_type
 from fileio.quiet_tensorflow import quiet_tensorflow
 
 quiet_tensorflow()   # before TensorFlow loads: its C++ start-up lines stay out of the output
@@ -100,12 +101,11 @@ def main():
     parser.add_argument("--backbone", default="mobilefacenet", help="backbone for the throughput part ('' to skip)")
     parser.add_argument("--num-images", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=256, help="forward images per call (flips included)")
-    parser.add_argument("--image-size", default="112x96")
+    parser.add_argument("--image-size", type=image_size_type(), default="112x96")
     args = parser.parse_args()
     bench_metrics(args.repeats)
     if args.backbone:
-        h, w = (int(v) for v in args.image_size.split("x"))
-        bench_embedding(args.backbone, args.num_images, args.batch_size, (h, w))
+        bench_embedding(args.backbone, args.num_images, args.batch_size, args.image_size)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from fileio.hashing import sha256_of_file
 from fileio.images import (
                            DOWNSAMPLING,
                            IMAGE_EXTENSIONS,
+                           image_size_type,
                            is_image_file,
                            jpeg_damage,
                            parse_image_size,
@@ -63,6 +64,7 @@ __all__ = [
                            "atomic_output",
                            "check_regular",
                            "format_generic_pairs",
+                           "image_size_type",
                            "is_image_file",
                            "is_utf8_name",
                            "jpeg_damage",

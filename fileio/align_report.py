@@ -137,10 +137,21 @@ NOT_IN_REPORT = (f"no aligned record in {REPORT_NAME} writes this file (a leftov
 
 
 def aligned_image_size(aligned_dir):
-    """(H, W) the aligned folder's crops were made at, from its align_config.json; None without one."""
+    """(H, W) the aligned folder's crops were made at, from its align_config.json; None without one
+    (or one without the key).
+    ValueError naming the file when it is there but names no [H, W] of positive integers."""
     path = Path(aligned_dir) / CONFIG_NAME
     if not path.is_file():
         return None
-    with open(path, encoding="utf-8") as handle:
-        size = json.load(handle).get("image_size")
-    return tuple(int(v) for v in size) if size else None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            size = json.load(handle).get("image_size")
+        if size is None:   # written before align recorded it
+            return None
+        height, width = (int(v) for v in size)
+        if height <= 0 or width <= 0 or [height, width] != list(size):
+            raise ValueError
+    except (OSError, ValueError, TypeError, AttributeError):
+        raise ValueError(f"{path}: cannot read the crops' image_size [H, W] from it; align the folder again "
+                         "(align/align_lfw.py writes it), or pass --image-size HxW") from None
+    return height, width

@@ -20,15 +20,33 @@ def is_image_file(name):
 
 
 def parse_image_size(text, trainable=True):
-    """"112x96" -> (112, 96) (height x width); ``trainable`` also applies ``validate_image_size``."""
+    """"112x96" (or "112,96") -> (112, 96) (height x width); ``trainable`` also applies ``validate_image_size``."""
     try:
-        height, width = (int(part) for part in str(text).lower().split("x"))
+        height, width = (int(part) for part in str(text).lower().replace(",", "x").split("x"))
         if height <= 0 or width <= 0:
             raise ValueError
     except ValueError:
         raise ValueError(f"image size {text!r}: expected HEIGHTxWIDTH with positive integers, e.g. 112x96 "
                          "or 112x112") from None
     return validate_image_size((height, width)) if trainable else (height, width)
+
+
+def image_size_type(trainable=True, sizes=None):
+    """An argparse ``type=`` for a HEIGHTxWIDTH flag: ``parse_image_size``, its message as the flag's error.
+    ``sizes``: the only (H, W) accepted (align/align_lfw.py: its templates' sizes)."""
+    import argparse
+
+    def image_size(text):
+        try:
+            size = parse_image_size(text, trainable)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        if sizes is not None and size not in sizes:
+            raise argparse.ArgumentTypeError(f"supported sizes are {' and '.join(f'{h}x{w}' for h, w in sizes)}, "
+                                             f"got {text!r}")
+        return size
+
+    return image_size
 
 
 def untrainable_reason(image_size):

@@ -129,9 +129,10 @@ class NormalizedMarginHead(keras.layers.Layer):
                 "margin": self.margin, "margin_args": self.margin_args}
 
 
-def sphereface_lambda(iteration, base=1000.0, gamma=0.12, power=1.0, lambda_min=5.0):
+def sphereface_lambda(iteration, base, gamma, power, lambda_min):
     """The reference's annealed λ at forward pass ``iteration`` (1 for the first):
-    ``max(λ_min, base·(1 + γ·iteration)^(−power))`` (MarginInnerProductLayer, sphereface_model.prototxt)."""
+    ``max(λ_min, base·(1 + γ·iteration)^(−power))`` (MarginInnerProductLayer, sphereface_model.prototxt).
+    No defaults here: the published ones are the registry's (``HEADS["sphereface"]``: lambda_base, ...)."""
     return ops.maximum(lambda_min, base * ops.power(1.0 + gamma * ops.cast(iteration, "float32"), -power))
 
 

@@ -35,7 +35,7 @@ def train_embedding(head_name, options, x, y, epochs, seed):
     the class-centre directions [10, 2] (None for softmax: its classes are half-planes)."""
     import keras
 
-    import losses
+    from losses.heads import build_head
 
     keras.utils.set_random_seed(seed)
     images = keras.Input(shape=(x.shape[1],), name="pixels")
@@ -43,7 +43,7 @@ def train_embedding(head_name, options, x, y, epochs, seed):
     h = keras.layers.Dense(128, activation="relu")(images)
     h = keras.layers.Dense(128, activation="relu")(h)
     embeddings = keras.layers.Dense(2, name="embedding")(h)
-    head = losses.build_head(head_name, 10, **options)
+    head = build_head(head_name, 10, **options)
     logits = head(embeddings, labels)
     model = keras.Model([images, labels], logits)
     model.compile(optimizer=keras.optimizers.Adam(0.003),

@@ -154,6 +154,15 @@ def all_option_names():
     return names
 
 
+def option_kind(option):
+    """bool for a switch (--easy-margin / --no-easy-margin), else float: flags and config values are numbers,
+    which ``check_head_options`` checks and converts to int where a head's option is one (sphereface's m)."""
+    kinds = {spec.options[option].kind for spec in HEADS.values() if option in spec.options}
+    if not kinds:
+        raise KeyError(f"no head takes the option {option!r}")
+    return bool if kinds == {bool} else float
+
+
 def option_defaults_text(option):
     """'am_softmax 30, cosface 64, ...': each head's default of ``option``, for --help."""
     def text(value):

@@ -11,14 +11,13 @@ backbone halves the map four times with stride-2 convs (112x96 -> 7x6, 112x112 -
 
 import inspect
 
-from fileio import DOWNSAMPLING, parse_image_size, validate_image_size  # noqa: F401  (the one image-size rule)
+from fileio import validate_image_size  # the one image-size rule (fileio/images.py), which callers import from there
 from models.flops import count_forward_flops
 from models.iresnet import lresnet50e_ir
 from models.mobilefacenet import mobilefacenet
 from models.resface import resface20, resface36
 
-__all__ = ["BACKBONES", "TRAINING_OPTIONS", "build_backbone", "count_forward_flops", "list_backbones", "parse_image_size",
-           "validate_image_size"]
+__all__ = ["BACKBONES", "TRAINING_OPTIONS", "build_backbone", "count_forward_flops", "list_backbones"]
 
 # name -> builder(image_size, embedding_size, **options) -> keras.Model
 BACKBONES = {
@@ -36,7 +35,6 @@ TRAINING_OPTIONS = {
     "resface20": {"batch_norm": True},
     "resface36": {"batch_norm": True},
 }
-STANDARD_IMAGE_SIZES = ((112, 96), (112, 112))
 
 
 def list_backbones():

@@ -149,9 +149,9 @@ class Stages:
 
 
 def head_settings(loss, run_dir=None):
-    """"s=30, m=0.35": the options the head trained with: the published ones (losses.HEADS), overridden
+    """"s=30, m=0.35": the options the head trained with: the published ones (losses.registry.HEADS), overridden
     by those the run's config.json records (e.g. --extra-train-args "--m 0.25")."""
-    from losses import HEADS
+    from losses.registry import HEADS
     options = dict(HEADS[loss].defaults)
     config = Path(run_dir) / "config.json" if run_dir else None
     if config and config.is_file():
@@ -182,7 +182,7 @@ def lfw_identities(pairs_file):
 
 def check_identities(shards, lfw):
     """Training (and held-out) identities vs the test pairs: none may be in pairsDevTest."""
-    from tfrecords import read_manifest
+    from tfrecords.manifest import read_manifest
     manifest = read_manifest(shards)
     trained = set(manifest["labels"])
     if (shards / "val_pairs.txt").is_file():

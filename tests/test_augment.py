@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import tfrecords
 from tests.test_tfrecords import make_aligned, quiet
 from tfrecords.augment import Augmentation, augment_batch, jitter_colors, similarity_transforms, warp_images
 from tfrecords.build import build
+from tfrecords.manifest import open_shards
+from tfrecords.reader import make_train_dataset
 
 
 def _images(count, height, width, seed=0):
@@ -70,7 +71,7 @@ def test_reader_applies_augmentation_after_the_same_flips(tmp_path):
     build(tmp_path / "in", tmp_path / "out", num_shards=1, progress=False, log=quiet)
 
     def batch(augmentation):
-        ds = tfrecords.make_train_dataset(tmp_path / "out", 8, seed=4, repeat=False, deterministic=True,
+        ds = make_train_dataset(open_shards(tmp_path / "out"), 8, seed=4, repeat=False, deterministic=True,
                                           augmentation=augmentation)
         (x, y), = list(ds)
         return x.numpy()[np.argsort(y.numpy())]

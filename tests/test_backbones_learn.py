@@ -16,7 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
-import training
+from training.config import resolve_config
+from training.run_dir import new_run_dir
+from training.trainer import run_training
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
@@ -68,11 +70,11 @@ def _train(shards, run_dir, backbone, **extra):
     # bfloat16 training of these nets on real faces is measured in benchmarks/results/lfw_view1_backbones/results.md.
     # Deterministic: 48 steps of batch 8 are few enough that the order in which the parallel reader
     # happens to deliver the images (which a loaded CPU changes) decided whether resface20 passed.
-    config = training.resolve_config({"data": str(shards), "backbone": backbone, "batch_size": BATCH,
+    config = resolve_config({"data": str(shards), "backbone": backbone, "batch_size": BATCH,
                                       "max_steps": STEPS, "log_every": 1, "checkpoint_every": 1000,
                                       "val_every": 1000, "shuffle_buffer": 64, "mixed_precision": "off",
                                       "xla": "off", "exports": "keras", "deterministic": True, **extra})
-    summary = training.run_training(config, training.new_run_dir(run_dir, backbone, "am"), log=lambda *_: None)
+    summary = run_training(config, new_run_dir(run_dir, backbone, "am"), log=lambda *_: None)
     log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
     return config, summary, [e["loss"] for e in log if "loss" in e]
 

@@ -265,3 +265,34 @@ def test_results_index_lists_every_experiment():
     index = (ROOT / "benchmarks" / "results" / "README.md").read_text(encoding="utf-8")
     listed = set(re.findall(r"^\| \[([^\]]+)\]\(", index, re.MULTILINE))
     assert listed == {folder.name for folder in experiment_folders()}, "rerun python -m benchmarks.results_index"
+
+
+# --- the heads' defaults -----------------------------------------------------------------------------
+
+# How docs/heads.md's table spells the options whose names it writes as symbols.
+HEAD_OPTION_SPELLING = {"lambda_base": "base", "lambda_gamma": "γ", "lambda_power": "power", "lambda_min": "λ_min",
+                        "lambda_g": "λ_g"}
+
+
+def test_heads_page_defaults_are_the_registrys():
+    """docs/heads.md's table of heads repeats each head's published defaults for the reader: every value
+    there is the one losses.registry.HEADS holds (the one source), so the page cannot drift from it."""
+    from losses.registry import HEADS
+
+    rows = {}
+    for line in (ROOT / "docs" / "heads.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        name = cells[0].strip("`") if cells else ""
+        if line.startswith("|") and name in HEADS:
+            rows[name] = cells[2]
+    assert set(rows) == set(HEADS), f"heads missing from the page: {sorted(set(HEADS) - set(rows))}"
+    wrong = []
+    for name, cell in rows.items():
+        for option, value in HEADS[name].defaults.items():
+            if value is None:   # off (sphereface_lambda: the annealed schedule)
+                continue
+            shown = str(value).lower() if isinstance(value, bool) else f"{value:g}"
+            if not re.search(rf"(?<![\w]){re.escape(HEAD_OPTION_SPELLING.get(option, option))} {re.escape(shown)}"
+                             rf"(?![\w.])", cell):
+                wrong.append(f"{name}: {option} {shown} not in {cell!r}")
+    assert not wrong, "\n".join(wrong)

@@ -54,7 +54,7 @@ def test_damaged_jpeg_is_listed_by_the_build_and_caught_by_verify(lfw_dir, tmp_p
     from fileio import jpeg_damage
     from tfrecords import image_check
     from tfrecords.build import build
-    from tfrecords.reader import ShardError
+    from tfrecords.manifest import ShardError
     from tfrecords.verify import verify
 
     good = (lfw_dir / "images" / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg").read_bytes()
@@ -208,10 +208,10 @@ def packed(shards):
     """{image path: stored bytes} of a shard folder's train split."""
     import tensorflow as tf
 
-    import tfrecords
     from tfrecords import features as F
+    from tfrecords.manifest import read_manifest
 
-    manifest = tfrecords.read_manifest(shards)
+    manifest = read_manifest(shards)
     images = {}
     for shard in manifest["splits"]["train"]["shards"]:
         for raw in tf.data.TFRecordDataset(str(Path(shards) / shard["file"])):
@@ -426,13 +426,14 @@ def test_damaged_checkpoint_and_truncated_model_are_named_with_the_fix(tmp_path,
     none readable is one error line. A truncated .keras is named as such (Keras says "File not found"),
     with the fix, which works: --resume of the finished run exports it again."""
     import evaluate
-    import training
     from evaluation.model_io import load_embedding_model
     from training.config import resolve_config
+    from training.run_dir import new_run_dir
+    from training.trainer import run_training
 
     run = tmp_path / "run"
     config = dict(TINY, max_steps=4, checkpoint_every=2, lr_schedule="constant")
-    training.run_training(resolve_config(config), training.new_run_dir(run, "m", "l"), log=quiet)
+    run_training(resolve_config(config), new_run_dir(run, "m", "l"), log=quiet)
     model = run / "export" / "embedding.keras"
     model.write_bytes(model.read_bytes()[:4000])
     with pytest.raises(ValueError, match=r"embedding\.keras is not a complete \.keras file.*--resume --output-dir"):
@@ -450,14 +451,14 @@ def test_damaged_checkpoint_and_truncated_model_are_named_with_the_fix(tmp_path,
     newest = min((run / "checkpoints").glob("ckpt-4.data-*"))
     newest.write_bytes(newest.read_bytes()[:1000])
     messages = []
-    summary = training.run_training(resolve_config(dict(config, resume=True)), run, log=messages.append)
+    summary = run_training(resolve_config(dict(config, resume=True)), run, log=messages.append)
     assert summary["start_step"] == 2 and summary["last_step"] == 4
     assert any("ckpt-4" in m and "cannot be read" in m and "resuming from the older ckpt-2" in m for m in messages)
     load_embedding_model(model)   # exported again by the resumed run
     for data in (run / "checkpoints").glob("ckpt-*.data-*"):
         data.write_bytes(b"")
     with pytest.raises(ValueError, match=r"no checkpoint in .*checkpoints can be read: ckpt-4 .*ckpt-2"):
-        training.run_training(resolve_config(dict(config, resume=True)), run, log=quiet)
+        run_training(resolve_config(dict(config, resume=True)), run, log=quiet)
 
 
 # ---- our .bin writer and reader agree for every pairs format --------------------------------------------
@@ -641,9 +642,10 @@ def test_sigint_is_caught_only_while_training():
 def test_resume_refuses_shards_rebuilt_with_other_people(tmp_path):
     """Shards rebuilt in place with the same class count but other identities: --resume stops with one
     line naming the label map (the path and the class count alone did not notice)."""
-    import training
     from tfrecords.build import build
     from training.config import resolve_config
+    from training.run_dir import new_run_dir
+    from training.trainer import run_training
 
     for people, folder in ((("A", "B"), "first"), (("C", "D"), "second")):
         for person in people:
@@ -655,10 +657,10 @@ def test_resume_refuses_shards_rebuilt_with_other_people(tmp_path):
               "data": str(shards), "max_steps": 2, "checkpoint_every": 2, "log_every": 1, "exports": "keras",
               "lr_schedule": "constant"}
     run = tmp_path / "run"
-    training.run_training(resolve_config(config), training.new_run_dir(run, "m", "l"), log=quiet)
+    run_training(resolve_config(config), new_run_dir(run, "m", "l"), log=quiet)
     build(tmp_path / "second", shards, overwrite=True, progress=False, log=quiet)
     with pytest.raises(ValueError, match=r"--resume: .*shards is not the data run .* label map .*differs"):
-        training.run_training(resolve_config(dict(config, resume=True, max_steps=4)), run, log=quiet)
+        run_training(resolve_config(dict(config, resume=True, max_steps=4)), run, log=quiet)
 
 
 def test_numbers_that_mean_nothing_are_refused_with_one_line(tmp_path, capsys):

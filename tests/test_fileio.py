@@ -61,8 +61,17 @@ def test_one_image_size_rule():
         fileio.parse_image_size("0x96", trainable=False)
     assert fileio.untrainable_reason((112, 96)) is None
     assert "multiples of 16" in fileio.untrainable_reason((100, 100))
+    assert fileio.parse_image_size("112,96") == (112, 96)   # tfrecords.build --image-size took commas too
+    import argparse
+    flag = fileio.image_size_type(trainable=False, sizes=((112, 96), (112, 112)))
+    assert flag("112x112") == (112, 112)
+    with pytest.raises(argparse.ArgumentTypeError, match="supported sizes are 112x96 and 112x112"):
+        flag("100x100")
+    with pytest.raises(argparse.ArgumentTypeError, match="multiples of 16"):
+        fileio.image_size_type()("100x100")
     import models
-    assert models.parse_image_size is fileio.parse_image_size   # the models use the same rule
+    with pytest.raises(ValueError, match="multiples of 16"):   # the models use the same rule
+        models.build_backbone("mobilefacenet", image_size=(100, 100))
 
 
 def test_image_extensions_are_shared():

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import training
 from tests.inference_helpers import embedding_model
 from training.config import resolve_config
 from training.export import save_keras_atomic
+from training.run_dir import new_run_dir
+from training.trainer import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"image_size": "32x32", "batch_size": 4, "num_classes": 10, "synthetic_images": 64, "log_every": 1,
@@ -61,11 +62,11 @@ def test_fine_tuning_starts_from_the_weights_freezes_then_trains(init_model, tmp
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     init, init_weights = _backbone_weights(init_model)
-    run = training.new_run_dir(tmp_path / "run", "m", "l")
+    run = new_run_dir(tmp_path / "run", "m", "l")
     config = resolve_config({**TINY, "init_from": str(init_model), "freeze_backbone_steps": 3, "max_steps": 3,
                              "checkpoint_every": 3})
     lines = []
-    training.run_training(config, run, log=lines.append)
+    run_training(config, run, log=lines.append)
     assert any(line.startswith("fine-tuning: backbone mobilefacenet from") for line in lines)
     assert any("backbone frozen (weights and batch-norm statistics) for steps 1-3" in line for line in lines)
     frozen, frozen_weights = _backbone_weights(run / "export" / "embedding.keras")
@@ -77,7 +78,7 @@ def test_fine_tuning_starts_from_the_weights_freezes_then_trains(init_model, tmp
 
     config = resolve_config({**TINY, "init_from": str(init_model), "freeze_backbone_steps": 3, "max_steps": 6,
                              "resume": True})
-    training.run_training(config, run, log=lambda *_: None)
+    run_training(config, run, log=lambda *_: None)
     _, trained_weights = _backbone_weights(run / "export" / "embedding.keras")
     changed = [not np.array_equal(a, b) for a, b in zip(trained_weights, init_weights)]
     assert sum(changed) > len(changed) // 2
@@ -86,9 +87,9 @@ def test_fine_tuning_starts_from_the_weights_freezes_then_trains(init_model, tmp
 
 def test_backbone_lr_mult_scales_only_the_backbone(init_model, tmp_path):
     """--backbone-lr-mult 0: the backbone's trainable weights never move; a run without validation says so once."""
-    run = training.new_run_dir(tmp_path / "run", "m", "l")
+    run = new_run_dir(tmp_path / "run", "m", "l")
     lines = []
-    training.run_training(resolve_config({**TINY, "init_from": str(init_model), "backbone_lr_mult": 0.0,
+    run_training(resolve_config({**TINY, "init_from": str(init_model), "backbone_lr_mult": 0.0,
                                           "weight_decay": 0.0, "max_steps": 2}), run, log=lines.append)
     # synthetic data has no held-out identities: said once
     assert len([line for line in lines if line.startswith("no validation:")]) == 1

@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import training
 from training import guard as guard_module
+from training.config import resolve_config
 from training.guard import TrainingCollapsed, TrainingDiverged, TrainingGuard
+from training.run_dir import new_run_dir
+from training.trainer import run_training
 
 
 def _guard(**kwargs):
@@ -106,9 +108,9 @@ def test_collapsing_run_is_stopped_with_a_message(tmp_path):
     and every embedding points one way (benchmarks/README.md, "Why ResFace20 collapsed"). The guard
     stops the run right after its grace period, and the checkpoint it names exists."""
     run = tmp_path / "run"
-    config = training.resolve_config({**TINY_RESFACE, "lr": 0.3, "max_steps": 400, "log_every": 2})
+    config = resolve_config({**TINY_RESFACE, "lr": 0.3, "max_steps": 400, "log_every": 2})
     with pytest.raises(TrainingCollapsed, match="collapsed") as err:
-        training.run_training(config, training.new_run_dir(run, "r", "l"), log=lambda *_: None)
+        run_training(config, new_run_dir(run, "r", "l"), log=lambda *_: None)
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] <= guard_module.COLLAPSE_GRACE_STEPS + 2 * guard_module.COLLAPSE_WINDOWS
     assert all(e["embedding_cosine"] > guard_module.COLLAPSE_COSINE for e in log[-3:])
@@ -119,17 +121,17 @@ def test_collapsing_run_is_stopped_with_a_message(tmp_path):
 def test_stuck_run_is_stopped_with_a_message(tmp_path):
     """The same broken run logged every 20 steps: its loss freezes to the last digit, and the guard
     says so before the second high-cosine window arrives."""
-    config = training.resolve_config({**TINY_RESFACE, "lr": 0.3, "max_steps": 400, "log_every": 20})
+    config = resolve_config({**TINY_RESFACE, "lr": 0.3, "max_steps": 400, "log_every": 20})
     with pytest.raises(TrainingCollapsed, match="stuck"):
-        training.run_training(config, training.new_run_dir(tmp_path / "run", "r", "l"), log=lambda *_: None)
+        run_training(config, new_run_dir(tmp_path / "run", "r", "l"), log=lambda *_: None)
 
 
 def test_same_run_with_batch_norm_is_not_stopped(tmp_path):
     """The same settings with training's default (ResFace20 with batch norm) learn, and the guard
     lets them: a healthy run is never stopped."""
-    config = training.resolve_config({**TINY_RESFACE, "backbone_options": {"batch_norm": True}, "lr": 0.3,
+    config = resolve_config({**TINY_RESFACE, "backbone_options": {"batch_norm": True}, "lr": 0.3,
                                       "max_steps": 80, "log_every": 2})
-    summary = training.run_training(config, training.new_run_dir(tmp_path / "run", "r", "l"),
+    summary = run_training(config, new_run_dir(tmp_path / "run", "r", "l"),
                                     log=lambda *_: None)
     assert summary["last_step"] == 80 and summary["final_accuracy"] > 0.9
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import losses
 from losses import margins
+from losses.heads import build_head
+from losses.loss import margin_softmax_loss
 
 S = 64.0
 
@@ -143,7 +144,7 @@ def test_elasticface_logits_match_the_reference_for_given_margins():
 # -- whole heads: cosines and norms from embeddings, state updates, the loss ------------------------------
 
 def _head(name, num_classes=5, dim=8, seed=0, **options):
-    head = losses.build_head(name, num_classes, **options)
+    head = build_head(name, num_classes, **options)
     head.build((None, dim))
     rng = np.random.default_rng(seed)
     head.kernel.assign(rng.normal(size=tuple(head.kernel.shape)).astype(np.float32))
@@ -192,7 +193,7 @@ def test_head_logits_state_and_loss_match_numpy(name):
         got = keras.ops.convert_to_numpy(logits)
         cos_true = (cos.reshape(len(emb), 5, -1).max(-1) * one_hot).sum(1, keepdims=True)
         np.testing.assert_allclose(got / S, want / S, atol=float(np.max(_tol(cos_true))) + 2e-6)
-        loss = float(losses.margin_softmax_loss(labels, logits) + head.auxiliary_loss(tf.constant(emb)))
+        loss = float(margin_softmax_loss(labels, logits) + head.auxiliary_loss(tf.constant(emb)))
         want_loss = np_cross_entropy(want, labels) + (35 * np_magface_g(norms) if name == "magface" else 0)
         np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
     if name == "curricularface":
@@ -305,7 +306,7 @@ def test_gradients_are_finite_at_theta_zero_and_pi(name):
     labels = tf.constant([0, 0, 1])
     with tf.GradientTape() as tape:
         tape.watch(emb)
-        loss = losses.margin_softmax_loss(labels, head(emb, labels)) + head.auxiliary_loss(emb)
+        loss = margin_softmax_loss(labels, head(emb, labels)) + head.auxiliary_loss(emb)
     grads = tape.gradient(loss, [emb, head.kernel])
     assert np.isfinite(float(loss)) and all(np.all(np.isfinite(g.numpy())) for g in grads), name
 
@@ -354,10 +355,10 @@ def test_new_heads_from_flags_and_config_files(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("loss: subcenter_arcface\nhead_options: {k: 2}\ndrop_step: 100\n")
     config = resolve_config({"data": "x"}, cfg)
-    head = losses.build_head(config.loss, 3, **config.head_options)
+    head = build_head(config.loss, 3, **config.head_options)
     assert head.margin_args == {"s": 64.0, "m": 0.5, "k": 2, "drop_step": 100}
     config = resolve_config({"data": "x", "loss": "adaface", "h": 0.5})
-    assert losses.build_head(config.loss, 3, **config.head_options).margin_args == {
+    assert build_head(config.loss, 3, **config.head_options).margin_args == {
         "s": 64.0, "m": 0.4, "h": 0.5, "t_alpha": 0.01}
     with pytest.raises(ValueError, match="--t-alpha of --loss curricularface must be a number in"):
         resolve_config({"data": "x", "loss": "curricularface", "t_alpha": 2.0})
@@ -369,17 +370,18 @@ def test_new_heads_from_flags_and_config_files(tmp_path):
 def test_training_with_a_stateful_head_resumes_exactly(loss, tmp_path):
     """train.py's loop: 6 steps straight == 3 steps, checkpoint, a new state, resume to 6 (the head's
     moving averages / λ counter come back from the checkpoint)."""
-    import training
     from training.config import resolve_config
+    from training.run_dir import new_run_dir
+    from training.trainer import run_training
     tiny = {"backbone": "mobilefacenet", "image_size": "32x32", "embedding_size": 16, "batch_size": 4,
             "num_classes": 6, "synthetic_images": 32, "log_every": 1, "exports": "keras", "loss": loss,
             "lr_schedule": "constant", "lr": 0.05, "checkpoint_every": 3, "val_every": 100}
     straight, split = tmp_path / "straight", tmp_path / "split"
-    training.run_training(resolve_config({**tiny, "max_steps": 6}), training.new_run_dir(straight, "m", "l"),
+    run_training(resolve_config({**tiny, "max_steps": 6}), new_run_dir(straight, "m", "l"),
                           log=lambda *_: None)
-    training.run_training(resolve_config({**tiny, "max_steps": 3}), training.new_run_dir(split, "m", "l"),
+    run_training(resolve_config({**tiny, "max_steps": 3}), new_run_dir(split, "m", "l"),
                           log=lambda *_: None)
-    training.run_training(resolve_config({**tiny, "max_steps": 6, "resume": True}), split, log=lambda *_: None)
+    run_training(resolve_config({**tiny, "max_steps": 6, "resume": True}), split, log=lambda *_: None)
 
     def losses_of(run):
         lines = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import losses
 from losses import margins
+from losses.heads import build_head
+from losses.loss import margin_softmax_loss
+from losses.registry import HEADS, list_heads
 
 RNG = np.random.default_rng(0)
 
@@ -161,14 +163,14 @@ def test_head_gradient_wrt_embeddings_matches_numpy():
     B, D, C, s, m = 6, 8, 5, 30.0, 0.35
     x = RNG.normal(size=(B, D))
     labels = RNG.integers(0, C, size=B)
-    head = losses.build_head("am_softmax", C)
+    head = build_head("am_softmax", C)
     head.build((None, D))
     w = RNG.normal(size=(D, C))
     head.kernel.assign(w.astype(np.float32))
     xt = tf.constant(x, tf.float32)
     with tf.GradientTape() as tape:
         tape.watch(xt)
-        loss = losses.margin_softmax_loss(labels, head(xt, labels))
+        loss = margin_softmax_loss(labels, head(xt, labels))
     grad = tape.gradient(loss, xt).numpy()
 
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -193,9 +195,9 @@ def test_focal_loss_matches_formula_and_gamma_zero_is_cross_entropy():
     z = logits - logits.max(1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(1, keepdims=True))
     ce = -logp[np.arange(7), labels]
-    np.testing.assert_allclose(float(losses.margin_softmax_loss(labels, logits)), ce.mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(margin_softmax_loss(labels, logits)), ce.mean(), rtol=1e-5)
     focal = ((1 - np.exp(-ce)) ** 2 * ce).mean()
-    np.testing.assert_allclose(float(losses.margin_softmax_loss(labels, logits, focal_gamma=2.0)),
+    np.testing.assert_allclose(float(margin_softmax_loss(labels, logits, focal_gamma=2.0)),
                                focal, rtol=1e-5)
 
 
@@ -216,30 +218,30 @@ def test_negatives_only_classes_and_example_weights_match_the_formula():
     for row, label in zip(logits, labels):
         lp = log_softmax(row[:3])   # only the real classes take part
         expected.append(-lp.mean() if label >= 3 else -lp[label])
-    got = losses.margin_softmax_loss(tf.constant(labels), tf.constant(logits, tf.float32),
+    got = margin_softmax_loss(tf.constant(labels), tf.constant(logits, tf.float32),
                                      negative_classes=tf.constant(negative), class_weights=tf.constant(class_weights))
     np.testing.assert_allclose(float(got), np.mean(weights * np.array(expected)), rtol=1e-5)
     # The open-set term is lowest when every class scores the same: it is then exactly ln 3.
-    flat = losses.margin_softmax_loss(tf.constant([3]), tf.constant([[2.0, 2.0, 2.0, 9.0, -9.0]]),
+    flat = margin_softmax_loss(tf.constant([3]), tf.constant([[2.0, 2.0, 2.0, 9.0, -9.0]]),
                                       negative_classes=tf.constant(negative))
     np.testing.assert_allclose(float(flat), math.log(3), rtol=1e-6)
     with tf.GradientTape() as tape:
         x = tf.constant(logits, tf.float32)
         tape.watch(x)
-        loss = losses.margin_softmax_loss(tf.constant(labels), x, negative_classes=tf.constant(negative))
+        loss = margin_softmax_loss(tf.constant(labels), x, negative_classes=tf.constant(negative))
     grad = tape.gradient(loss, x).numpy()
     assert np.all(np.isfinite(grad)) and np.all(grad[:, 3:] == 0.0)   # absent columns get no gradient
 
 
 def test_build_head_defaults_and_errors():
-    assert losses.build_head("am_softmax", 3).margin_args == {"s": 30.0, "m": 0.35}
-    assert losses.build_head("arcface", 3).margin_args == {"s": 64.0, "m": 0.5, "easy_margin": False}
-    assert losses.build_head("arcface", 3, s=30, m=0.4).margin_args["m"] == 0.4
-    assert losses.build_head("combined", 3, m1=1.0, m2=0.5, m3=0.0).margin_args["m2"] == 0.5
+    assert build_head("am_softmax", 3).margin_args == {"s": 30.0, "m": 0.35}
+    assert build_head("arcface", 3).margin_args == {"s": 64.0, "m": 0.5, "easy_margin": False}
+    assert build_head("arcface", 3, s=30, m=0.4).margin_args["m"] == 0.4
+    assert build_head("combined", 3, m1=1.0, m2=0.5, m3=0.0).margin_args["m2"] == 0.5
     with pytest.raises(ValueError, match="valid"):
-        losses.build_head("nosuchloss", 3)
+        build_head("nosuchloss", 3)
     with pytest.raises(ValueError, match="not"):
-        losses.build_head("combined", 3, m=0.5)
+        build_head("combined", 3, m=0.5)
 
 
 def test_margin_weight_scales_the_am_softmax_margin_and_leaves_other_classes_alone():
@@ -247,7 +249,7 @@ def test_margin_weight_scales_the_am_softmax_margin_and_leaves_other_classes_alo
     class, w = 0 is the plain scores and w = 1 (or no weight) the full margin."""
     emb = tf.constant(RNG.normal(size=(6, 8)), tf.float32)
     labels = tf.constant([0, 1, 2, 3, 0, 1])
-    head = losses.build_head("am_softmax", 4, m=0.4)
+    head = build_head("am_softmax", 4, m=0.4)
     head.build((None, 8))
     cos = head.cosine(emb).numpy()
     one_hot = np.eye(4)[labels.numpy()]
@@ -256,7 +258,7 @@ def test_margin_weight_scales_the_am_softmax_margin_and_leaves_other_classes_alo
         np.testing.assert_allclose(got, 30.0 * (cos - 0.4 * w * one_hot), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(head(emb, labels).numpy(), head(emb, labels, margin_weight=1.0).numpy(),
                                rtol=1e-6)
-    arc = losses.build_head("arcface", 4)
+    arc = build_head("arcface", 4)
     arc.build((None, 8))
     full, half = arc(emb, labels).numpy(), arc(emb, labels, margin_weight=0.5).numpy()
     plain = arc.class_scores(emb).numpy()
@@ -270,7 +272,7 @@ def test_heads_compute_in_float32_under_mixed_precision():
     import keras
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        head = losses.build_head("arcface", 4)
+        head = build_head("arcface", 4)
         emb = tf.cast(tf.random.normal((3, 8)), tf.float16)
         logits = head(emb, tf.constant([0, 1, 2]))
         assert logits.dtype == tf.float32
@@ -298,7 +300,7 @@ def test_every_head_is_minimizable_on_a_toy_problem(name, kw):
     y = np.repeat(np.arange(C), n)
     focal = kw.pop("focal", 0.0)
     embed = keras.layers.Dense(16)
-    head = losses.build_head(name, C, **kw)
+    head = build_head(name, C, **kw)
     xt, yt = tf.constant(x, tf.float32), tf.constant(y, tf.int32)
     embed(xt), head.build((None, 16))
     opt = keras.optimizers.Adam(0.01)
@@ -308,7 +310,7 @@ def test_every_head_is_minimizable_on_a_toy_problem(name, kw):
     def step():
         with tf.GradientTape() as tape:
             emb = embed(xt)
-            loss = losses.margin_softmax_loss(yt, head(emb, yt), focal_gamma=focal) + head.auxiliary_loss(emb)
+            loss = margin_softmax_loss(yt, head(emb, yt), focal_gamma=focal) + head.auxiliary_loss(emb)
         opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
@@ -344,21 +346,21 @@ PUBLISHED_DEFAULTS = {
 def test_head_registry_holds_the_published_defaults():
     """Every head's defaults against the values its paper or reference code publishes (written above),
     and build_head applies them: a changed default, or a head built with other values, fails here."""
-    assert losses.list_heads() == sorted(PUBLISHED_DEFAULTS)
+    assert list_heads() == sorted(PUBLISHED_DEFAULTS)
     for name, published in PUBLISHED_DEFAULTS.items():
-        assert losses.HEADS[name].defaults == published, name
+        assert HEADS[name].defaults == published, name
         if published:
-            assert losses.build_head(name, 3).margin_args == published, name
-    cosface = losses.build_head("cosface", 3)
+            assert build_head(name, 3).margin_args == published, name
+    cosface = build_head("cosface", 3)
     assert cosface.margin == "cosface" and cosface.margin_args == {"s": 64.0, "m": 0.35}
-    assert losses.build_head("am_softmax", 3, s=None, m=0.2).margin_args == {"s": 30.0, "m": 0.2}
-    assert losses.build_head("sphereface", 3, m=2.0).margin_args["m"] == 2   # --m is a float flag
+    assert build_head("am_softmax", 3, s=None, m=0.2).margin_args == {"s": 30.0, "m": 0.2}
+    assert build_head("sphereface", 3, m=2.0).margin_args["m"] == 2   # --m is a float flag
     with pytest.raises(ValueError, match="takes no options"):
-        losses.build_head("softmax", 3, m=0.35)
+        build_head("softmax", 3, m=0.35)
     for name, bad, message in [("arcface", {"m": 1.6}, "below pi/2"), ("sphereface", {"m": 1.5}, "positive integer"),
                                ("am_softmax", {"s": -1}, "> 0"), ("arcface", {"easy_margin": 1}, "true or false")]:
         with pytest.raises(ValueError, match=message):
-            losses.build_head(name, 3, **bad)
+            build_head(name, 3, **bad)
 
 
 def test_margin_functions_have_no_defaults_of_their_own():
@@ -369,6 +371,10 @@ def test_margin_functions_have_no_defaults_of_their_own():
                margins.combined_margin_logits):
         params = inspect.signature(fn).parameters
         assert all(params[p].default is inspect.Parameter.empty for p in ("s",)), fn.__name__
+    from losses.heads import sphereface_lambda  # the λ schedule's published values: the registry's too
+    assert all(p.default is inspect.Parameter.empty for p in inspect.signature(sphereface_lambda).parameters.values())
+    from losses.registry import option_kind
+    assert option_kind("easy_margin") is bool and option_kind("m") is float   # sphereface's int m: converted
     with pytest.raises(TypeError):
         margins.am_softmax_logits(tf.zeros((1, 2)), tf.zeros((1, 2)))
 
@@ -379,7 +385,7 @@ def test_train_help_lists_every_head_option_with_its_defaults():
     import train
     from training.config import HEAD_OPTION_KEYS
     help_text = " ".join(train.build_parser().format_help().split())
-    for name, spec in losses.HEADS.items():
+    for name, spec in HEADS.items():
         for option, value in spec.defaults.items():
             assert f"--{option.replace('_', '-')}" in help_text
             shown = "off" if value is None else str(value).lower() if isinstance(value, bool) else f"{value:g}"
@@ -388,8 +394,10 @@ def test_train_help_lists_every_head_option_with_its_defaults():
 
 
 def sphereface_lambda_at(iteration):
+    """λ of the published schedule (the registry's defaults) at forward pass ``iteration``."""
     from losses.heads import sphereface_lambda
-    return sphereface_lambda(iteration)
+    d = HEADS["sphereface"].defaults
+    return sphereface_lambda(iteration, d["lambda_base"], d["lambda_gamma"], d["lambda_power"], d["lambda_min"])
 
 
 def _sphereface_step(head, emb, labels):
@@ -402,7 +410,7 @@ def test_sphereface_anneals_lambda_as_the_reference_layer():
     rng = np.random.default_rng(3)
     emb = rng.normal(size=(4, 8)).astype(np.float32)
     labels = np.array([0, 1, 2, 0])
-    head = losses.build_head("sphereface", 3)
+    head = build_head("sphereface", 3)
     head.build((None, 8))
     one_hot = np.eye(3)[labels]
     cos = head.cosine(tf.constant(emb)).numpy()
@@ -420,7 +428,7 @@ def test_sphereface_anneals_lambda_as_the_reference_layer():
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert float(head.current_lambda()) == 5.0 and float(sphereface_lambda_at(1658)) > 5.0
     # A constant λ stays reachable, and the state never enters the margin-free scores.
-    constant = losses.build_head("sphereface", 3, sphereface_lambda=0.0)
+    constant = build_head("sphereface", 3, sphereface_lambda=0.0)
     constant.build((None, 8))
     constant.kernel.assign(head.kernel)
     got = _sphereface_step(constant, emb, labels)
@@ -439,7 +447,7 @@ def test_sphereface_lambda_state_checkpoints_and_resumes_exactly(tmp_path):
             pass
 
     def make():
-        head = losses.build_head("sphereface", 3)
+        head = build_head("sphereface", 3)
         head.build((None, 8))
         backbone = tf.keras.Sequential([tf.keras.layers.Dense(8)])
         backbone.build((None, 4))
@@ -466,7 +474,7 @@ def test_focal_gradient_is_finite_where_cross_entropy_is_zero(gamma):
     x = tf.constant([[100.0, 0.0, 0.0], [1.0, 2.0, 0.5]])
     with tf.GradientTape() as tape:
         tape.watch(x)
-        loss = losses.margin_softmax_loss(tf.constant([0, 0]), x, focal_gamma=gamma)
+        loss = margin_softmax_loss(tf.constant([0, 0]), x, focal_gamma=gamma)
     grad = tape.gradient(loss, x).numpy()
     assert np.isfinite(float(loss)) and np.all(np.isfinite(grad)), (gamma, grad)
     # The second example's gradient against the closed form of d[(1 − p)^γ·CE]/d logits.
@@ -480,7 +488,7 @@ def test_focal_gradient_is_finite_where_cross_entropy_is_zero(gamma):
 
 def test_focal_refuses_negative_gamma():
     with pytest.raises(ValueError, match="--focal.*>= 0"):
-        losses.margin_softmax_loss(tf.constant([0]), tf.constant([[1.0, 0.0]]), focal_gamma=-0.5)
+        margin_softmax_loss(tf.constant([0]), tf.constant([[1.0, 0.0]]), focal_gamma=-0.5)
     from training.config import resolve_config
     with pytest.raises(ValueError, match="--focal.*>= 0"):
         resolve_config({"data": "x", "focal": -1.0})

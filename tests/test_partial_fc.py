@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import losses
-import training
+from losses.heads import build_head
+from losses.loss import margin_softmax_loss
+from losses.partial_fc import PartialFCHead, build_partial_fc_head
 from training.config import resolve_config
 from training.partial_fc import head_memory_line, sample_centres, sparse_sgd_update
+from training.run_dir import new_run_dir
+from training.trainer import run_training
 
 TINY = {"backbone": "mobilefacenet", "image_size": "32x32", "embedding_size": 32, "batch_size": 4,
         "num_classes": 10, "synthetic_images": 64, "log_every": 1, "exports": "keras"}
@@ -21,9 +24,9 @@ TINY = {"backbone": "mobilefacenet", "image_size": "32x32", "embedding_size": 32
 
 def _heads(name, num_classes=12, dim=8, seed=0):
     """The full head and its Partial FC twin (rate 1) holding the same centres."""
-    full = losses.build_head(name, num_classes)
+    full = build_head(name, num_classes)
     full.build((None, dim))
-    partial = losses.build_partial_fc_head(name, num_classes, 1.0)
+    partial = build_partial_fc_head(name, num_classes, 1.0)
     partial.build((None, dim))
     centres = np.random.default_rng(seed).normal(size=(dim, num_classes)).astype("float32")
     full.kernel.assign(centres)
@@ -39,11 +42,11 @@ def test_rate_one_equals_the_full_head_loss_and_gradients(name):
     labels = tf.constant([0, 3, 3, 7, 11, 5])
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
-        full_loss = losses.margin_softmax_loss(labels, full(x, labels))
+        full_loss = margin_softmax_loss(labels, full(x, labels))
         index, local = sample_centres(labels, 12, 12, seed=0, step=0)
         centres = tf.gather(partial.kernel, index)
         tape.watch(centres)
-        partial_loss = losses.margin_softmax_loss(local, partial.sampled_logits(x, centres, local))
+        partial_loss = margin_softmax_loss(local, partial.sampled_logits(x, centres, local))
     np.testing.assert_allclose(float(partial_loss), float(full_loss), rtol=1e-6)
     np.testing.assert_allclose(tape.gradient(partial_loss, x), tape.gradient(full_loss, x), atol=1e-6)
     # the full head's kernel is [D, C]; the sampled rows [K, D] come back in class order (index = 0..C-1)
@@ -69,7 +72,7 @@ def test_sample_holds_every_positive_and_changes_each_step():
 
 
 def test_sparse_update_is_keras_sgd_on_sampled_rows_and_leaves_the_rest():
-    head = losses.build_partial_fc_head("am_softmax", 6, 0.5)
+    head = build_partial_fc_head("am_softmax", 6, 0.5)
     head.build((None, 3))
     rng = np.random.default_rng(0)
     kernel, slots = rng.normal(size=(6, 3)).astype("float32"), rng.normal(size=(6, 3)).astype("float32")
@@ -103,13 +106,13 @@ def test_training_at_rate_one_equals_the_full_head(tmp_path, monkeypatch):
               "lr_schedule": "0:0.01,2:0.005", "weight_decay": 0.05, "checkpoint_every": 4}
     # Start from the full head's very centres: its seeded [D, C] draw, transposed.
     import keras
-    monkeypatch.setattr(losses.PartialFCHead, "initial_centres", staticmethod(
+    monkeypatch.setattr(PartialFCHead, "initial_centres", staticmethod(
         lambda shape, dtype=None: keras.ops.transpose(
             keras.initializers.RandomNormal(stddev=0.01)((shape[1], shape[0]), dtype))))
     runs = {}
     for name, extra in (("full", {}), ("partial", {"partial_fc": 1.0})):
-        run = training.new_run_dir(tmp_path / name, "m", "l")
-        summary = training.run_training(resolve_config({**common, **extra}), run, log=lambda *_: None)
+        run = new_run_dir(tmp_path / name, "m", "l")
+        summary = run_training(resolve_config({**common, **extra}), run, log=lambda *_: None)
         runs[name] = _losses_and_weights(run, summary)
     np.testing.assert_allclose(list(runs["partial"][0].values()), list(runs["full"][0].values()), rtol=1e-5)
     for a, b in zip(runs["partial"][1], runs["full"][1]):
@@ -120,11 +123,11 @@ def test_sampled_run_resumes_exactly_and_logs_the_head_memory(tmp_path):
     common = {**TINY, "num_classes": 40, "partial_fc": 0.2, "lr_schedule": "constant", "lr": 0.1,
               "checkpoint_every": 2}
     lines = []
-    straight = training.new_run_dir(tmp_path / "straight", "m", "l")
-    training.run_training(resolve_config({**common, "max_steps": 4}), straight, log=lines.append)
-    split = training.new_run_dir(tmp_path / "split", "m", "l")
-    training.run_training(resolve_config({**common, "max_steps": 2}), split, log=lambda *_: None)
-    training.run_training(resolve_config({**common, "max_steps": 4, "resume": True}), split, log=lambda *_: None)
+    straight = new_run_dir(tmp_path / "straight", "m", "l")
+    run_training(resolve_config({**common, "max_steps": 4}), straight, log=lines.append)
+    split = new_run_dir(tmp_path / "split", "m", "l")
+    run_training(resolve_config({**common, "max_steps": 2}), split, log=lambda *_: None)
+    run_training(resolve_config({**common, "max_steps": 4, "resume": True}), split, log=lambda *_: None)
     a = _losses_and_weights(straight, {"exports": {"keras": straight / "export" / "embedding.keras"}})
     b = _losses_and_weights(split, {"exports": {"keras": split / "export" / "embedding.keras"}})
     np.testing.assert_allclose([b[0][s] for s in (3, 4)], [a[0][s] for s in (3, 4)], rtol=1e-5)
@@ -189,7 +192,7 @@ def test_heads_with_state_or_sub_centres_are_refused_by_name():
     assert {"am_softmax", "cosface", "arcface", "combined", "magface"} <= set(supported)
     assert not {"softmax", "sphereface", "curricularface", "adaface", "subcenter_arcface"} & set(supported)
     with pytest.raises(ValueError, match="--loss curricularface is not one of them"):
-        losses.build_partial_fc_head("curricularface", 100, 0.1)
+        build_partial_fc_head("curricularface", 100, 0.1)
 
 
 # --- sharded across replicas (training/partial_fc_sharded.py): two logical CPUs, in a subprocess,
@@ -204,7 +207,9 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, sys.argv[1])
 import keras
-import losses
+from losses.heads import build_head
+from losses.loss import margin_softmax_loss
+from losses.partial_fc import build_partial_fc_head
 from training.partial_fc_sharded import ShardedPartialFC
 
 C, D, B = 11, 8, 3   # 11 classes on 2 replicas: shards of 6 and 5 rows
@@ -215,20 +220,20 @@ x = rng.normal(size=(2 * B, D)).astype("float32")
 labels = np.array([0, 5, 5, 6, 10, 3], "int32")   # both shards' classes, a class twice
 out = {}
 for name in ("am_softmax", "arcface"):
-    full = losses.build_head(name, C)
+    full = build_head(name, C)
     full.build((None, D))
     full.kernel.assign(centres.T)
     model = keras.Sequential([keras.Input((D,)), keras.layers.Dense(D, use_bias=False)])
     model.layers[0].kernel.assign(weights)
     with tf.GradientTape() as tape:
-        loss = losses.margin_softmax_loss(labels, full(model(x), labels))
+        loss = margin_softmax_loss(labels, full(model(x), labels))
     g_model, g_centres = tape.gradient(loss, [model.trainable_variables[0], full.kernel])
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
         mirrored = keras.Sequential([keras.Input((D,)), keras.layers.Dense(D, use_bias=False)])
         mirrored.layers[0].kernel.assign(weights)
-    head = ShardedPartialFC(strategy, losses.build_partial_fc_head(name, C, 1.0, holds_centres=False), D, 2 * B)
+    head = ShardedPartialFC(strategy, build_partial_fc_head(name, C, 1.0, holds_centres=False), D, 2 * B)
     for v, (start, size) in zip(head.kernel.variables, [(0, 6), (6, 5)]):
         v.assign(centres[start:start + size])
     inputs = strategy.experimental_distribute_values_from_function(
@@ -284,9 +289,10 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 3)
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-import losses
-import training
+from losses.partial_fc import build_partial_fc_head
 from training.config import resolve_config
+from training.run_dir import new_run_dir
+from training.trainer import run_training
 from training.partial_fc_sharded import ShardedPartialFC
 
 tmp = Path(sys.argv[2])
@@ -299,8 +305,8 @@ quiet = lambda *_: None
 
 def run(name, strategy, log=quiet, **extra):
     directory = tmp / name
-    run_dir = directory if extra.get("resume") else training.new_run_dir(directory, "m", "l")
-    training.run_training(resolve_config({**common, **extra}), run_dir, strategy=strategy, log=log)
+    run_dir = directory if extra.get("resume") else new_run_dir(directory, "m", "l")
+    run_training(resolve_config({**common, **extra}), run_dir, strategy=strategy, log=log)
     return run_dir
 
 def losses_of(run_dir):
@@ -322,7 +328,7 @@ out["moved"] = float(np.abs(a["kernel"] - saved(straight, 2)["kernel"]).max())
 out["shape"] = list(a["kernel"].shape)
 
 # Another replica count: three shards read the same rows of the [C, D] tensors, and training goes on.
-head = ShardedPartialFC(three, losses.build_partial_fc_head("am_softmax", 11, 0.5, holds_centres=False), 32, 6)
+head = ShardedPartialFC(three, build_partial_fc_head("am_softmax", 11, 0.5, holds_centres=False), 32, 6)
 tf.train.Checkpoint(head=head).read(str(split / "checkpoints" / "ckpt-4")).expect_partial()
 out["reshard_sizes"] = [int(v.shape[0]) for v in head.kernel.variables]
 out["reshard"] = float(max(np.abs(np.concatenate([v.numpy() for v in getattr(head, k).variables]) - b[k]).max()
@@ -335,7 +341,7 @@ out["one"] = losses_of(one)
 # ... and the other way: a one-device run (one [C, D] tensor) resumes sharded on 2 replicas.
 single = run("single", tf.distribute.get_strategy(), max_steps=2)
 single_saved = saved(single, 2)
-resharded = ShardedPartialFC(two, losses.build_partial_fc_head("am_softmax", 11, 0.5, holds_centres=False), 32, 4)
+resharded = ShardedPartialFC(two, build_partial_fc_head("am_softmax", 11, 0.5, holds_centres=False), 32, 4)
 tf.train.Checkpoint(head=resharded).read(str(single / "checkpoints" / "ckpt-2")).expect_partial()
 out["from_one"] = float(np.abs(np.concatenate([v.numpy() for v in resharded.kernel.variables])
                                - single_saved["kernel"]).max())

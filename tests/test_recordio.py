@@ -132,10 +132,10 @@ def read_records(data_dir, split="train"):
     """{path: (encoded bytes, format, label, identity)} of every record of a split."""
     import tensorflow as tf
 
-    import tfrecords
     from tfrecords import features as F
+    from tfrecords.manifest import read_manifest
 
-    manifest = tfrecords.read_manifest(data_dir)
+    manifest = read_manifest(data_dir)
     out = {}
     for shard in manifest["splits"][split]["shards"]:
         for raw in tf.data.TFRecordDataset(str(Path(data_dir) / shard["file"])):

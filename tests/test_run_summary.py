@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-import training
 from training.config import resolve_config
+from training.run_dir import new_run_dir, save_run_config
+from training.trainer import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"backbone": "mobilefacenet", "image_size": None, "embedding_size": 32, "batch_size": 4, "num_classes": 7,
@@ -21,12 +22,12 @@ TINY = {"backbone": "mobilefacenet", "image_size": None, "embedding_size": 32, "
 
 
 def test_summary_config_and_curves_match_the_runs_own_log(tmp_path):
-    run = training.new_run_dir(tmp_path / "run", "m", "l")
+    run = new_run_dir(tmp_path / "run", "m", "l")
     config = resolve_config({k: v for k, v in TINY.items() if v is not None} | {"lr_schedule": "cosine"})
     config.lr = None   # as with --data and no --lr (the synthetic preset sets 0.1): the reference lr for batch 4
-    training.save_run_config(run, config)   # as train.py does before training
+    save_run_config(run, config)   # as train.py does before training
     lines = []
-    summary = training.run_training(config, run, log=lines.append)
+    summary = run_training(config, run, log=lines.append)
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     windows = {e["step"]: e for e in log if "loss" in e}
     assert sorted(windows) == [1, 3, 6, 7]   # --log-every 3, plus the first and the last step

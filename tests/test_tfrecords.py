@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import tfrecords
 from tfrecords import features as F
 from tfrecords.build import KILL_HOOK_ENV, BuildError, build
-from tfrecords.manifest import ManifestError
-from tfrecords.reader import ShardError
+from tfrecords.manifest import ManifestError, ShardError, open_shards, read_manifest
+from tfrecords.reader import make_train_dataset, read_split_images
 
 REPO = Path(__file__).resolve().parents[1]
 H, W = 16, 12  # tiny images keep the suite fast; the code is size-agnostic
@@ -46,7 +45,7 @@ def make_aligned(root, counts, size=(H, W), seed=0, png_every=0):
 
 def read_records(data_dir, split="train"):
     """[(encoded, format, label, identity, path)] of every record of a split, in stored order."""
-    manifest = tfrecords.read_manifest(data_dir)
+    manifest = read_manifest(data_dir)
     out = []
     for shard in manifest["splits"][split]["shards"]:
         for raw in tf.data.TFRecordDataset(str(Path(data_dir) / shard["file"])):
@@ -101,7 +100,7 @@ def test_wrong_size_is_an_error_naming_the_file_or_resized(tmp_path):
         build(tmp_path / "in", tmp_path / "out", image_size=(H, W), progress=False, log=quiet)
     manifest = build(tmp_path / "in", tmp_path / "out", image_size=(H, W), resize=True, progress=False, log=quiet)
     assert manifest["splits"]["train"]["resized"] == 1 and manifest["num_images"] == 5
-    _, images = tfrecords.read_split_images(tmp_path / "out", "train")
+    _, images = read_split_images(open_shards(tmp_path / "out"), "train")
     assert images.shape == (5, H, W, 3)
 
 
@@ -129,7 +128,7 @@ def test_filters_and_held_out_identities(tmp_path):
     assert set(pairs.paths_a) | set(pairs.paths_b) <= val_paths
     same = [a.split("/")[0] == b.split("/")[0] for a, b in zip(pairs.paths_a, pairs.paths_b)]
     assert list(pairs.issame) == same and 0 < sum(same) == len(same) - sum(same)
-    paths, images = tfrecords.read_split_images(tmp_path / "out", "val")
+    paths, images = read_split_images(open_shards(tmp_path / "out"), "val")
     assert sorted(paths) == sorted(val_paths) and images.dtype == np.uint8 and images.shape[1:] == (H, W, 3)
     # max_classes keeps the first K identities (sorted) that pass the filters
     m2 = build(tmp_path / "in", tmp_path / "out2", min_images=3, max_classes=4, progress=False, log=quiet)
@@ -152,18 +151,19 @@ def test_manifest_mismatch_and_damaged_shards_give_clear_errors(tmp_path):
     make_aligned(tmp_path / "in", [4, 4, 4])
     build(tmp_path / "in", tmp_path / "out", num_shards=2, progress=False, log=quiet)
     out = tmp_path / "out"
+    shards = open_shards(out)
     with pytest.raises(ManifestError, match=r"16x12.*112x96"):
-        tfrecords.make_train_dataset(out, 4, image_size=(112, 96))
+        make_train_dataset(shards, 4, image_size=(112, 96))
     with pytest.raises(ManifestError, match="3 classes"):
-        tfrecords.make_train_dataset(out, 4, num_classes=10)
+        make_train_dataset(shards, 4, num_classes=10)
     shard = out / "train-00001-of-00002.tfrecord"
     data = shard.read_bytes()
     corrupt = bytearray(data)
     corrupt[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(corrupt))  # same size: only the checksum sees it
-    tfrecords.make_train_dataset(out, 4)
+    make_train_dataset(open_shards(out), 4)
     with pytest.raises(ShardError, match=r"train-00001-of-00002\.tfrecord.*sha256"):
-        tfrecords.make_train_dataset(out, 4, verify_checksums=True)
+        make_train_dataset(open_shards(out), 4, verify_checksums=True)
     from tfrecords.verify import verify
 
     with pytest.raises(ShardError, match=r"train-00001-of-00002\.tfrecord"):
@@ -175,14 +175,14 @@ def test_manifest_mismatch_and_damaged_shards_give_clear_errors(tmp_path):
     assert shard.read_bytes() == data and not (out / ".build").exists()   # same bytes; no work folder left
     shard.write_bytes(data[:-100])  # truncated: caught at start, always
     with pytest.raises(ShardError, match=r"train-00001-of-00002\.tfrecord.*truncated"):
-        tfrecords.make_train_dataset(out, 4)
+        open_shards(out)   # the size of every shard is checked when the shards are opened
     shard.write_bytes(data)
     assert verify(out, log=quiet) == {"train": 12}
     (out / "manifest.json").write_text('{"format_version": 1,\n "image_size": [16, 12],\n oops}')
     with pytest.raises(ManifestError, match=r"manifest\.json:3"):
-        tfrecords.read_manifest(out)
+        read_manifest(out)
     with pytest.raises(ManifestError, match="not found"):
-        tfrecords.read_manifest(tmp_path / "in")
+        read_manifest(tmp_path / "in")
 
 
 def test_rerun_is_a_no_op_and_other_options_need_overwrite(tmp_path):
@@ -230,7 +230,7 @@ def test_deterministic_order_with_seed(tmp_path):
     build(tmp_path / "in", tmp_path / "out", num_shards=3, progress=False, log=quiet)
 
     def first_batches(seed):
-        ds = tfrecords.make_train_dataset(tmp_path / "out", 8, seed=seed, deterministic=True, shuffle_buffer=16)
+        ds = make_train_dataset(open_shards(tmp_path / "out"), 8, seed=seed, deterministic=True, shuffle_buffer=16)
         return [(x.numpy(), y.numpy()) for x, y in ds.take(6)]
 
     a, b, c = first_batches(7), first_batches(7), first_batches(8)
@@ -247,14 +247,14 @@ def test_dataset_yields_raw_pixel_float_batches(tmp_path):
         label = int(path.split("/")[0].split("_")[1])
         # the reader decodes exactly as cv2 does (accurate IDCT), so training sees what evaluation sees
         expected[label] = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32)
-    ds = tfrecords.make_train_dataset(tmp_path / "out", 12, seed=1, repeat=False, flip=False)
+    ds = make_train_dataset(open_shards(tmp_path / "out"), 12, seed=1, repeat=False, flip=False)
     (x, y), = list(ds)
     assert x.dtype == tf.float32 and x.shape == (12, H, W, 3) and y.dtype == tf.int32
     assert sorted(y.numpy()) == list(range(12))
     for image, label in zip(x.numpy(), y.numpy()):
         np.testing.assert_allclose(image, expected[label], atol=1e-6)
     flips = 0
-    ds = tfrecords.make_train_dataset(tmp_path / "out", 12, seed=2, repeat=True)
+    ds = make_train_dataset(open_shards(tmp_path / "out"), 12, seed=2, repeat=True)
     for x, y in ds.take(4):
         for image, label in zip(x.numpy(), y.numpy()):
             plain = expected[label]
@@ -270,13 +270,14 @@ import json, sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import tfrecords
+from tfrecords.manifest import open_shards
+from tfrecords.reader import make_train_dataset
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 result = {}
 for data_dir in sys.argv[1:]:
     dist = strategy.distribute_datasets_from_function(
-        lambda ctx: tfrecords.make_train_dataset(data_dir, ctx.get_per_replica_batch_size(8), input_context=ctx,
-                                                 seed=0, repeat=True))
+        lambda ctx: make_train_dataset(open_shards(data_dir), ctx.get_per_replica_batch_size(8), input_context=ctx,
+                                       seed=0, repeat=True))
     batch = next(iter(dist))
     shapes = [list(t.shape) for t in strategy.experimental_local_results(batch[0])]
     labels = [t.numpy().tolist() for t in strategy.experimental_local_results(batch[1])]
@@ -316,7 +317,7 @@ def test_input_context_splits_the_data_between_pipelines(tmp_path, num_shards):
     seen = []
     for pipeline in range(2):
         ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline, num_replicas_in_sync=2)
-        ds = tfrecords.make_train_dataset(tmp_path / "out", 3, input_context=ctx, repeat=False, drop_remainder=False,
+        ds = make_train_dataset(open_shards(tmp_path / "out"), 3, input_context=ctx, repeat=False, drop_remainder=False,
                                           seed=0)
         seen.append([int(v) for _, y in ds for v in y.numpy()])
     assert seen[0] and seen[1] and set(seen[0]).isdisjoint(seen[1])
@@ -336,7 +337,7 @@ def test_real_lfw_people_file_excludes_test_identities(tmp_path, lfw_dir):
                      log=quiet)
     assert manifest["num_classes"] == 6 and set(manifest["labels"]) <= train_people
     assert manifest["labels"] == sorted(manifest["labels"]) and manifest["num_images"] == 18
-    _, images = tfrecords.read_split_images(tmp_path / "out", "train")
+    _, images = read_split_images(open_shards(tmp_path / "out"), "train")
     assert images.shape == (18, 56, 48, 3)
 
 
@@ -361,10 +362,16 @@ def test_image_size_comes_from_the_aligned_folders_align_config(tmp_path):
     manifest = build(tmp_path / "in", tmp_path / "out", resize=True, progress=False, log=lines.append)
     assert manifest["image_size"] == [H, W] and manifest["splits"]["train"]["resized"] == 4
     assert any("align_config.json" in line for line in lines)
-    with pytest.raises(BuildError, match="--resize"):     # without --resize: the crops disagree with their folder
-        build(tmp_path / "in", tmp_path / "out2", progress=False, log=quiet)
-
-
+    with pytest.raises(BuildError, match=r"align_config\.json says the crops are 16x12.*is 32x24.*--resize"):
+        build(tmp_path / "in", tmp_path / "out2", progress=False, log=quiet)   # checked before any shard is written
+    assert not list((tmp_path / "out2").glob("*.tfrecord"))
+    (tmp_path / "in" / "align_config.json").write_text(json.dumps({"image_size": "16x12"}))
+    with pytest.raises(BuildError, match=r"align_config\.json: cannot read the crops' image_size"):
+        build(tmp_path / "in", tmp_path / "out3", progress=False, log=quiet)
+    (tmp_path / "in" / "align_config.json").unlink()   # no config: the first image's size, said to be a guess
+    lines = []
+    assert build(tmp_path / "in", tmp_path / "out4", progress=False, log=lines.append)["image_size"] == [2 * H, 2 * W]
+    assert any("no align_config.json" in line and "guessed" in line for line in lines)
 def test_a_validation_split_by_default_when_there_are_enough_identities(tmp_path):
     """--val-identities auto (the default): 60 people with 2 images -> 5 % = 3, raised to 5, held out, said
     in one line; 40 people -> none held out, said too; --val-identities 0 -> none, without the line."""
@@ -380,7 +387,7 @@ def test_a_validation_split_by_default_when_there_are_enough_identities(tmp_path
                     "--val-identities auto takes 5% of them when there are >= 50); --val-identities 0 trains "
                     "on all of them"]
     assert manifest["num_classes"] == 60 and manifest["val_identities"] == 5 and manifest["val_pairs"]
-    val_people = {Path(p).parts[0] for p in tfrecords.read_split_images(tmp_path / "out", "val")[0]}
+    val_people = {Path(p).parts[0] for p in read_split_images(open_shards(tmp_path / "out"), "val")[0]}
     assert len(val_people) == 5 and val_people.isdisjoint(manifest["labels"])
 
     lines = []

@@ -16,9 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import training
-from training.config import SYNTHETIC_DEFAULTS, TrainConfig, export_formats, resolve_config
+from training.config import (
+    REFERENCE_LR_SCHEDULE,
+    SYNTHETIC_DEFAULTS,
+    TrainConfig,
+    export_formats,
+    parse_option_items,
+    resolve_config,
+)
+from training.guard import TrainingDiverged
+from training.run_dir import new_run_dir
 from training.schedules import build_lr_schedule
+from training.trainer import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 # Only the .keras export: the SavedModel and ONNX exports cost a tiny run more than its training
@@ -76,16 +85,23 @@ def test_config_errors_name_the_problem(tmp_path):
         resolve_config({}, bad)
     with pytest.raises(ValueError, match="not both"):
         resolve_config({"data": "x", "max_steps": 5, "epochs": 1})
+    # --image-size: the one image-size rule (fileio.images), at config time rather than at the model
+    with pytest.raises(ValueError, match="--image-size: image_size 100x96 is not supported"):
+        resolve_config({"data": "x", "image_size": "100x96"})
+    with pytest.raises(ValueError, match="--image-size: image size '112'"):
+        resolve_config({"data": "x", "image_size": "112"})
+    assert resolve_config({"data": "x", "image_size": "112X112"}).image_size == "112x112"
+    assert resolve_config({}).image_size == SYNTHETIC_DEFAULTS["image_size"] == "112x96"
     with pytest.raises(ValueError, match="disagrees"):
-        resolve_config({"data": "x", "lr": 0.05, "lr_schedule": training.REFERENCE_LR_SCHEDULE})
+        resolve_config({"data": "x", "lr": 0.05, "lr_schedule": REFERENCE_LR_SCHEDULE})
     assert resolve_config({"data": "x", "lr": 0.05}).lr == 0.05   # the default schedule scales from --lr
     with pytest.raises(ValueError, match="backbone_options must be a mapping"):
         resolve_config({"data": "x", "backbone_options": "batch_norm"})
     with pytest.raises(ValueError, match="--clip-grad-norm must be > 0"):
         resolve_config({"data": "x", "clip_grad_norm": 0})
     with pytest.raises(ValueError, match="KEY=VALUE"):
-        training.parse_option_items(["batch_norm"], "--backbone-option")
-    assert training.parse_option_items(["batch_norm=false", "dropout=0.2"], "--backbone-option") == {
+        parse_option_items(["batch_norm"], "--backbone-option")
+    assert parse_option_items(["batch_norm=false", "dropout=0.2"], "--backbone-option") == {
         "batch_norm": False, "dropout": 0.2}
     with pytest.raises(ValueError, match="go together"):
         resolve_config({"val_pairs": "p.txt"})
@@ -137,15 +153,15 @@ def test_head_options_from_flags_files_and_old_run_configs(tmp_path):
                "easy_margin": False, "sphereface_lambda": 0.0}
     resumed = resolve_config({}, base=old_run)
     assert resumed.head_options == {"m": 0.45} and resumed.backbone_options == {}
-    import losses
-    assert losses.build_head(resumed.loss, 3, **resumed.head_options).margin_args == {
+    from losses.heads import build_head
+    assert build_head(resumed.loss, 3, **resumed.head_options).margin_args == {
         "s": 64.0, "m": 0.45, "easy_margin": False}
 
 
 # -- schedules ---------------------------------------------------------------------------------
 
 def test_reference_step_schedule_and_warmup():
-    sched = build_lr_schedule(training.REFERENCE_LR_SCHEDULE, 0.1, 30000)
+    sched = build_lr_schedule(REFERENCE_LR_SCHEDULE, 0.1, 30000)
     got = [float(sched(s)) for s in (0, 15999, 16000, 23999, 24000, 28000, 29999)]
     np.testing.assert_allclose(got, [0.1, 0.1, 0.01, 0.01, 0.001, 0.0001, 0.0001], rtol=1e-6)
     # "reference" (the default) is that list at 30000 steps, stretched to shorter runs and scaled by --lr.
@@ -202,11 +218,11 @@ RULE_NAMES = {  # which Keras variable names each reference decays (docs/protoco
 
 @pytest.mark.parametrize("rule", sorted(RULE_NAMES))
 def test_weight_decay_rule_selects_the_references_variables(rule):
-    import losses
     import models
+    from losses.heads import build_head
     from training.state import decayed_variables
     backbone = models.build_backbone("mobilefacenet", image_size=(32, 32), embedding_size=8)
-    head = losses.build_head("softmax", 3)   # kernel + bias: the head follows the rule too
+    head = build_head("softmax", 3)   # kernel + bias: the head follows the rule too
     head.build((None, 8))
     pairs = decayed_variables(backbone, head, head_wd_mult=10.0, rule=rule)
     names = {v.path.split("/")[-1] for v, _ in pairs}
@@ -276,9 +292,9 @@ def test_training_state_decays_what_the_rule_picks():
 
 def test_synthetic_training_learns_and_exports(tmp_path):
     run = tmp_path / "run"
-    summary = training.run_training(_config(max_steps=30, lr_schedule="constant", lr=0.05, checkpoint_every=30,
+    summary = run_training(_config(max_steps=30, lr_schedule="constant", lr=0.05, checkpoint_every=30,
                                             exports="keras,saved_model,onnx"),
-                                    training.new_run_dir(run, "m", "l"), log=lambda *_: None)
+                                    new_run_dir(run, "m", "l"), log=lambda *_: None)
     losses = _losses(run)
     assert np.mean([losses[s] for s in range(1, 6)]) > np.mean([losses[s] for s in range(26, 31)]) + 0.5
     import keras
@@ -295,11 +311,11 @@ def test_resume_continues_exactly(tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     # The margin warm-up spans the split too: the resumed steps must get the same margin weights.
     common = {"lr_schedule": "0:0.1,4:0.01", "checkpoint_every": 3, "margin_warmup_steps": 5}
-    training.run_training(_config(max_steps=6, **common), training.new_run_dir(straight, "m", "l"),
+    run_training(_config(max_steps=6, **common), new_run_dir(straight, "m", "l"),
                           log=lambda *_: None)
-    training.run_training(_config(max_steps=3, **common), training.new_run_dir(split, "m", "l"),
+    run_training(_config(max_steps=3, **common), new_run_dir(split, "m", "l"),
                           log=lambda *_: None)
-    summary = training.run_training(_config(max_steps=6, resume=True, **common), split, log=lambda *_: None)
+    summary = run_training(_config(max_steps=6, resume=True, **common), split, log=lambda *_: None)
     assert summary["start_step"] == 3
     a, b = _losses(straight), _losses(split)
     np.testing.assert_allclose([b[s] for s in (4, 5, 6)], [a[s] for s in (4, 5, 6)], rtol=1e-5)
@@ -338,8 +354,8 @@ def test_margin_warmup_starts_the_loop_near_the_plain_softmax_loss(tmp_path):
     really passes the warm-up weight (1/1000 at step 1) to the head."""
     first = {}
     for warmup in (0, 1000):
-        run = training.new_run_dir(tmp_path / f"w{warmup}", "m", "l")
-        training.run_training(_config(max_steps=1, margin_warmup_steps=warmup), run, log=lambda *_: None)
+        run = new_run_dir(tmp_path / f"w{warmup}", "m", "l")
+        run_training(_config(max_steps=1, margin_warmup_steps=warmup), run, log=lambda *_: None)
         first[warmup] = _losses(run)[1]
     assert first[1000] == pytest.approx(np.log(10), abs=0.3)
     assert first[0] > first[1000] + 8.0
@@ -351,7 +367,7 @@ def test_time_limit_stops_with_checkpoint_and_export_then_resume_finishes(tmp_pa
     schedule still spanning all of --max-steps."""
     run = tmp_path / "run"
     common = {"max_steps": 4, "lr_schedule": "0:0.1,3:0.01", "checkpoint_every": 100}
-    summary = training.run_training(_config(time_limit=1e-6, **common), training.new_run_dir(run, "m", "l"),
+    summary = run_training(_config(time_limit=1e-6, **common), new_run_dir(run, "m", "l"),
                                     log=lambda *_: None)
     assert summary["time_limited"] and summary["last_step"] == 1 and summary["steps"] == 4
     assert summary["wall_seconds"] > 0 and (run / "export" / "embedding.keras").is_file()
@@ -361,7 +377,7 @@ def test_time_limit_stops_with_checkpoint_and_export_then_resume_finishes(tmp_pa
     # Exports an earlier invocation wrote in formats this one leaves out hold older weights: removed.
     (run / "export" / "saved_model").mkdir()
     (run / "export" / "embedding.onnx").write_bytes(b"older weights")
-    resumed = training.run_training(_config(resume=True, **common), run, log=lambda *_: None)
+    resumed = run_training(_config(resume=True, **common), run, log=lambda *_: None)
     assert resumed["start_step"] == 1 and resumed["last_step"] == 4 and not resumed["time_limited"]
     assert sorted(p.name for p in (run / "export").iterdir()) == ["embedding.keras"]
     assert sorted(Path(p).name for p in resumed["exports"]["removed"]) == ["embedding.onnx", "saved_model"]
@@ -377,8 +393,8 @@ def test_time_limit_stops_with_checkpoint_and_export_then_resume_finishes(tmp_pa
 def test_nan_loss_stops_with_last_good_checkpoint_intact(tmp_path):
     run = tmp_path / "run"
     config = _config(loss="softmax", max_steps=20, lr_schedule="constant", lr=1e30, checkpoint_every=1)
-    with pytest.raises(training.TrainingDiverged, match="last good checkpoint"):
-        training.run_training(config, training.new_run_dir(run, "m", "l"), log=lambda *_: None)
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        run_training(config, new_run_dir(run, "m", "l"), log=lambda *_: None)
     import tensorflow as tf
     latest = tf.train.latest_checkpoint(str(run / "checkpoints"))
     assert latest is not None
@@ -391,9 +407,9 @@ def test_nan_loss_stops_with_last_good_checkpoint_intact(tmp_path):
 def test_mixed_precision_trains_and_exports_float32(tmp_path, precision):
     import keras
     run = tmp_path / "run"
-    summary = training.run_training(_config(max_steps=3, mixed_precision=precision, checkpoint_every=3,
+    summary = run_training(_config(max_steps=3, mixed_precision=precision, checkpoint_every=3,
                                             exports="keras,onnx"),
-                                    training.new_run_dir(run, "m", "l"), log=lambda *_: None)
+                                    new_run_dir(run, "m", "l"), log=lambda *_: None)
     assert keras.mixed_precision.global_policy().name == "float32", "policy must not leak"
     assert np.isfinite(summary["final_loss"])
     model = keras.saving.load_model(summary["exports"]["keras"], safe_mode=True)
@@ -432,9 +448,9 @@ def test_validation_picks_best_export(tmp_path):
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("\n".join(lines) + "\n")
     run = tmp_path / "run"
-    summary = training.run_training(
+    summary = run_training(
         _config(max_steps=4, val_every=2, val_pairs=str(pairs), val_dir=str(aligned)),
-        training.new_run_dir(run, "m", "l"), log=lambda *_: None)
+        new_run_dir(run, "m", "l"), log=lambda *_: None)
     vals = [e for e in _log(run) if "validation" in e]
     assert [v["step"] for v in vals] == [2, 4]
     assert (run / "export" / "best.keras").is_file()
@@ -456,8 +472,8 @@ def test_learning_curves_png_of_two_runs(tmp_path):
     runs = {}
     for name, loss in (("am", "am_softmax"), ("arc", "arcface")):
         runs[name] = tmp_path / name
-        training.run_training(_config(max_steps=3, loss=loss, lr_schedule="constant"),
-                              training.new_run_dir(runs[name], "m", "l"), log=lambda *_: None)
+        run_training(_config(max_steps=3, loss=loss, lr_schedule="constant"),
+                              new_run_dir(runs[name], "m", "l"), log=lambda *_: None)
     scalars = curves.read_scalars(runs["am"] / "logs")
     assert {"train/loss", "train/accuracy", "train/lr", "train/images_per_sec"} <= set(scalars)
     assert [s for s, _ in scalars["train/loss"]] == [1, 2, 3]
@@ -510,8 +526,8 @@ def test_kill_9_then_resume_continues_the_loss_curve(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     resumed_from = int(out.stdout.split("resumed from")[1].split("at step ")[1].split()[0])
     assert resumed_from == saved
-    training.run_training(_config(lr_schedule="0:0.1,12:0.01", checkpoint_every=5, max_steps=16),
-                          training.new_run_dir(straight, "m", "l"), log=lambda *_: None)
+    run_training(_config(lr_schedule="0:0.1,12:0.01", checkpoint_every=5, max_steps=16),
+                          new_run_dir(straight, "m", "l"), log=lambda *_: None)
     a, b = _losses(straight), _losses(killed)
     after = range(resumed_from + 1, 17)
     np.testing.assert_allclose([b[s] for s in after], [a[s] for s in after], rtol=1e-4)
@@ -568,7 +584,7 @@ def test_two_workers_on_localhost_match_one_worker_and_only_the_chief_writes(tmp
         assert not errors, errors
     single = tmp_path / "single"
     config = resolve_config(dict(settings, backbone_options={"batch_norm": False}, batch_size=4, collapse_guard=False))
-    training.run_training(config, training.new_run_dir(single, "r", "l"), log=lambda *_: None)
+    run_training(config, new_run_dir(single, "r", "l"), log=lambda *_: None)
     chief, other = tmp_path / "worker0", tmp_path / "worker1"
     assert sorted(_losses(chief)) == [1, 2, 3]
     np.testing.assert_allclose([_losses(chief)[s] for s in (1, 2, 3)], [_losses(single)[s] for s in (1, 2, 3)],
@@ -585,8 +601,9 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, sys.argv[1])
-import training
 from training.config import resolve_config
+from training.run_dir import new_run_dir
+from training.trainer import run_training
 base = dict(backbone="resface20", backbone_options={"batch_norm": False}, image_size="32x32", embedding_size=16, num_classes=5,
             synthetic_images=32, log_every=1, max_steps=3, lr_schedule="constant", lr=0.01,
             checkpoint_every=3, val_every=3, mixed_precision="off")   # float32: sums must agree across layouts
@@ -597,8 +614,8 @@ for name, strategy, batch, extra in [("single", single, 4, {}), ("mirrored", mir
                                      ("single_lr", single, 4, {"lr": 0.5}),
                                      ("single_clip", single, 4, {"clip_grad_norm": 0.2, "lr": 0.5}),
                                      ("mirrored_clip", mirrored, 2, {"clip_grad_norm": 0.2, "lr": 0.5})]:
-    run = training.new_run_dir(sys.argv[2] + "/" + name, "r", "l")
-    s = training.run_training(resolve_config(dict(base, batch_size=batch, **extra)), run, strategy=strategy,
+    run = new_run_dir(sys.argv[2] + "/" + name, "r", "l")
+    s = run_training(resolve_config(dict(base, batch_size=batch, **extra)), run, strategy=strategy,
                               log=lambda *_: None)
     lines = [json.loads(l) for l in open(run / "train_log.jsonl")]
     out[name] = {"global_batch": s["global_batch"], "replicas": strategy.num_replicas_in_sync,
@@ -703,6 +720,7 @@ def test_singletons_as_negatives_never_train_their_class_centres(tmp_path):
     images still train the backbone (as negatives), and accuracy counts only examples with a class."""
     import tensorflow as tf
 
+    from tfrecords.manifest import open_shards
     from training.data import singleton_roles, tfrecord_data
     from training.state import build_training_state
     from training.trainer import make_train_step
@@ -712,7 +730,7 @@ def test_singletons_as_negatives_never_train_their_class_centres(tmp_path):
     config = resolve_config({**TINY, "data": str(tmp_path / "shards"), "singletons": "negatives",
                              "weight_decay": 0.0, "batch_size": 8, "lr_schedule": "constant", "lr": 0.1,
                              "mixed_precision": "off", "xla": False})
-    data = tfrecord_data(config.data, config.batch_size, shuffle_buffer=64, seed=0)
+    data = tfrecord_data(open_shards(config.data), config.batch_size, shuffle_buffer=64, seed=0)
     weights, negatives, line = singleton_roles(config, data)
     assert weights is None and negatives == single.astype(float).tolist()
     assert line == "4 single-image identities train as negatives only (entropic open-set loss), loss weight 1; 6 classes"
@@ -733,10 +751,11 @@ def test_singletons_as_negatives_never_train_their_class_centres(tmp_path):
 
 
 def test_singleton_settings_need_single_image_identities(tmp_path):
+    from tfrecords.manifest import open_shards
     from training.data import singleton_roles, synthetic_data, tfrecord_data
     _shards_with_singletons(tmp_path, people=4, singletons=0)
     config = resolve_config({**TINY, "data": str(tmp_path / "shards"), "singleton_weight": 0.5})
-    data = tfrecord_data(config.data, 4)
+    data = tfrecord_data(open_shards(config.data), 4)
     with pytest.raises(ValueError, match="--min-images 1"):
         singleton_roles(config, data)
     assert singleton_roles(resolve_config({**TINY, "data": str(tmp_path / "shards")}), data) == (None, None, None)

@@ -104,15 +104,17 @@ def test_two_commands_train_on_a_pack_and_validate_on_its_bin_sets(pack_and_bins
 
 
 def test_without_heldout_identities_the_mean_of_the_bin_sets_chooses_best(pack_and_bins, tmp_path):
-    import training
     from tfrecords.build import build
+    from training.config import resolve_config
+    from training.run_dir import new_run_dir
+    from training.trainer import run_training
 
     rec, bins = pack_and_bins
     build(rec=rec, output_dir=tmp_path / "shards", center_crop=(112, 96), progress=False, log=quiet)
-    config = training.resolve_config({**TINY, "data": str(tmp_path / "shards"),
+    config = resolve_config({**TINY, "data": str(tmp_path / "shards"),
                                       "val_bin": [str(bins["lfw"]), str(bins["cfp_fp"])]})
     messages = []
-    summary = training.run_training(config, training.new_run_dir(tmp_path / "run", "m", "l"), log=messages.append)
+    summary = run_training(config, new_run_dir(tmp_path / "run", "m", "l"), log=messages.append)
     assert any("chosen on the mean AUC of lfw, cfp_fp" in m and "no longer an unseen test" in m for m in messages)
     log = _log(tmp_path / "run")
     means = {e["step"]: e for e in log if e.get("validation") == "bin_mean"}
@@ -131,7 +133,7 @@ def test_without_heldout_identities_the_mean_of_the_bin_sets_chooses_best(pack_a
 def test_unusable_bin_sets_are_refused_before_training(pack_and_bins, tmp_path):
     import cv2
 
-    import training
+    from training.config import resolve_config
     from training.validation import make_bin_validators
 
     _, bins = pack_and_bins
@@ -147,12 +149,12 @@ def test_unusable_bin_sets_are_refused_before_training(pack_and_bins, tmp_path):
              one_kind: r"one_kind\.bin: fold 0 of its 10 contiguous folds holds only same pairs",
              evil: r"evil\.bin: refusing to load os\.system"}
     for path, message in cases.items():
-        config = training.resolve_config({**TINY, "data": "x", "val_bin": [str(path)]})
+        config = resolve_config({**TINY, "data": "x", "val_bin": [str(path)]})
         with pytest.raises(ValueError, match=message):
             make_bin_validators(config, (112, 96), log=quiet)
     with pytest.raises(FileNotFoundError, match="--val-bin file not found: nowhere.bin"):
-        training.resolve_config({**TINY, "data": "x", "val_bin": ["nowhere.bin"]})
+        resolve_config({**TINY, "data": "x", "val_bin": ["nowhere.bin"]})
     (tmp_path / "lfw.bin").write_bytes(bins["lfw"].read_bytes())
-    config = training.resolve_config({**TINY, "data": "x", "val_bin": [str(bins["lfw"]), str(tmp_path / "lfw.bin")]})
+    config = resolve_config({**TINY, "data": "x", "val_bin": [str(bins["lfw"]), str(tmp_path / "lfw.bin")]})
     with pytest.raises(ValueError, match="both named 'lfw'"):
         make_bin_validators(config, (112, 96), log=quiet)

@@ -35,12 +35,13 @@ from fileio import (
     TextEncodingError,
     atomic_output,
     format_generic_pairs,
-    parse_image_size,
+    image_size_type,
     printable_name,
     untrainable_reason,
     write_json_atomic,
     write_text_atomic,
 )
+from fileio.align_report import CONFIG_NAME as ALIGN_CONFIG_NAME
 from fileio.align_report import aligned_image_size
 
 from .features import shard_file_name
@@ -153,16 +154,7 @@ def _build_locked(source, out, work, opts, progress, log):
     # 2) assign images to shards (plan files), fingerprint the plan
     plan_dir = work / f"plan-{os.getpid()}"
     contents = write_plan(source, splits, capped, shards, plan_dir, opts.seed)
-    image_size = opts.center_crop or opts.image_size
-    if image_size is None and isinstance(source, RecSource):
-        image_size = source.declared_image_size or source.first_image_size(log)
-        if source.declared_image_size:
-            log(f"image size {image_size[0]}x{image_size[1]} (HxW), from {source.property_file}")
-    if image_size is None and isinstance(source, FolderSource):   # an aligned folder says what it holds
-        image_size = aligned_image_size(source.root)
-        if image_size:
-            log(f"image size {image_size[0]}x{image_size[1]} (HxW), from {source.root / 'align_config.json'}")
-    image_size = tuple(int(v) for v in image_size or _infer_image_size(plan_dir / "train-00000.tsv", log))
+    image_size = _choose_image_size(source, opts, plan_dir / "train-00000.tsv", log)
     if untrainable_reason(image_size):
         log(f"warning: these shards will not train: {untrainable_reason(image_size)}")
     options = {"format_version": FORMAT_VERSION, "source": source.description, "image_size": list(image_size),
@@ -300,16 +292,54 @@ def _is_output_file(name):
             or (name.endswith(".tfrecord") and name.split("-")[0] in ("train", "val")))
 
 
-def _infer_image_size(plan_file, log):
-    for label, identity, rel, absolute in read_plan(plan_file):
+def _choose_image_size(source, opts, plan_file, log):
+    """(H, W) to store, from the first of: --center-crop / --image-size; a pack's property file; an
+    aligned folder's align_config.json (what align/align_lfw.py made), checked against the first image;
+    else the first image's size, a guess the log calls one. Logs which it was."""
+    if opts.center_crop or opts.image_size:
+        return tuple(int(v) for v in opts.center_crop or opts.image_size)
+    if isinstance(source, RecSource):
+        if source.declared_image_size:
+            height, width = source.declared_image_size
+            log(f"image size {height}x{width} (HxW), from {source.property_file}")
+            return int(height), int(width)
+        return tuple(source.first_image_size(log))
+    if isinstance(source, FolderSource):
+        config = Path(source.root) / ALIGN_CONFIG_NAME
         try:
-            size = image_size_of(absolute)
+            size = aligned_image_size(source.root)
+        except ValueError as e:
+            raise BuildError(str(e)) from None
+        if size is not None:
+            first, first_size = _first_image_size(plan_file)
+            if first_size not in (None, size):
+                what = (f"{config} says the crops are {size[0]}x{size[1]} (HxW), but {first} is "
+                        f"{first_size[0]}x{first_size[1]}")
+                if not opts.resize:
+                    raise BuildError(f"{what}: align again into a new folder, pass --resize to store every crop at "
+                                     f"{size[0]}x{size[1]}, or --image-size {first_size[0]}x{first_size[1]} to store "
+                                     "that size")
+                log(f"warning: {what}; --resize resizes such crops")
+            log(f"image size {size[0]}x{size[1]} (HxW), from {config}")
+            return size
+        log(f"{source.root} has no {ALIGN_CONFIG_NAME} naming the crop size (align/align_lfw.py writes one), so "
+            "the image size is guessed from the first image")
+    first, size = _first_image_size(plan_file)
+    if size is None:
+        raise BuildError(f"cannot infer the image size: no readable image in the first shard plan ({plan_file}); "
+                         "pass --image-size HxW")
+    log(f"image size {size[0]}x{size[1]} (HxW), taken from {first}; set --image-size to enforce another")
+    return size
+
+
+def _first_image_size(plan_file):
+    """(path, (H, W)) of the first readable image of a shard plan; (None, None) when none reads."""
+    for _, _, _, absolute in read_plan(plan_file):
+        try:
+            return absolute, image_size_of(absolute)
         except (OSError, ValueError):
             continue
-        log(f"image size {size[0]}x{size[1]} (HxW), taken from {absolute}; set --image-size to enforce another")
-        return size
-    raise BuildError(f"cannot infer the image size: no readable image in the first shard plan ({plan_file}); "
-                     "pass --image-size HxW")
+    return None, None
 
 
 def assemble_manifest(out, opts, options, fingerprint, splits, records, skipped_path, image_size):
@@ -377,13 +407,6 @@ def assemble_manifest(out, opts, options, fingerprint, splits, records, skipped_
     return manifest
 
 
-def _parse_size(text):
-    try:
-        return parse_image_size(text.replace(",", "x"), trainable=False)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def _parse_val(text):
     """A fraction in [0, 1), a whole count written as one ("1.0" is refused: one identity, or all?), or auto."""
     if text.strip() == "auto":
@@ -430,12 +453,12 @@ def parse_args(argv=None):
                           "glint360k, ...): the .idx and property files beside it are read too; identities are "
                           "named by their zero-padded labels; bad records are listed by key in unreadable.txt")
     src.add_argument("--output-dir", required=True, help="shard directory to create (or resume)")
-    src.add_argument("--image-size", type=_parse_size, default=None,
+    src.add_argument("--image-size", type=image_size_type(trainable=False), default=None,
                      help="expected HxW, e.g. 112x96 (default: a pack's property file, an aligned folder's "
                           "align_config.json, else the size of the first image)")
     src.add_argument("--resize", action="store_true",
                      help="resize (and re-encode) images of another size instead of stopping with an error")
-    src.add_argument("--center-crop", type=_parse_size, default=None, metavar="HxW",
+    src.add_argument("--center-crop", type=image_size_type(trainable=False), default=None, metavar="HxW",
                      help="store the middle W columns of images H high and wider (re-encoded: JPEG quality 95, "
                           "PNG lossless); 112x96 turns insightface's 112x112 crops into exactly our 112x96 "
                           "alignment, whose template is the 112x112 one shifted 8 px (no resampling)")

@@ -25,11 +25,18 @@ Layout (``format_version`` 1)::
 pack {"rec", "idx", "property", "header_record", "declared_classes", "identity_names", "paths", ...}
 (identities of a pack are its zero-padded labels; image paths are ``train.rec#KEY``).
 
+``open_shards`` reads and checks the manifest once and returns a ``Shards`` handle (the manifest, the
+shard files' paths, their size checks); the reader (``tfrecords.reader``), training and ``tfrecords.verify``
+take that handle rather than reading manifest.json again.
+
 Standard library only, so tools that just inspect a shard directory need no TensorFlow.
 """
 
+import dataclasses
 import json
 from pathlib import Path
+
+from fileio import sha256_of_file
 
 from .features import SPLITS
 
@@ -39,6 +46,10 @@ FORMAT_VERSION = 1
 
 class ManifestError(ValueError):
     """A shard directory or its manifest is missing, malformed, or does not match the request."""
+
+
+class ShardError(ManifestError):
+    """A shard file is missing, truncated or corrupt (message names the shard)."""
 
 
 def _require(cond, path, message):
@@ -102,9 +113,84 @@ def read_manifest(data_dir):
     return manifest
 
 
-def shard_paths(data_dir, manifest, split="train"):
-    """Absolute paths of a split's shard files, in manifest order."""
-    if split not in manifest["splits"]:
-        raise ManifestError(f"{Path(data_dir) / MANIFEST_NAME}: no {split!r} split "
-                            f"(has: {', '.join(manifest['splits'])}); build with --val-identities for 'val'.")
-    return [str(Path(data_dir) / s["file"]) for s in manifest["splits"][split]["shards"]]
+@dataclasses.dataclass(frozen=True)
+class Shards:
+    """An opened shard directory: its manifest, read and checked once (``open_shards``)."""
+
+    data_dir: Path
+    manifest: dict
+
+    @property
+    def manifest_path(self):
+        return self.data_dir / MANIFEST_NAME
+
+    @property
+    def image_size(self):
+        """(H, W) of every stored image."""
+        return tuple(self.manifest["image_size"])
+
+    @property
+    def num_classes(self):
+        """Train classes (labels 0..C-1)."""
+        return self.manifest["num_classes"]
+
+    @property
+    def val_pairs_path(self):
+        """The held-out identities' pair list (val_pairs.txt), or None when the build wrote none."""
+        name = self.manifest.get("val_pairs")
+        return self.data_dir / name if name else None
+
+    def num_images(self, split="train"):
+        return self.split(split)["num_images"]
+
+    def split(self, split="train"):
+        """The manifest's entry of ``split``; ManifestError when the build has no such split."""
+        if split not in self.manifest["splits"]:
+            raise ManifestError(f"{self.manifest_path}: no {split!r} split (has: {', '.join(self.manifest['splits'])}); "
+                                "build with --val-identities for 'val'.")
+        return self.manifest["splits"][split]
+
+    def paths(self, split="train"):
+        """Paths (str) of a split's shard files, in manifest order."""
+        return [str(self.data_dir / s["file"]) for s in self.split(split)["shards"]]
+
+    def check_files(self, split="train", verify_checksums=False):
+        """Raise ShardError naming the first shard of ``split`` that is missing, of the wrong size, or (on
+        request) of the wrong sha256. The size check is a stat per shard and catches truncation; the
+        sha256 check reads every byte (about 1 GB/s) and catches corruption too."""
+        fix = f"Rerun `python -m tfrecords.build` into {self.data_dir} with --overwrite to rebuild it."
+        for shard in self.split(split)["shards"]:
+            path = self.data_dir / shard["file"]
+            if not path.is_file():
+                raise ShardError(f"{path}: shard listed in {MANIFEST_NAME} is missing. {fix}")
+            size = path.stat().st_size
+            if size != shard["bytes"]:
+                raise ShardError(f"{path}: shard is {size} bytes, {MANIFEST_NAME} says {shard['bytes']} "
+                                 f"({'truncated' if size < shard['bytes'] else 'changed'}). {fix}")
+            if verify_checksums and sha256_of_file(path) != shard["sha256"]:
+                raise ShardError(f"{path}: sha256 differs from {MANIFEST_NAME} (corrupt shard). {fix}")
+
+    def check_image_size(self, image_size=None):
+        """The shards' (H, W); ManifestError naming manifest.json when a requested ``image_size`` disagrees."""
+        if image_size is not None and tuple(int(v) for v in image_size) != self.image_size:
+            height, width = self.image_size
+            raise ManifestError(f"{self.manifest_path}: shards hold {height}x{width} (HxW) images, but "
+                                f"{image_size[0]}x{image_size[1]} was requested; build shards at that size or "
+                                "change the requested image size")
+        return self.image_size
+
+    def check_num_classes(self, num_classes=None):
+        """ManifestError naming manifest.json when a model's ``num_classes`` differs from the shards'."""
+        if num_classes is not None and int(num_classes) != self.num_classes:
+            raise ManifestError(f"{self.manifest_path}: {self.num_classes} classes, but the model expects "
+                                f"{num_classes}; use the matching shard directory or head size")
+
+
+def open_shards(data_dir):
+    """Read and check ``DATA_DIR/manifest.json`` (``read_manifest``) and the size of every listed shard:
+    the ``Shards`` handle that the reader, training and verification share. Raises ManifestError /
+    ShardError naming the file and the fix."""
+    shards = Shards(Path(data_dir), read_manifest(data_dir))
+    for split in shards.manifest["splits"]:
+        shards.check_files(split)
+    return shards

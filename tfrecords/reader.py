@@ -6,44 +6,21 @@ random horizontal flip on uint8 -> optional warp and colour jitter of the float 
 (tfrecords/augment.py) -> prefetch. Batches are processed in
 parallel (map with AUTOTUNE).
 
+Every function takes the ``Shards`` handle of ``tfrecords.manifest.open_shards`` (the manifest read
+and checked once per run), not a folder.
+
 Records are batched *before* parsing: one ``parse_example`` per batch instead of one
 ``parse_single_example`` per image removes most per-element tf.data overhead, which is what
 limits a path-list loader on 2 cores. benchmarks/input_pipeline.py measures it.
 """
 
 import secrets
-from pathlib import Path
 
 import tensorflow as tf
 
-from fileio import sha256_of_file
-
 from . import features as F
-from .augment import Augmentation, augment_batch  # noqa: F401  (Augmentation: re-exported as tfrecords.Augmentation)
-from .manifest import MANIFEST_NAME, ManifestError, read_manifest, shard_paths
-
-
-class ShardError(ManifestError):
-    """A shard file is missing, truncated or corrupt (message names the shard)."""
-
-
-def check_shards(data_dir, manifest, split="train", verify_checksums=False):
-    """Raise ShardError naming the first shard that is missing, of the wrong size, or (on request) wrong sha256.
-
-    The size check is always done (a stat per shard) and catches truncation; the sha256 check
-    reads every byte (about 1 GB/s) and catches corruption too.
-    """
-    for shard in manifest["splits"][split]["shards"]:
-        path = Path(data_dir) / shard["file"]
-        fix = f"Rerun `python -m tfrecords.build` into {data_dir} with --overwrite to rebuild it."
-        if not path.is_file():
-            raise ShardError(f"{path}: shard listed in {MANIFEST_NAME} is missing. {fix}")
-        size = path.stat().st_size
-        if size != shard["bytes"]:
-            raise ShardError(f"{path}: shard is {size} bytes, {MANIFEST_NAME} says {shard['bytes']} "
-                             f"({'truncated' if size < shard['bytes'] else 'changed'}). {fix}")
-        if verify_checksums and sha256_of_file(path) != shard["sha256"]:
-            raise ShardError(f"{path}: sha256 differs from {MANIFEST_NAME} (corrupt shard). {fix}")
+from .augment import augment_batch
+from .manifest import MANIFEST_NAME, ManifestError, ShardError
 
 
 def _decoder(manifest, split):
@@ -69,17 +46,7 @@ def _decoder(manifest, split):
     return per_format
 
 
-def resolve_image_size(data_dir, manifest, image_size=None):
-    """The shards' (H, W); raises ManifestError naming manifest.json if ``image_size`` disagrees."""
-    size = tuple(manifest["image_size"])
-    if image_size is not None and tuple(int(v) for v in image_size) != size:
-        raise ManifestError(f"{Path(data_dir) / MANIFEST_NAME}: shards hold {size[0]}x{size[1]} (HxW) images, "
-                            f"but {image_size[0]}x{image_size[1]} was requested; build shards "
-                            "at that size or change the requested image size")
-    return size
-
-
-def make_train_dataset(data_dir, batch_size, *, image_size=None, num_classes=None, shuffle_buffer=16384,
+def make_train_dataset(shards, batch_size, *, image_size=None, num_classes=None, shuffle_buffer=16384,
                        seed=None, deterministic=False, verify_checksums=False, repeat=True, input_context=None,
                        drop_remainder=True, flip=True, augmentation=None, split="train", cycle_length=None):
     """tf.data.Dataset of (images float32 [B,H,W,3] RGB pixel values in [0, 255], labels int32 [B]).
@@ -87,29 +54,27 @@ def make_train_dataset(data_dir, batch_size, *, image_size=None, num_classes=Non
     The pixels are not scaled here: the trained model scales its own input (models/scaling.py,
     the first layer of training.state's model), so what trains is what is exported.
 
-    data_dir: shard directory (manifest.json). batch_size: per replica when input_context is
-    given (``strategy.distribute_datasets_from_function``), else global. image_size / num_classes:
-    what the caller's model expects; checked against the manifest before anything is read.
+    shards: the shard directory's ``Shards`` (tfrecords.manifest.open_shards). batch_size: per replica
+    when input_context is given (``strategy.distribute_datasets_from_function``), else global.
+    image_size / num_classes: what the caller's model expects; checked against the manifest first.
     seed: seeds shard order, shuffle buffer and flips; with deterministic=True the element order
     is then reproducible (parallel stages keep order). verify_checksums: sha256 every shard first
-    (shard sizes are always checked). input_context: shards by file when there are at least as
+    (open_shards checked their sizes). input_context: shards by file when there are at least as
     many shards as input pipelines, else by record. flip: random horizontal flip (p = 0.5).
     augmentation: an Augmentation (random scale/shift/rotation and colour jitter), or None.
     """
-    manifest = read_manifest(data_dir)
-    height, width = resolve_image_size(data_dir, manifest, image_size)
-    if num_classes is not None and int(num_classes) != manifest["num_classes"]:
-        raise ManifestError(f"{Path(data_dir) / MANIFEST_NAME}: {manifest['num_classes']} classes, but the model "
-                            f"expects {num_classes}; use the matching shard directory or head size")
+    height, width = shards.check_image_size(image_size)
+    shards.check_num_classes(num_classes)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    check_shards(data_dir, manifest, split, verify_checksums)
-    files = shard_paths(data_dir, manifest, split)
-    if manifest["splits"][split]["num_images"] == 0:
-        raise ManifestError(f"{Path(data_dir) / MANIFEST_NAME}: split {split!r} has no images")
+    if verify_checksums:
+        shards.check_files(split, verify_checksums=True)
+    files = shards.paths(split)
+    if shards.num_images(split) == 0:
+        raise ManifestError(f"{shards.manifest_path}: split {split!r} has no images")
     if seed is None:
         seed = secrets.randbelow(2**31)  # fresh order each run; pass seed= to reproduce one
-    decode = _decoder(manifest, split)
+    decode = _decoder(shards.manifest, split)
 
     ds = tf.data.Dataset.from_tensor_slices(files)
     pipelines = input_context.num_input_pipelines if input_context is not None else 1
@@ -165,12 +130,12 @@ def make_train_dataset(data_dir, batch_size, *, image_size=None, num_classes=Non
     return ds.with_options(options)
 
 
-def iterate_split(data_dir, split="val", batch_size=256):
-    """Yield (paths list[str], labels int ndarray, images uint8 [B,H,W,3]) over a split in stored order."""
-    manifest = read_manifest(data_dir)
-    check_shards(data_dir, manifest, split)
-    height, width = manifest["image_size"]
-    decode = _decoder(manifest, split)
+def iterate_split(shards, split="val", batch_size=256):
+    """Yield (paths list[str], labels int ndarray, images uint8 [B,H,W,3]) over a split of ``shards``
+    (a ``Shards``) in stored order."""
+    files = shards.paths(split)   # ManifestError for a split the build does not have
+    height, width = shards.image_size
+    decode = _decoder(shards.manifest, split)
     spec = {F.ENCODED: tf.io.FixedLenFeature([], tf.string), F.PATH: tf.io.FixedLenFeature([], tf.string),
             F.LABEL: tf.io.FixedLenFeature([], tf.int64)}
 
@@ -179,28 +144,28 @@ def iterate_split(data_dir, split="val", batch_size=256):
         images = tf.map_fn(decode, parsed[F.ENCODED], fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
         return parsed[F.PATH], parsed[F.LABEL], tf.ensure_shape(images, [None, height, width, 3])
 
-    ds = tf.data.TFRecordDataset(shard_paths(data_dir, manifest, split)).batch(batch_size)
+    ds = tf.data.TFRecordDataset(files).batch(batch_size)
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
     for paths, labels, images in ds.as_numpy_iterator():
         yield [p.decode("utf-8") for p in paths], labels, images
 
 
-def read_split_images(data_dir, split="val"):
-    """All images of a (small) split: (paths list[str] of 'identity/filename', images uint8 [N,H,W,3]).
+def read_split_images(shards, split="val"):
+    """All images of a (small) split of ``shards`` (a ``Shards``): (paths list[str] of 'identity/filename',
+    images uint8 [N,H,W,3]).
 
     Meant for the held-out val split (validation during training); the train split is read
     through make_train_dataset, never loaded whole.
     """
     import numpy as np
 
-    manifest = read_manifest(data_dir)
-    height, width = manifest["image_size"]
+    height, width = shards.image_size
     paths, chunks = [], []
-    for batch_paths, _, images in iterate_split(data_dir, split):
+    for batch_paths, _, images in iterate_split(shards, split):
         paths.extend(batch_paths)
         chunks.append(images)
-    expected = manifest["splits"][split]["num_images"]
+    expected = shards.num_images(split)
     if len(paths) != expected:
-        raise ShardError(f"{Path(data_dir)}: read {len(paths)} {split} images, {MANIFEST_NAME} says {expected}")
+        raise ShardError(f"{shards.data_dir}: read {len(paths)} {split} images, {MANIFEST_NAME} says {expected}")
     images = np.concatenate(chunks) if chunks else np.zeros((0, height, width, 3), np.uint8)
     return paths, images

@@ -10,7 +10,6 @@ does not say which file it was reading.
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def verify(data_dir, decode=True, log=print):
@@ -20,19 +19,19 @@ def verify(data_dir, decode=True, log=print):
     from fileio import jpeg_damage
 
     from . import features as F
-    from .manifest import read_manifest
-    from .reader import ShardError, check_shards
+    from .manifest import ShardError, open_shards
 
-    manifest = read_manifest(data_dir)
-    height, width = manifest["image_size"]
+    shards = open_shards(data_dir)
+    manifest = shards.manifest
+    height, width = shards.image_size
     spec = F.feature_spec()
     checked = {}
     for split, entry in manifest["splits"].items():
-        check_shards(data_dir, manifest, split, verify_checksums=True)
+        shards.check_files(split, verify_checksums=True)
         num_labels = manifest["num_classes"] if split == "train" else len(entry.get("labels", []))
         total = 0
         for shard in entry["shards"]:
-            path = str(Path(data_dir) / shard["file"])
+            path = str(shards.data_dir / shard["file"])
             n = 0
             try:
                 for n, record in enumerate(tf.data.TFRecordDataset(path), 1):

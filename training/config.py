@@ -9,7 +9,8 @@ import json
 import typing
 from pathlib import Path
 
-from losses.registry import HEADS, all_option_names, check_focal_gamma, check_head_options
+from fileio import parse_image_size
+from losses.registry import HEADS, all_option_names, check_focal_gamma, check_head_options, option_kind
 
 # The reference AM-Softmax schedule (CASIA scale, batch 256): lr 0.1, x0.1 at 16k, 24k, 28k. The
 # default "reference" is this list stretched to the run's length (training/schedules.py).
@@ -30,7 +31,7 @@ class TrainConfig:
     singletons: str = "classes"          # identities with one training image: classes | negatives
     singleton_weight: float = 1.0        # loss weight of those identities' images
     embedding_size: int = 512
-    image_size: str | None = None        # "HxW"; None -> the manifest's (or 112x96 synthetic)
+    image_size: str | None = None        # "HxW"; None -> the manifest's (synthetic: SYNTHETIC_DEFAULTS)
     batch_size: int = 64                 # per replica; global = batch_size x replicas
     lr: float | None = None              # None -> reference_lr(global batch): 0.1 x global batch / 256
     lr_schedule: str = "reference"      # REFERENCE_LR_SCHEDULE stretched to max_steps
@@ -85,6 +86,7 @@ NEW_RUN_DEFAULTS = {"mixed_precision": "auto", "xla": "auto"}
 
 SYNTHETIC_DEFAULTS = {
     "backbone": "mobilefacenet",
+    "image_size": "112x96",
     "batch_size": 32,
     "max_steps": 40,
     "num_classes": 100,
@@ -160,7 +162,7 @@ def _parse_config_text(path, text):
 def _type_problem(key, value):
     """Why ``value`` cannot be option ``key`` ("expected a number, got the string '0.1'"), or None."""
     if key in HEAD_OPTION_KEYS:
-        allowed = (bool,) if key == "easy_margin" else (int, float)
+        allowed = (bool,) if option_kind(key) is bool else (int, float)   # ranges: check_head_options
     elif key in _FIELDS:
         annotation = _FIELDS[key].type
         allowed = typing.get_args(annotation) or (annotation,)
@@ -185,6 +187,11 @@ def _type_problem(key, value):
         " (remove the quotes)" if isinstance(value, str) else "")
 
 
+# The keys a config.json from before head_options existed stored as False / 0.0 for "off" (a fact of that
+# old file format, not of the registry).
+_LEGACY_OFF = ("easy_margin", "sphereface_lambda")
+
+
 def _gather_head_options(layer, legacy=False):
     """Move the head option keys of one layer (flags, file, saved run) into its ``head_options``.
 
@@ -195,7 +202,7 @@ def _gather_head_options(layer, legacy=False):
     options = dict(layer.get("head_options") or {})
     for key in HEAD_OPTION_KEYS:
         value = layer.pop(key, None)
-        if value is None or (legacy and key in ("easy_margin", "sphereface_lambda") and not value):
+        if value is None or (legacy and key in _LEGACY_OFF and not value):
             continue
         options[key] = value
     if options or "head_options" in layer:
@@ -282,7 +289,7 @@ def resolve_config(cli_values, config_file=None, base=None):
 
 
 def augmentation(config):
-    """The run's tfrecords.Augmentation (the flip is always on; these add to it)."""
+    """The run's tfrecords.augment.Augmentation (the flip is always on; these add to it)."""
     from tfrecords.augment import Augmentation
 
     return Augmentation(scale=config.augment_scale, shift=config.augment_shift, rotate=config.augment_rotate,
@@ -338,6 +345,12 @@ def _check_partial_fc(config):
 
 
 def _check(config):
+    if config.image_size is not None:   # the one image-size rule (fileio.images): form and trainable
+        try:
+            height, width = parse_image_size(config.image_size)
+        except ValueError as e:
+            raise ValueError(f"--image-size: {e}") from None
+        config.image_size = f"{height}x{width}"
     if config.lr is not None and not config.lr > 0:
         raise ValueError(f"--lr must be > 0, got {config.lr}")
     check_head_options(config.loss, config.head_options)   # the head registry: names, options, ranges

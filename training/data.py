@@ -20,8 +20,17 @@ class TrainData:
     dataset_fn: Callable         # (input_context, start_step) -> per-replica batched Dataset
     description: str
     synthetic: bool
-    manifest: dict | None = None
-    data_dir: str | None = None  # the shard folder (None: synthetic)
+    shards: object = None        # the opened shard folder, a tfrecords.manifest.Shards (None: synthetic)
+
+    @property
+    def manifest(self):
+        """The shards' manifest dict (None: synthetic)."""
+        return None if self.shards is None else self.shards.manifest
+
+    @property
+    def data_dir(self):
+        """The shard folder (None: synthetic)."""
+        return None if self.shards is None else str(self.shards.data_dir)
 
     def steps_per_epoch(self, global_batch):
         return None if self.num_images is None else max(self.num_images // global_batch, 1)
@@ -31,9 +40,9 @@ class TrainData:
         data problem. A corrupt record (tf.errors.DataLossError, which names no file): the shard whose
         sha256 no longer matches the manifest, and the fix. An image of another size than the manifest
         says (a failed ensure_shape): the manifest and the fix."""
-        if self.manifest is None:
+        if self.shards is None:
             return None
-        import tfrecords
+        from tfrecords.manifest import ShardError
 
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if "DataLoss" not in type(error).__name__:
@@ -45,8 +54,8 @@ class TrainData:
 
         data_dir = self.data_dir
         try:
-            tfrecords.check_shards(data_dir, self.manifest, verify_checksums=True)
-        except tfrecords.ShardError as named:
+            self.shards.check_files(verify_checksums=True)
+        except ShardError as named:
             return named
         return ValueError(f"{data_dir}: a shard could not be read ({first_line}), although every "
                           f"sha256 matches manifest.json; run `python -m tfrecords.verify {data_dir}`")
@@ -91,28 +100,29 @@ def synthetic_data(num_classes, image_size, per_replica_batch, num_images=1024, 
                                  f"{h}x{w}): a smoke test of speed and plumbing, not face training")
 
 
-def tfrecord_data(data_dir, per_replica_batch, image_size=None, shuffle_buffer=20000, seed=0,
+def tfrecord_data(shards, per_replica_batch, image_size=None, shuffle_buffer=20000, seed=0,
                   deterministic=False, augmentation=None):
-    """The TFRecord shards written by ``python -m tfrecords.build`` (see tfrecords/); ``augmentation``:
-    a tfrecords.Augmentation applied after the flip, or None (flip only)."""
-    import tfrecords
+    """The TFRecord shards written by ``python -m tfrecords.build``: ``shards`` is their
+    ``tfrecords.manifest.Shards`` (``open_shards``: the manifest read and checked once for the run);
+    ``augmentation``: a tfrecords.augment.Augmentation applied after the flip, or None (flip only)."""
+    from tfrecords.reader import make_train_dataset
 
-    manifest = tfrecords.read_manifest(data_dir)
     # Checked here, before the model is built, with the reader's own check.
-    size = tfrecords.resolve_image_size(data_dir, manifest, image_size)
-    num_images = manifest["splits"]["train"]["num_images"]
+    size = shards.check_image_size(image_size)
+    num_images = shards.num_images("train")
+    data_dir = shards.data_dir
 
     def dataset_fn(input_context=None, start_step=0):
         # The shuffle order of a resumed run is reseeded from the step: the data position
         # within an epoch is not restored bit-exactly (the weights, optimizer and lr are).
-        return tfrecords.make_train_dataset(
-            data_dir, per_replica_batch, image_size=size, shuffle_buffer=shuffle_buffer,
+        return make_train_dataset(
+            shards, per_replica_batch, image_size=size, shuffle_buffer=shuffle_buffer,
             seed=None if seed is None else seed + start_step, deterministic=deterministic,
             input_context=input_context, augmentation=augmentation)
 
-    return TrainData(num_classes=manifest["num_classes"], image_size=size, num_images=num_images,
-                     dataset_fn=dataset_fn, synthetic=False, manifest=manifest, data_dir=str(data_dir),
-                     description=f"{data_dir}: {num_images} images of {manifest['num_classes']} "
+    return TrainData(num_classes=shards.num_classes, image_size=size, num_images=num_images,
+                     dataset_fn=dataset_fn, synthetic=False, shards=shards,
+                     description=f"{data_dir}: {num_images} images of {shards.num_classes} "
                                  f"identities, {size[0]}x{size[1]}; augmentation: "
                                  f"{augmentation.describe() if augmentation else 'flip only'}")
 
@@ -120,7 +130,7 @@ def tfrecord_data(data_dir, per_replica_batch, image_size=None, shuffle_buffer=2
 def singleton_roles(config, data):
     """What --singletons and --singleton-weight make of the classes with one training image.
 
-    Returns ``(class_weights, negative_classes, description)`` for losses.margin_softmax_loss:
+    Returns ``(class_weights, negative_classes, description)`` for losses.loss.margin_softmax_loss:
     ``class_weights`` [C], the loss weight of each class's examples; ``negative_classes`` [C], 1.0 for
     a class whose examples train only as negatives, else 0 (float lists, each None when it changes
     nothing); and a line for the log (None when nothing changes). Raises ValueError when the settings

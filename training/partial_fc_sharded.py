@@ -27,7 +27,8 @@ one-device run) reads the rows of its own shards from the same tensor.
 import numpy as np
 import tensorflow as tf
 
-import losses
+from losses.loss import class_weighted, focal_weighted
+from losses.partial_fc import partial_fc_num_sample
 from training.partial_fc import sample_centres, sparse_sgd_update_rows
 
 ShardedVariable = tf.__internal__.distribute.ShardedVariable
@@ -50,7 +51,7 @@ def shard_bounds(num_classes, num_shards):
 def shard_num_sample(shard_size, sample_rate, global_batch):
     """A shard's centres per step K_r = ceil(rate · C_r), at least the global batch (all of whose
     classes may be this shard's), at most C_r."""
-    return losses.partial_fc_num_sample(shard_size, sample_rate, global_batch)
+    return partial_fc_num_sample(shard_size, sample_rate, global_batch)
 
 
 def sharded_memory_line(num_classes, dim, global_batch, sample_rate, replicas):
@@ -133,7 +134,7 @@ class ShardedPartialFC(tf.Module):
             logits = self.margin_head.sampled_logits(all_embeddings, centres, local_labels,
                                                      margin_weight=margin_weight)
             ce = sharded_cross_entropy(ctx, logits, local_labels)              # [N·B], equal on every replica
-            ce = losses.class_weighted(losses.focal_weighted(ce, focal_gamma), all_labels, class_weights)
+            ce = class_weighted(focal_weighted(ce, focal_gamma), all_labels, class_weights)
             loss = tf.reduce_mean(tf.gather(ce, rows)) + self.margin_head.auxiliary_loss(embeddings)
             share = tf.cast(tf.shape(labels)[0], tf.float32) / self.global_batch
             objective = loss * share

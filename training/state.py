@@ -10,8 +10,9 @@ import dataclasses
 import keras
 from keras import ops
 
-import losses
 import models
+from losses.heads import build_head
+from losses.partial_fc import build_partial_fc_head
 from training.config import reference_lr
 from training.export import build_embedding_model
 from training.schedules import build_lr_schedule
@@ -46,9 +47,9 @@ def build_training_state(config, num_classes, image_size, total_steps, global_ba
     with dtype_policy(config.mixed_precision):
         backbone = models.build_backbone(config.backbone, image_size=image_size,
                                          embedding_size=config.embedding_size, **backbone_options(config))
-        head = (losses.build_partial_fc_head(config.loss, num_classes, config.partial_fc, head_holds_centres,
-                                             **config.head_options)
-                if config.partial_fc is not None else losses.build_head(config.loss, num_classes, **config.head_options))
+        head = (build_partial_fc_head(config.loss, num_classes, config.partial_fc, head_holds_centres,
+                                      **config.head_options)
+                if config.partial_fc is not None else build_head(config.loss, num_classes, **config.head_options))
         head.build((None, config.embedding_size))
         schedule = build_lr_schedule(config.lr_schedule, peak_lr(config, global_batch or config.batch_size),
                                      total_steps, config.warmup_steps)

@@ -10,10 +10,12 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-import losses
-import models
+from fileio import parse_image_size
+from losses.loss import drop_negative_classes, margin_softmax_loss
+from losses.partial_fc import partial_fc_num_sample
+from tfrecords.manifest import open_shards
 from training.checkpoints import RunCheckpoints
-from training.config import augmentation, export_formats
+from training.config import SYNTHETIC_DEFAULTS, augmentation, export_formats
 from training.data import singleton_roles, synthetic_data, tfrecord_data, total_steps
 from training.data_identity import check_data_identity
 from training.export import export_embedding_model
@@ -24,7 +26,7 @@ from training.logger import RunLogger
 from training.partial_fc import gather_centres, head_memory_line, sample_centres, sparse_sgd_update
 from training.partial_fc_sharded import ShardedPartialFC, check_sharded_options, sharded_memory_line, uses_replicas
 from training.preemption import StopRequest, TrainingInterrupted
-from training.run_dir import write_failure
+from training.run_dir import save_run_config, write_failure
 from training.schedules import margin_warmup_weight
 from training.state import build_training_state, peak_lr
 from training.validation import Validation, best_rule, make_bin_validators, make_validator
@@ -78,7 +80,7 @@ def batch_stats(loss, scores, targets, negative_classes, embeddings, labels):
     sampled centres), ``negative_classes`` [K] or None, ``embeddings`` [B, D] with their ``labels`` [B]."""
     classified = tf.ones_like(targets, tf.float32)
     if negative_classes is not None:   # a negatives-only class is never a prediction nor a target
-        scores = losses.drop_negative_classes(scores, negative_classes)
+        scores = drop_negative_classes(scores, negative_classes)
         classified -= tf.gather(negative_classes, targets)
     hits = tf.cast(tf.equal(tf.argmax(scores, axis=-1, output_type=tf.int32), targets), tf.float32)
     stats = {"loss": loss, "correct": tf.reduce_sum(hits * classified), "classified": tf.reduce_sum(classified)}
@@ -112,7 +114,7 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch, clas
             # images in [0, 255]: the model scales them. Frozen: BN uses (and keeps) its moving statistics.
             embeddings = model(images, training=not freeze_backbone)
             logits = head(embeddings, labels, margin_weight=margin_weight)
-            loss = losses.margin_softmax_loss(labels, logits, focal_gamma=config.focal,
+            loss = margin_softmax_loss(labels, logits, focal_gamma=config.focal,
                                               class_weights=class_weights, negative_classes=negative_classes)
             loss += head.auxiliary_loss(embeddings)   # MagFace's magnitude regulariser; 0 for the others
             # Gradients are summed over replicas: weight each replica's mean by its share.
@@ -128,7 +130,7 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch, clas
         return grads, stats
 
     if config.partial_fc is not None:
-        num_sample = losses.partial_fc_num_sample(head.num_classes, config.partial_fc, config.batch_size)
+        num_sample = partial_fc_num_sample(head.num_classes, config.partial_fc, config.batch_size)
 
         def sampled_forward_backward(images, labels, margin_weight, index, local_labels):
             # Partial FC: the loss sees K sampled centres; their gradient is taken as rows [K, D].
@@ -139,7 +141,7 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch, clas
                 tape.watch(centres)
                 embeddings = model(images, training=True)
                 logits = head.sampled_logits(embeddings, centres, local_labels, margin_weight=margin_weight)
-                loss = losses.margin_softmax_loss(local_labels, logits, focal_gamma=config.focal, **sampled)
+                loss = margin_softmax_loss(local_labels, logits, focal_gamma=config.focal, **sampled)
                 loss += head.auxiliary_loss(embeddings)
                 # the optimizer decays the backbone; sparse_sgd_update decays the sampled centres
                 share = tf.cast(tf.shape(labels)[0], tf.float32) / global_batch
@@ -191,17 +193,22 @@ def make_train_step(strategy, model, head, optimizer, config, global_batch, clas
 
 
 def open_data(config, per_replica_batch):
-    image_size = models.parse_image_size(config.image_size) if config.image_size else None
-    if config.data:
-        return tfrecord_data(config.data, per_replica_batch, image_size=image_size,
+    image_size = parse_image_size(config.image_size) if config.image_size else None
+    if config.data:   # the run's one reading of manifest.json: the Shards handle goes everywhere from here
+        return tfrecord_data(open_shards(config.data), per_replica_batch, image_size=image_size,
                              shuffle_buffer=config.shuffle_buffer, seed=config.seed,
                              deterministic=config.deterministic, augmentation=augmentation(config))
-    return synthetic_data(config.num_classes, image_size or (112, 96), per_replica_batch,
+    # image_size None: a synthetic run saved before SYNTHETIC_DEFAULTS named its size, resumed
+    return synthetic_data(config.num_classes, image_size or parse_image_size(SYNTHETIC_DEFAULTS["image_size"]),
+                          per_replica_batch,
                           num_images=config.synthetic_images, seed=config.seed)
 
 
 def run_training(config, run_dir, strategy=None, log=print):
     """Train per ``config`` into ``run_dir`` (resuming from its checkpoints when config.resume).
+
+    First resolves ``auto`` in config.mixed_precision / config.xla for this machine (in place,
+    training.hardware) and writes the config as RUN/config.json, so a --resume keeps that choice.
 
     Returns a summary dict (steps, losses, images/s, validation, export paths). Raises
     TrainingDiverged on a NaN/Inf loss or weights and TrainingCollapsed on collapsed embeddings or
@@ -211,6 +218,10 @@ def run_training(config, run_dir, strategy=None, log=print):
     run_dir = Path(run_dir)
     if config.backbone_lr_mult is None:   # an API caller's TrainConfig that resolve_config did not resolve
         config.backbone_lr_mult = 0.1 if config.init_from else 1.0
+    for line in resolve_auto_settings(config):   # the one place they are resolved: before config.json records them
+        log(line)
+    config.output_dir = str(run_dir)
+    save_run_config(run_dir, config)
     strategy = strategy or make_strategy(config.strategy)
     chief = is_chief(strategy)
     keras.utils.set_random_seed(config.seed)
@@ -220,8 +231,6 @@ def run_training(config, run_dir, strategy=None, log=print):
     data = open_data(config, config.batch_size)
     check_data_identity(run_dir, data.data_dir, data.manifest, config.resume, chief, log)   # other shards: refused
     steps = total_steps(config, data, global_batch)
-    for line in resolve_auto_settings(config):   # train.py resolved them already; API callers may not
-        log(line)
     _warn_about_settings(config, log)
     class_weights, negative_classes, singletons = singleton_roles(config, data)
     if singletons:
@@ -247,7 +256,7 @@ def run_training(config, run_dir, strategy=None, log=print):
 
     sharded = config.partial_fc is not None and uses_replicas(strategy)
     num_sample = (None if config.partial_fc is None
-                  else losses.partial_fc_num_sample(data.num_classes, config.partial_fc, config.batch_size))
+                  else partial_fc_num_sample(data.num_classes, config.partial_fc, config.batch_size))
     log(sharded_memory_line(data.num_classes, config.embedding_size, global_batch, config.partial_fc,
                             strategy.num_replicas_in_sync) if sharded
         else head_memory_line(data.num_classes, config.embedding_size, config.batch_size, num_sample))

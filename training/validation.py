@@ -64,12 +64,11 @@ def make_validator(config, data):
         # folder_loader checks every image exists now, before any training time is spent.
         loader = folder_loader(config.val_dir, pairs.unique_paths())
         return Validator(Path(config.val_pairs).stem, pairs, loader, data.image_size)
-    manifest = data.manifest or {}
-    if manifest.get("val_pairs"):
-        import tfrecords
+    if data.shards is not None and data.shards.val_pairs_path is not None:
+        from tfrecords.reader import read_split_images
 
-        pairs = evaluation.read_pairs(Path(config.data) / manifest["val_pairs"])
-        paths, images = tfrecords.read_split_images(config.data, split="val")
+        pairs = evaluation.read_pairs(data.shards.val_pairs_path)
+        paths, images = read_split_images(data.shards, split="val")
         return Validator("heldout", pairs, dict(zip(paths, images)), data.image_size)
     return None
 
