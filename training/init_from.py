@@ -63,7 +63,7 @@ def adopt_init_architecture(config, given) -> list:
     """With config.init_from: take backbone, embedding size and image size from the init model where the
     user gave none (``given``: the config fields set by flags or --config); refuse those that differ.
     Records the resolved file and its sha256 in the config."""
-    import models
+    from fileio.images import parse_image_size
 
     init = init_architecture(config.init_from)
     theirs = {"backbone": init.backbone, "embedding_size": init.embedding_size,
@@ -75,7 +75,7 @@ def adopt_init_architecture(config, given) -> list:
             continue
         ours = getattr(config, key)
         if key == "image_size":
-            ours = image_size_text(models.parse_image_size(ours))
+            ours = image_size_text(parse_image_size(ours))
         if ours != value:
             clashes.append(f"{ARCHITECTURE_FLAGS[key]} {ours} (the init model's is {value})")
     if clashes:
