@@ -95,8 +95,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     quiet_tensorflow()
     # Imported here so --help stays instant.
+    from engines.model_file import resolve_model_path, run_dir_of
     from evaluation import report, run
-    from evaluation.model_io import resolve_model_path, run_dir_of
 
     if args.ijb:
         return _main_ijb(args)
@@ -165,7 +165,7 @@ def _main_ijb(args):
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         if args.model is None:
-            from evaluation.model_io import find_default_model
+            from engines.model_file import find_default_model
 
             args.model = str(find_default_model(args.runs_dir))
         print(f"model: {args.model}", file=sys.stderr)

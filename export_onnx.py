@@ -33,9 +33,10 @@ def main(argv=None) -> int:
     quiet_tensorflow()
     import numpy as np
 
-    from evaluation.model_io import load_embedding_model, make_embed_fn, resolve_model_path
-    from inference.model import load_model, onnx_path_for
-    from inference.onnx_export import check_opset, export_onnx, float32_twin
+    from engines.keras_engine import make_embed_fn
+    from engines.loading import load_model, onnx_path_for
+    from engines.model_file import load_embedding_model, resolve_model_path
+    from engines.onnx_export import check_opset, export_onnx, float32_twin
 
     try:
         check_opset(args.opset)   # before the model is loaded

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.keras_engine import default_engine, make_embed_fn
+from engines.model_file import load_embedding_model, model_fingerprint
 from evaluation.binset import bin_image_loader, bin_pairset, load_bin
 from evaluation.embed import combine_flips, embed_paths, embed_paths_raw, gather_pairs
 from evaluation.images import read_rgb, resolve_image_files
-from evaluation.model_io import default_engine, load_embedding_model, make_embed_fn, model_fingerprint
 from evaluation.pairs import read_pairs, strip_image_extension
 from evaluation.protocols import get_protocol
 from fileio import atomic_output
@@ -98,7 +99,7 @@ def evaluate_model_on_pairs(model_path, pairs_path, image_dir, flip=None, batch_
     ``protocol`` (evaluation.protocols; flip=None: the protocol's flip mode).
 
     save_embeddings: optional E.npz path for the raw embeddings (paths relative to image_dir, with extension).
-    engine: "fast" or "keras" (evaluation.model_io.make_embed_fn); None: default_engine(model).
+    engine: "fast" or "keras" (engines.model_file.make_embed_fn); None: default_engine(model).
     """
     flip = flip or get_protocol(protocol).flip
     pairs = read_pairs(pairs_path)

@@ -77,7 +77,7 @@ def model_threshold(model, threshold: float | None = None, report_path=None) -> 
     """The threshold to decide with: ``threshold`` if given, else the report at ``report_path``, else the
     best of the model's own evaluation reports in model.eval_dir (most pairs; View 2 beats View 1).
 
-    model: an inference.model.EmbeddingModel. Raises ThresholdError when there is none, naming the
+    model: an engines.EmbeddingModel. Raises ThresholdError when there is none, naming the
     command that makes one.
     """
     if threshold is not None:

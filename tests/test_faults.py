@@ -427,7 +427,7 @@ def test_damaged_checkpoint_and_truncated_model_are_named_with_the_fix(tmp_path,
     with the fix, which works: --resume of the finished run exports it again."""
     import evaluate
     import training
-    from evaluation.model_io import load_embedding_model
+    from engines.model_file import load_embedding_model
     from training.config import resolve_config
 
     run = tmp_path / "run"

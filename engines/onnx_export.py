@@ -16,8 +16,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from engines.base import FINGERPRINT_KEY, FORMAT_KEY, SOURCE_KEY, SOURCE_SHA256_KEY
 from fileio import atomic_output, sha256_of_file
-from inference.model import ONNX_FINGERPRINT_KEY, ONNX_SOURCE_KEY, ONNX_SOURCE_SHA256_KEY
 
 OUTPUT_NAME = "embedding"
 # The opsets --opset accepts: tf2onnx 1.17 knows opsets up to 18 (its OPSET_TO_IR_VERSION table) and
@@ -52,7 +52,7 @@ def float32_twin(model):
     float32 layers and the same weights (a mixed-precision model's variables are float32 already)."""
     import keras
 
-    from evaluation.fast_graph import computes_in_float32
+    from engines.fast_graph import computes_in_float32
 
     if computes_in_float32(model):
         return model
@@ -64,7 +64,7 @@ def float32_twin(model):
 def export_onnx(model, path, fingerprint=None, source=None, opset=None) -> Path:
     """Write the Keras embedding model to ``path`` as ONNX (atomically); returns the path.
 
-    fingerprint: the model's evaluation.model_io.model_fingerprint (computed when None); source: the
+    fingerprint: the model's engines.model_file.model_fingerprint (computed when None); source: the
     .keras file it came from (its name and sha256 go into the metadata: load_model(engine="auto") then
     runs this export in place of that file) or another name.
     """
@@ -72,7 +72,7 @@ def export_onnx(model, path, fingerprint=None, source=None, opset=None) -> Path:
     import numpy as np
     import onnx
 
-    from evaluation.model_io import model_fingerprint
+    from engines.model_file import model_fingerprint
 
     fingerprint = fingerprint or model_fingerprint(model)
     twin = float32_twin(model)
@@ -88,11 +88,11 @@ def export_onnx(model, path, fingerprint=None, source=None, opset=None) -> Path:
         graph_model = onnx.load(str(raw))
     (output,) = graph_model.graph.output
     _rename_output(graph_model, output.name, OUTPUT_NAME)
-    metadata = [(ONNX_FINGERPRINT_KEY, fingerprint), (ONNX_SOURCE_KEY, str(source or model.name)),
+    metadata = [(FINGERPRINT_KEY, fingerprint), (SOURCE_KEY, str(source or model.name)), (FORMAT_KEY, "onnx"),
                 ("faceid_input", "RGB float32 [B, H, W, 3] in [0, 255]; input scaling inside"),
                 ("faceid_output", "raw (not normalised) embedding [B, D]")]
     if source is not None and Path(source).is_file():
-        metadata.append((ONNX_SOURCE_SHA256_KEY, sha256_of_file(source)))
+        metadata.append((SOURCE_SHA256_KEY, sha256_of_file(source)))
     for key, value in metadata:
         entry = graph_model.metadata_props.add()
         entry.key, entry.value = key, value
