@@ -88,6 +88,7 @@ COMMANDS = [
     (r"(?<![\w/.])verify\.py", "verify"),
     (r"(?<![\w/.])identify\.py", "identify"),
     (r"(?<![\w/.])export_onnx\.py", "export_onnx"),
+    (r"(?<![\w/.])export\.py", "export"),
     (r"-m evaluation\.binset", "evaluation.binset"),
     (r"-m training\.curves", "training.curves"),
     (r"-m losses\.plot_margins", "losses.plot_margins"),
