@@ -30,14 +30,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_model_arguments(parser, default="the newest run under --runs-dir") -> None:
     """--model, --runs-dir, --engine, --fallback, --no-progress: shared with identify.py."""
-    parser.add_argument("--model", help="run directory (export/best.keras, else export/embedding.keras), a .keras or "
-                        f"an .onnx file; default: {default}")
+    from engines.registry import ENGINE_NAMES
+
+    parser.add_argument("--model", help="run directory (export/best.keras, else export/embedding.keras), a .keras, "
+                        f"an .onnx or a .tflite file (python export.py); default: {default}")
     parser.add_argument("--runs-dir", default="runs", help="where to look for the default model (default: runs)")
-    parser.add_argument("--engine", choices=("auto", "fast", "keras", "onnx"), default="auto",
+    parser.add_argument("--engine", choices=("auto", *ENGINE_NAMES), default="auto",
                         help="fast: the model with batch norm folded into its convolutions (same results, faster); "
-                        "keras: the model's own graph; onnx: the .onnx export beside the .keras under ONNX Runtime; "
-                        "auto: onnx for an .onnx --model or when the .keras has its own ONNX export beside it "
-                        "(fastest per photo), else fast (keras for a mixed-precision model)")
+                        "keras: the model's own graph; onnx, onnx-int8, litert, litert-fp16, litert-int8: that "
+                        "export beside the .keras (best.onnx, best.int8.onnx, best.tflite, best.fp16.tflite, "
+                        "best.int8.tflite; python export.py --format ...), or the export file given as --model; "
+                        "auto: the engine of an .onnx/.tflite --model, onnx when the .keras has its own ONNX export "
+                        "beside it (fastest per photo), else fast (keras for a mixed-precision model)")
     parser.add_argument("--fallback", choices=("none", "center"), default="none",
                         help="a photo without a detected face: none = error naming it (default); center = use a "
                         "centred crop, said in the output")

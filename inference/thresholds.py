@@ -75,7 +75,8 @@ def describe_report_threshold(report: dict, path: Path) -> Threshold:
 
 def model_threshold(model, threshold: float | None = None, report_path=None) -> Threshold:
     """The threshold to decide with: ``threshold`` if given, else the report at ``report_path``, else the
-    best of the model's own evaluation reports in model.eval_dir (most pairs; View 2 beats View 1).
+    best of the model's own evaluation reports in model.eval_dir (its own engine's or a float32 one's before a
+    quantised export's; then most pairs: View 2 beats View 1).
 
     model: an engines.EmbeddingModel. Raises ThresholdError when there is none, naming the
     command that makes one.
@@ -96,10 +97,13 @@ def model_threshold(model, threshold: float | None = None, report_path=None) -> 
     for path in sorted(eval_dir.glob("*.json")) if eval_dir.is_dir() else []:
         report = _read_report(path)
         if report is not None and _made_by(report, model):
-            candidates.append((report["num_pairs"], path.name, report, path))
+            # A quantised export's report (evaluate.py --engine litert-int8: same fingerprint) decides only for
+            # that engine; the float32 model's reports (fast, keras, onnx, litert: the same function) for the rest.
+            own = report.get("engine", "keras") in ("fast", "keras", "onnx", "litert", model.engine)
+            candidates.append((own, report["num_pairs"], path.name, report, path))
     if not candidates:
         raise ThresholdError(
             f"no evaluation report for {model.path} in {eval_dir}, so no threshold to decide with: evaluate the model "
             f"first ({EVALUATE_HINT.format(model=model.path)}), or pass --eval-report R.json or --threshold COSINE")
-    _, _, report, path = max(candidates, key=lambda c: (c[0], c[1]))
+    *_, report, path = max(candidates, key=lambda c: (c[0], c[1], c[2]))
     return describe_report_threshold(report, path)
