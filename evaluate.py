@@ -15,6 +15,7 @@ import pickle
 import sys
 from pathlib import Path
 
+from engines.registry import ENGINE_NAMES
 from evaluation.embed import FLIP_MODES
 from evaluation.images import DEFAULT_LFW_DIR
 from evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS
@@ -59,8 +60,9 @@ def build_parser():
                      "run resumes, a rerun with other modes skips the model); default RUN/eval/<target>_features_"
                      "<model fingerprint>_<H>x<W>/")
     ijb.add_argument("--no-1n", action="store_true", help="1:1 only (no 1:N gallery/probe files needed)")
-    parser.add_argument("--model", help="exported .keras model or a run directory (uses export/best.keras, else "
-                        "export/embedding.keras); default: the newest under --runs-dir")
+    parser.add_argument("--model", help="exported .keras model, an .onnx/.tflite export of one (python export.py) or a "
+                        "run directory (uses export/best.keras, else export/embedding.keras); default: the newest "
+                        "under --runs-dir")
     parser.add_argument("--runs-dir", default="runs", help="where to look for the default model")
     parser.add_argument("--protocol", choices=tuple(PROTOCOLS), default=None,
                         help="how the published numbers were computed (docs/protocols.md): facenet (default with "
@@ -72,12 +74,13 @@ def build_parser():
                         "(insightface), concat_raw (sphereface, unnormalised), none; default: the protocol's. With "
                         "--embeddings and no 'embeddings_flip' the default is none. With --ijb: sum = F1 (default: "
                         "raw embedding + that of the mirror), none = F0, concat = [e || e_flip]")
-    parser.add_argument("--engine", choices=("auto", "fast", "keras", "onnx"), default="auto",
+    parser.add_argument("--engine", choices=("auto", *ENGINE_NAMES), default="auto",
                         help="how the model runs: fast = its inference graph with batch norm folded into the "
                         "convolutions (the same function up to float rounding, ~2x faster on a CPU); keras = the "
-                        "model's own graph; auto = fast for a float32 model, keras for one whose layers compute in "
-                        "float16/bfloat16 (mixed precision), where the fast graph would compute in float32; onnx (with "
-                        "--ijb) = the .onnx export beside the model under ONNX Runtime")
+                        "model's own graph; onnx, onnx-int8, litert, litert-fp16, litert-int8 = that export beside "
+                        "the .keras (python export.py --format ...), or the .onnx/.tflite given as --model; auto = "
+                        "the engine of an export --model, else fast for a float32 model, keras for one whose layers "
+                        "compute in float16/bfloat16 (mixed precision), where the fast graph would compute in float32")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (an image and its flip count as two)")
     parser.add_argument("--far", type=float, default=1e-3, help="target false accept rate for VAL@FAR")
     parser.add_argument("--output", help="result JSON (plots go beside it as <stem>_roc.png, <stem>_hist.png); default "
@@ -95,14 +98,12 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     quiet_tensorflow()
     # Imported here so --help stays instant.
+    from engines.model_file import resolve_model_path, run_dir_of
     from evaluation import report, run
-    from evaluation.model_io import resolve_model_path, run_dir_of
 
     if args.ijb:
         return _main_ijb(args)
     try:
-        if args.engine == "onnx":
-            raise ValueError("--engine onnx works with --ijb (for LFW use verify.py/identify.py or --engine fast)")
         if not (0.0 < args.far < 1.0):
             raise ValueError(f"--far must be in (0, 1), got {args.far}")
         if args.batch_size < 1:
@@ -123,20 +124,20 @@ def main(argv=None):
             default_out = npz.parent / "eval" / f"{npz.stem}_{Path(args.lfw_pairs).stem}.json"
             title = f"{npz.name} on {Path(args.lfw_pairs).name}"
         else:
-            model_path = resolve_model_path(args.model, args.runs_dir)
+            model_path = resolve_model_path(args.model, args.runs_dir, exports=True)
             print(f"model: {model_path}", file=sys.stderr)
             engine = None if args.engine == "auto" else args.engine
             if args.bin:
                 result, emb_a, emb_b, issame = run.evaluate_model_on_bin(
                     model_path, args.bin, args.flip, args.batch_size, args.far, args.center_crop, not args.no_progress,
                     engine, protocol)
-                default_out = run_dir_of(model_path) / "eval" / f"bin_{Path(args.bin).stem}.json"
+                default_out = run_dir_of(model_path) / "eval" / f"bin_{Path(args.bin).stem}{_engine_tag(result)}.json"
                 title = f"{model_path} on {Path(args.bin).name}"
             else:
                 result, emb_a, emb_b, issame = run.evaluate_model_on_pairs(
                     model_path, args.lfw_pairs, args.lfw_dir, args.flip, args.batch_size, args.far, not args.no_progress,
                     args.save_embeddings, engine, protocol)
-                default_out = run_dir_of(model_path) / "eval" / f"lfw_{Path(args.lfw_pairs).stem}.json"
+                default_out = run_dir_of(model_path) / "eval" / f"lfw_{Path(args.lfw_pairs).stem}{_engine_tag(result)}.json"
                 title = f"{model_path} on {Path(args.lfw_pairs).name}"
     except (FileNotFoundError, ValueError, KeyError, pickle.UnpicklingError) as e:
         # UnpicklingError: a .bin the restricted unpickler refused (its message names the file and why).
@@ -154,6 +155,12 @@ def main(argv=None):
     return 0
 
 
+def _engine_tag(result) -> str:
+    """An export's report is named after its engine (lfw_pairs_litert-int8.json): it shares the Keras model's
+    fingerprint, and must not replace the float32 model's report, whose threshold verify.py uses."""
+    return "" if result.get("engine") in ("fast", "keras") else f"_{result['engine']}"
+
+
 def _main_ijb(args):
     """--ijb: the IJB-B/C protocols (evaluation.ijb), table + JSON + ROC plot."""
     from evaluation import ijb, ijb_report, report
@@ -165,7 +172,7 @@ def _main_ijb(args):
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         if args.model is None:
-            from evaluation.model_io import find_default_model
+            from engines.model_file import find_default_model
 
             args.model = str(find_default_model(args.runs_dir))
         print(f"model: {args.model}", file=sys.stderr)

@@ -102,8 +102,8 @@ def main(argv=None) -> int:
     from fileio.quiet_tensorflow import quiet_tensorflow
 
     quiet_tensorflow()
+    from engines.loading import load_model
     from inference import enroll_folder, search_photos
-    from inference.model import load_model
 
     try:
         model = load_model(args.model, args.engine, args.runs_dir) if args.model else None

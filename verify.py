@@ -31,16 +31,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_model_arguments(parser, default="the newest run under --runs-dir, else the starter model") -> None:
     """--model, --runs-dir, --engine, --fallback, --max-megapixels, --no-progress: shared with identify.py."""
+    from engines.registry import ENGINE_NAMES
     from fileio import add_max_megapixels_argument
 
-    parser.add_argument("--model", help="run directory (export/best.keras, else export/embedding.keras), a .keras or "
-                        f"an .onnx file, or 'starter' (the shipped model; docs/using-a-model.md); default: {default}")
+    parser.add_argument("--model", help="run directory (export/best.keras, else export/embedding.keras), a .keras, "
+                        f"an .onnx or a .tflite file (python export.py), or 'starter' (the shipped model; "
+                        f"docs/using-a-model.md); default: {default}")
     parser.add_argument("--runs-dir", default="runs", help="where to look for the default model (default: runs)")
-    parser.add_argument("--engine", choices=("auto", "fast", "keras", "onnx"), default="auto",
+    parser.add_argument("--engine", choices=("auto", *ENGINE_NAMES), default="auto",
                         help="fast: the model with batch norm folded into its convolutions (same results, faster); "
-                        "keras: the model's own graph; onnx: the .onnx export beside the .keras under ONNX Runtime; "
-                        "auto: onnx for an .onnx --model or when the .keras has its own ONNX export beside it "
-                        "(fastest per photo), else fast (keras for a mixed-precision model)")
+                        "keras: the model's own graph; onnx, onnx-int8, litert, litert-fp16, litert-int8: that "
+                        "export beside the .keras (best.onnx, best.int8.onnx, best.tflite, best.fp16.tflite, "
+                        "best.int8.tflite; python export.py --format ...), or the export file given as --model; "
+                        "auto: the engine of an .onnx/.tflite --model, onnx when the .keras has its own ONNX export "
+                        "beside it (fastest per photo), else fast (keras for a mixed-precision model)")
     parser.add_argument("--fallback", choices=("none", "center"), default="none",
                         help="a photo without a detected face: none = error naming it (default); center = use a "
                         "centred crop, said in the output")
@@ -75,8 +79,8 @@ def main(argv=None) -> int:
     from fileio.quiet_tensorflow import quiet_tensorflow
 
     quiet_tensorflow()
+    from engines.loading import load_model
     from inference import verify_photos
-    from inference.model import load_model
 
     try:
         model = load_model(args.model, args.engine, args.runs_dir)

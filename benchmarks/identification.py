@@ -57,7 +57,7 @@ def devtest_people(lfw_dir):
 
 def check_disjoint(model_path, names):
     """Training identities of the model's run (config.json -> shard manifest) against DevTest: stop on overlap."""
-    from evaluation.model_io import run_dir_of
+    from engines.model_file import run_dir_of
 
     config = run_dir_of(model_path) / "config.json"
     try:

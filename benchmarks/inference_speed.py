@@ -6,9 +6,9 @@
 
 Workload: what evaluate.py does, the distinct images of a pairs file (View 2: 7,701 aligned crops),
 each read from its JPEG and embedded with its mirror image, batch 256 (evaluation.embed_paths_raw).
-Engines (inference.model): ``keras``, the exported model's own graph in one tf.function (what
+Engines (engines.loading): ``keras``, the exported model's own graph in one tf.function (what
 evaluate.py ran before the fast engine); ``fast``, batch norm folded into the convolutions and PReLU
-as one XLA pass (evaluation.fast_graph); ``onnx``, the ONNX export under ONNX Runtime. They take turns
+as one XLA pass (engines.fast_graph); ``onnx``, the ONNX export under ONNX Runtime. They take turns
 on chunks of --chunk images (round-robin, the order rotating), so load from other jobs on the machine
 hits all of them alike; the first batch of each (tracing, XLA and ORT set-up) is timed apart.
 
@@ -41,8 +41,9 @@ METRICS = ("accuracy_mean", "threshold", "far_at_threshold", "val", "far", "auc"
 
 def load_engines(model_arg, names, onnx_path=None):
     """name -> EmbeddingModel; the ONNX export comes from beside the .keras, --onnx, or is written to a temp dir."""
-    from evaluation.model_io import load_embedding_model, resolve_model_path
-    from inference.model import from_keras_model, load_model, onnx_path_for
+    from engines.keras_engine import from_keras_model
+    from engines.loading import load_model, onnx_path_for
+    from engines.model_file import load_embedding_model, resolve_model_path
 
     keras_path = resolve_model_path(model_arg)
     keras_model, _ = load_embedding_model(keras_path)
@@ -51,7 +52,7 @@ def load_engines(model_arg, names, onnx_path=None):
         if name == "onnx":
             path = Path(onnx_path) if onnx_path else onnx_path_for(keras_path)
             if not path.is_file():
-                from inference.onnx_export import export_onnx
+                from engines.onnx_export import export_onnx
 
                 path = Path(tempfile.mkdtemp(prefix="faceid-bench-")) / "model.onnx"
                 print(f"exporting {keras_path} to {path} for the onnx engine ...", file=sys.stderr)
@@ -119,7 +120,7 @@ def profile(keras_model, image_size, batch_size, repeats=3):
     import tensorflow as tf
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-    from evaluation.model_io import make_embed_fn
+    from engines.keras_engine import make_embed_fn
 
     x = np.random.default_rng(0).uniform(0, 255, (batch_size, *image_size, 3)).astype(np.float32)
     table = {}
@@ -152,8 +153,8 @@ def profile(keras_model, image_size, batch_size, repeats=3):
 
 def batch_sweep(keras_model, image_size, sizes=(8, 16, 32, 64, 256), images=512, rounds=3):
     """Forward images/s of the keras graph and the fast graph without its micro-batching, per batch size."""
-    from evaluation.fast_graph import make_fast_embed_fn
-    from evaluation.model_io import make_embed_fn
+    from engines.fast_graph import make_fast_embed_fn
+    from engines.keras_engine import make_embed_fn
 
     x = np.random.default_rng(0).uniform(0, 255, (images, *image_size, 3)).astype(np.float32)
     # the fast graph as compiled, handed each batch whole (its micro-batch size set past the largest)

@@ -78,7 +78,7 @@ def bench_embedding(backbone, num_images, batch_size, image_size):
     import keras
 
     import models
-    from evaluation.model_io import make_embed_fn
+    from engines.keras_engine import make_embed_fn
     from models.scaling import input_scaling_layer
 
     inputs = keras.Input((*image_size, 3))

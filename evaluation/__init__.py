@@ -1,7 +1,7 @@
 """Face verification: pair lists, flip-augmented embedding, 10-fold LFW metrics, insightface .bin sets.
 
 One home for what evaluate.py and training's validation callback share. numpy only at import time;
-Keras/TensorFlow are imported when a model is loaded (evaluation.model_io).
+Keras/TensorFlow are imported when a model is loaded (engines.model_file).
 """
 
 from fileio.quiet_tensorflow import quiet_tensorflow_for_api

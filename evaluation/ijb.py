@@ -176,7 +176,7 @@ class FeatureCache:
     def load_or_embed(self, names, load_crop, embed_fn, batch_size=256, progress=True, detector_scores=None):
         """(emb, emb_flip) float32 [I, D] for names [I]: from the cache, else embedding what is missing.
 
-        load_crop(name) -> aligned uint8 [H, W, 3]; embed_fn as evaluation.model_io.make_embed_fn;
+        load_crop(name) -> aligned uint8 [H, W, 3]; embed_fn as engines.model_file.make_embed_fn;
         detector_scores [I] are stored beside them (for other tools; the landmark file stays the source).
         Returns also the number of images embedded now (0 when all came from the cache).
         """
@@ -268,11 +268,11 @@ def evaluate_model_on_ijb(ijb_dir, target="IJBC", model=None, engine="auto", fli
                           detector="weight", cache_dir=None, batch_size=256, progress=True, one_to_n=True):
     """Read the protocol, embed (or load from the cache) every crop, and score -> (result, roc, scores).
 
-    model: as inference.model.load_model (a run directory, .keras or .onnx file); cache_dir default:
+    model: as engines.load_model (a run directory, .keras or .onnx file); cache_dir default:
     RUN/eval/<target>_features_<fingerprint[:12]>_<H>x<W>/.
     """
+    from engines.loading import load_model
     from evaluation.ijb_meta import read_ijb
-    from inference.model import load_model
 
     meta = read_ijb(ijb_dir, target, need_1n=one_to_n)  # every file and image checked before the model loads
     loaded = load_model(model, engine)

@@ -11,7 +11,6 @@ import numpy as np
 from evaluation.binset import bin_image_loader, bin_pairset, load_bin
 from evaluation.embed import combine_flips, embed_paths, embed_paths_raw, gather_pairs
 from evaluation.images import read_rgb, resolve_image_files
-from evaluation.model_io import default_engine, load_embedding_model, make_embed_fn, model_fingerprint
 from evaluation.pairs import read_pairs, strip_image_extension
 from evaluation.protocols import get_protocol
 from fileio import atomic_output
@@ -85,11 +84,12 @@ def save_embeddings_npz(path, paths, emb, emb_flip=None):
 
 
 def _load_for_embedding(model_path, engine):
-    """(model, image_size, engine, embed_fn, fields for the result: engine and model_fingerprint)."""
-    model, image_size = load_embedding_model(model_path)
-    engine = engine or default_engine(model)
-    return model, image_size, make_embed_fn(model, engine), {"engine": engine,
-                                                             "model_fingerprint": model_fingerprint(model)}
+    """(EmbeddingModel, image_size, embed_fn, fields for the result: engine and model_fingerprint)."""
+    from engines import load_model
+
+    # use_exports=False: "auto" runs the .keras itself (fast/keras), not the ONNX file beside it
+    model = load_model(model_path, engine or "auto", use_exports=False)
+    return model, model.image_size, model.embed_fn, {"engine": model.engine, "model_fingerprint": model.fingerprint}
 
 
 def evaluate_model_on_pairs(model_path, pairs_path, image_dir, flip=None, batch_size=256, far_target=1e-3,
@@ -98,7 +98,8 @@ def evaluate_model_on_pairs(model_path, pairs_path, image_dir, flip=None, batch_
     ``protocol`` (evaluation.protocols; flip=None: the protocol's flip mode).
 
     save_embeddings: optional E.npz path for the raw embeddings (paths relative to image_dir, with extension).
-    engine: "fast" or "keras" (evaluation.model_io.make_embed_fn); None: default_engine(model).
+    engine: a name of engines.ENGINES (an export engine runs that export beside the .keras, or model_path
+    itself when it is an .onnx/.tflite file); None: the file's own engine (fast or keras for a .keras).
     """
     flip = flip or get_protocol(protocol).flip
     pairs = read_pairs(pairs_path)

@@ -7,7 +7,7 @@
 Photos go through the alignment of training (align.photo: MTCNN, the largest face near the centre,
 5-point similarity) and become evaluation's flip-concatenated features; decisions use the threshold
 of the model's own evaluation report (inference.thresholds) or one you give. Models load through
-inference.model.load_model (run directory, .keras or .onnx; engines fast, keras, onnx).
+engines.load_model (run directory, .keras or .onnx; engines fast, keras, onnx).
 The command lines verify.py, identify.py and export_onnx.py are thin wrappers over these functions.
 TensorFlow is imported only when a model or the face detector is loaded.
 """
@@ -16,15 +16,14 @@ from fileio.quiet_tensorflow import quiet_tensorflow_for_api
 
 quiet_tensorflow_for_api()   # before any TensorFlow import below: its C++ start-up lines stay out of the terminal
 
+from engines import EmbeddingModel, load_model
 from inference.embedding import PhotoError, PhotoRecord, embed_aligned, embed_photos
 from inference.gallery import Gallery, GalleryError
 from inference.identification import UNKNOWN, EnrollSummary, Identification, enroll_folder, search_photos
-from inference.model import ENGINES, EmbeddingModel, load_model
 from inference.thresholds import Threshold, ThresholdError, model_threshold
 from inference.verification import Verification, verify_photos
 
 __all__ = [
-    "ENGINES",
     "UNKNOWN",
     "EmbeddingModel",
     "EnrollSummary",

@@ -120,7 +120,7 @@ def embed_photos(paths, model=None, fallback: str = "none", on_failure: str = "r
                  max_megapixels=DEFAULT_MAX_MEGAPIXELS):
     """Align and embed raw photos (any size, JPEG/PNG/BMP/...): (features, report).
 
-    model: a run directory, .keras or .onnx file, Keras model or inference.model.EmbeddingModel (None:
+    model: a run directory, .keras or .onnx file, Keras model or engines.EmbeddingModel (None:
     the newest run under runs/). fallback: "none" (a photo without a face fails) or "center" (centred
     crop). on_failure: "report" (a failed photo's row is NaN and its record says why) or "raise"
     (PhotoError at the first failure). batch_size: images per forward pass (a photo and its mirror
@@ -133,7 +133,7 @@ def embed_photos(paths, model=None, fallback: str = "none", on_failure: str = "r
     """
     from tqdm import tqdm
 
-    from inference.model import load_model
+    from engines.loading import load_model
 
     if fallback not in FALLBACK_MODES:
         raise ValueError(f"fallback must be one of {FALLBACK_MODES}, got {fallback!r}")
@@ -186,9 +186,9 @@ def embed_aligned(images, model=None, batch_size: int = 256, progress: bool = Fa
     model's input size (e.g. 112x96, as align/align_lfw.py writes them); a wrong size is an error
     naming the file.
     """
+    from engines.loading import load_model
     from evaluation.embed import embed_paths
     from evaluation.images import read_rgb
-    from inference.model import load_model
 
     model = load_model(model, engine)
     if isinstance(images, np.ndarray):

@@ -50,7 +50,7 @@ class Gallery:
 
     @classmethod
     def for_model(cls, model) -> Gallery:
-        """An empty gallery for an inference.model.EmbeddingModel."""
+        """An empty gallery for an engines.EmbeddingModel."""
         return cls(model.fingerprint, str(model.path), tuple(model.image_size))
 
     def check_model(self, model, where) -> None:

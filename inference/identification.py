@@ -63,11 +63,11 @@ def enroll_folder(gallery_path, input_dir, model=None, fallback="none", engine="
     """Enroll (or re-enroll) every person folder of ``input_dir`` into the gallery file.
 
     A person already in the gallery is replaced by the template of this folder's photos; everyone else
-    in the gallery is kept as it is, without recomputing. model: as inference.model.load_model (None:
+    in the gallery is kept as it is, without recomputing. model: as engines.load_model (None:
     the model of an existing gallery, else the newest run). A photo that cannot be aligned is named in
     the summary and left out; a person with no usable photo is not enrolled (and not removed).
     """
-    from inference.model import load_model
+    from engines.loading import load_model
 
     gallery_path = Path(gallery_path)
     people, stray = people_in_folder(input_dir)
@@ -156,7 +156,7 @@ def search_photos(gallery_path, photos, model=None, top_k=5, threshold=None, rep
     min_quality: a probe whose quality (feature norm, PhotoRecord.quality) is below it is not searched;
     its record says why.
     """
-    from inference.model import load_model
+    from engines.loading import load_model
 
     gallery_path = Path(gallery_path)
     gallery = Gallery.load(gallery_path)

@@ -112,11 +112,11 @@ def loose_threshold_warning(threshold: Threshold):
 
 def model_threshold(model, threshold: float | None = None, report_path=None, far: float | None = None) -> Threshold:
     """The threshold to decide with: ``threshold`` if given, else the report at ``report_path``, else the
-    best of the model's own evaluation reports in model.eval_dir and the report.json beside its file (most
-    pairs; View 2 beats View 1). ``far``: that report's threshold for this false accept rate instead of
-    its accuracy-optimal one.
+    best of the model's own evaluation reports in model.eval_dir and the report.json beside its file (its own
+    engine's or a float32 one's before a quantised export's; then most pairs: View 2 beats View 1). ``far``:
+    that report's threshold for this false accept rate instead of its accuracy-optimal one.
 
-    model: an inference.model.EmbeddingModel. Raises ThresholdError when there is none, naming the
+    model: an engines.EmbeddingModel. Raises ThresholdError when there is none, naming the
     command that makes one.
     """
     if threshold is not None:
@@ -135,7 +135,7 @@ def model_threshold(model, threshold: float | None = None, report_path=None, far
             raise ThresholdError(f"{path} evaluated another model ({report.get('model')}), not {model.path}; "
                                  f"evaluate this one or pass --threshold")
         return describe(report, path)
-    from evaluation.starter import is_starter, starter_report_path
+    from engines.starter import is_starter, starter_report_path
 
     candidates = []
     eval_dir = Path(model.eval_dir)
@@ -145,10 +145,13 @@ def model_threshold(model, threshold: float | None = None, report_path=None, far
     for path in paths:
         report = _read_report(path)
         if report is not None and _made_by(report, model):
-            candidates.append((report["num_pairs"], path.name, report, path))
+            # A quantised export's report (evaluate.py --engine litert-int8: same fingerprint) decides only for
+            # that engine; the float32 model's reports (fast, keras, onnx, litert: the same function) for the rest.
+            own = report.get("engine", "keras") in ("fast", "keras", "onnx", "litert", model.engine)
+            candidates.append((own, report["num_pairs"], path.name, report, path))
     if not candidates:
         raise ThresholdError(
             f"no evaluation report for {model.path} in {eval_dir}, so no threshold to decide with: evaluate the model "
             f"first ({EVALUATE_HINT.format(model=model.path)}), or pass --eval-report R.json or --threshold COSINE")
-    _, _, report, path = max(candidates, key=lambda c: (c[0], c[1]))
+    *_, report, path = max(candidates, key=lambda c: (c[0], c[1], c[2]))
     return describe(report, path)

@@ -38,7 +38,7 @@ class Verification:
 def verify_photos(photo_a, photo_b, model=None, threshold=None, report_path=None, fallback="none", engine="auto",
                   detector=None, progress=False, min_quality=None, far=None,
                   max_megapixels=DEFAULT_MAX_MEGAPIXELS) -> Verification:
-    """Compare two raw photos. model: as inference.model.load_model; threshold: a cosine (else the model's
+    """Compare two raw photos. model: as engines.load_model; threshold: a cosine (else the model's
     evaluation report, or report_path; far: that report's threshold for this false accept rate, e.g. 1e-3,
     instead of its accuracy-optimal one); fallback: "none" or "center" for photos without a face;
     min_quality: a photo whose quality (its feature norm, PhotoRecord.quality) is below it is refused;
@@ -47,7 +47,7 @@ def verify_photos(photo_a, photo_b, model=None, threshold=None, report_path=None
     Raises PhotoError naming every photo that could not be aligned or read (and the fix), ThresholdError
     when no threshold is known.
     """
-    from inference.model import load_model
+    from engines.loading import load_model
 
     model = load_model(model, engine)
     decision = model_threshold(model, threshold, report_path, far)  # before the slow part: fail fast

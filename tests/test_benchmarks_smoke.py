@@ -197,3 +197,22 @@ def test_partial_fc(monkeypatch, capsys):
     rows = partial_fc.main(["--cases", "1000x16", "--step-classes", "0", "--memory-limit-gb", "0"])
     assert [r["skipped"].startswith("needs about") for r in rows] == [True, True]
     assert "partial FC 0.1" in capsys.readouterr().out
+
+
+def test_export_formats(model_run, aligned, tmp_path, capsys):
+    from benchmarks import export_formats
+    from fileio import format_generic_pairs
+
+    people = sorted(p.name for p in aligned.iterdir() if p.is_dir())[:4]
+    files = {name: sorted(f.name for f in (aligned / name).iterdir()) for name in people}
+    same = [(f"{n}/{files[n][0]}", f"{n}/{files[n][1]}", True) for n in people]
+    different = [(f"{a}/{files[a][0]}", f"{b}/{files[b][0]}", False) for a, b in zip(people, people[1:] + people[:1])]
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text(format_generic_pairs(same + different))
+    assert export_formats.main(["--model", str(model_run), "--lfw-dir", str(aligned), "--pairs", str(pairs),
+                                "--calibration-count", "8", "--threads", "1", "--speed-images", "64",
+                                "--latency-runs", "2", "--output-dir", str(tmp_path / "out")]) == 0
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(data["formats"]) == set(export_formats.ENGINES)
+    assert data["formats"]["litert"]["pairs"]["accuracy_mean"] == data["formats"]["keras"]["pairs"]["accuracy_mean"]
+    assert "| litert-int8 |" in (tmp_path / "out" / "results.md").read_text()

@@ -88,6 +88,7 @@ COMMANDS = [
     (r"(?<![\w/.])verify\.py", "verify"),
     (r"(?<![\w/.])identify\.py", "identify"),
     (r"(?<![\w/.])export_onnx\.py", "export_onnx"),
+    (r"(?<![\w/.])export\.py", "export"),
     (r"-m evaluation\.binset", "evaluation.binset"),
     (r"-m evaluation\.make_pairs", "evaluation.make_pairs"),
     (r"-m training\.curves", "training.curves"),

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import evaluate
+from engines.model_file import find_default_model
 from evaluation import verification_metrics
 from evaluation.binset import write_bin
-from evaluation.model_io import find_default_model
 from evaluation.pairs import read_pairs
 
 SIZE = (16, 12)  # H, W of the tiny model's input

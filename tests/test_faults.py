@@ -426,7 +426,7 @@ def test_damaged_checkpoint_and_truncated_model_are_named_with_the_fix(tmp_path,
     none readable is one error line. A truncated .keras is named as such (Keras says "File not found"),
     with the fix, which works: --resume of the finished run exports it again."""
     import evaluate
-    from evaluation.model_io import load_embedding_model
+    from engines.model_file import load_embedding_model
     from training.config import resolve_config
     from training.run_dir import new_run_dir
     from training.trainer import run_training

@@ -264,8 +264,8 @@ class OracleModel:
 
 
 def test_a_model_that_separates_people_scores_far_above_chance(mini_ijb, tmp_path):
+    from engines import EmbeddingModel
     from evaluation.ijb import evaluate_model_on_ijb
-    from inference.model import EmbeddingModel
 
     meta = read_ijb(mini_ijb, "IJBC")
     model = EmbeddingModel(path=tmp_path / "oracle.keras", engine="keras", image_size=(112, 112),

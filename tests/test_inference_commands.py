@@ -310,7 +310,7 @@ def test_without_a_model_or_run_the_commands_use_the_starter_model_and_say_so(ru
                                                                               monkeypatch, capsys):
     """No --model, no run under --runs-dir: the starter model (here a copy of the test model, named by
     FACEID_STARTER_MODEL) with the report shipped beside it; absent, one line says so."""
-    from evaluation.starter import STARTER_ENV
+    from engines.starter import STARTER_ENV
 
     starter = tmp_path / "starter" / "mobilefacenet_lfw_devtrain.keras"
     starter.parent.mkdir()

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from engines.fast_graph import computes_in_float32, make_fast_embed_fn
+from engines.keras_engine import default_engine, make_embed_fn
 from evaluation import combine_flips
-from evaluation.fast_graph import computes_in_float32, make_fast_embed_fn
-from evaluation.model_io import default_engine, make_embed_fn
 from inference_helpers import embedding_model, randomize_inference_statistics
 
 SIZE = (32, 32)
@@ -79,7 +79,7 @@ def test_unknown_layers_are_called_as_they_are():
 def test_mixed_precision_model_runs_float32_and_keeps_the_keras_engine_by_default():
     import keras
 
-    from inference.onnx_export import float32_twin
+    from engines.onnx_export import float32_twin
     from training.state import dtype_policy
 
     with dtype_policy("bfloat16"):

@@ -28,10 +28,11 @@ def aligned_faces(lfw_dir):
 
 @pytest.mark.real_data
 def test_onnx_runtime_matches_keras_on_aligned_faces(aligned_faces, tmp_path):
+    from engines.keras_engine import make_embed_fn
+    from engines.loading import load_model
+    from engines.model_file import model_fingerprint
+    from engines.onnx_export import export_onnx
     from evaluation import combine_flips
-    from evaluation.model_io import make_embed_fn, model_fingerprint
-    from inference.model import load_model
-    from inference.onnx_export import export_onnx
 
     model = embedding_model("mobilefacenet", (112, 96), 128, seed=3)
     path = export_onnx(model, tmp_path / "model.onnx", source="test")

@@ -326,7 +326,7 @@ def test_resume_continues_exactly(tmp_path):
 def test_export_never_leaves_a_file_older_than_the_final_model(tmp_path, monkeypatch, capsys):
     """A failed ONNX conversion, or --exports leaving a format out, removes that format's file from an
     earlier invocation (it holds older weights) and says so; the .keras file is always written."""
-    import inference.onnx_export
+    import engines.onnx_export
     import models
     from training.export import build_embedding_model, export_embedding_model
 
@@ -338,7 +338,7 @@ def test_export_never_leaves_a_file_older_than_the_final_model(tmp_path, monkeyp
     def broken(*args, **kwargs):
         raise RuntimeError("converter broke")
 
-    monkeypatch.setattr(inference.onnx_export, "export_onnx", broken)
+    monkeypatch.setattr(engines.onnx_export, "export_onnx", broken)
     paths = export_embedding_model(model, export, formats=["keras", "onnx"])
     assert paths["onnx_error"] == "RuntimeError: converter broke"
     assert sorted(p.name for p in export.iterdir()) == ["embedding.keras"]
@@ -418,8 +418,8 @@ def test_mixed_precision_trains_and_exports_float32(tmp_path, precision):
     # The ONNX export beside it is float32 throughout and computes the model in float32.
     import onnx
 
-    from inference.model import load_model
-    from inference.onnx_export import float32_twin
+    from engines.loading import load_model
+    from engines.onnx_export import float32_twin
 
     graph = onnx.load(summary["exports"]["onnx"]).graph
     sixteen_bit = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)

@@ -2,7 +2,7 @@
 
 Written as Keras (``.keras``, loads with ``safe_mode=True``: only built-in layers), as a
 TensorFlow SavedModel (serving signature) for TF Serving / TFLite users, and as ONNX
-(``embedding.onnx``, inference.onnx_export: float32 even after mixed-precision training) for
+(``embedding.onnx``, engines.onnx_export: float32 even after mixed-precision training) for
 runtimes without TensorFlow.
 """
 
@@ -48,7 +48,7 @@ def export_embedding_model(model, export_dir, formats=("keras", "saved_model", "
     ``log``: where to say what is being written and how long each took (the SavedModel and ONNX
     conversions take a minute or more on a CPU); None says nothing.
     """
-    from inference.onnx_export import export_onnx
+    from engines.onnx_export import export_onnx
 
     export_dir = Path(export_dir)
     targets = {"saved_model": export_dir / "saved_model", "onnx": export_dir / "embedding.onnx"}

@@ -4,7 +4,7 @@
     load_init_backbone(state.backbone, config)   # copies its backbone's weights (BN statistics included)
 
 MODEL is a run directory (its export/best.keras, else embedding.keras), a .keras file or the word
-``starter`` (evaluation.starter). The exported model is scaling -> backbone -> float32 output; its
+``starter`` (engines.starter). The exported model is scaling -> backbone -> float32 output; its
 nested backbone model carries the backbone's registry name, its input the image size, its output the
 embedding size. Settings the user did not give are taken from it; settings that contradict it are
 refused with one line (its weights could not be copied into another architecture).
@@ -37,7 +37,7 @@ def init_architecture(model) -> InitModel:
     import keras
 
     import models
-    from evaluation.model_io import load_embedding_model, resolve_model_path
+    from engines.model_file import load_embedding_model, resolve_model_path
     from fileio import sha256_of_file
 
     path = resolve_model_path(str(model))

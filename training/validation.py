@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 import evaluation
+from engines.keras_engine import make_embed_fn
 from evaluation.binset import bin_image_loader, bin_pairset, load_bin
 from evaluation.images import decode_rgb, folder_loader
-from evaluation.model_io import make_embed_fn
 from training.export import save_keras_atomic
 from training.guard import TrainingDiverged
 

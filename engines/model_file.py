@@ -4,11 +4,8 @@ The exported model takes float32 [B, H, W, 3] RGB in [0, 255] (scaling is its fi
 [B, D]. It is loaded with ``keras.saving.load_model(..., safe_mode=True)``: Keras refuses to
 deserialise Python lambdas from a file, so a model file cannot run code of its author's choosing.
 
-Engines that run it (``make_embed_fn``): ``keras``, the model's own graph in one tf.function, and
-``fast``, its inference graph with batch norm folded into the convolutions
-(``evaluation.fast_graph``: the same function up to float rounding, about 2× faster on a CPU).
-``default_engine`` picks ``fast`` where it computes what the model computes (float32 layers) and
-``keras`` for a model whose layers compute in float16/bfloat16 (the fast graph runs those in float32).
+The engines that run it are engines.keras_engine (keras) and engines.fast_graph (fast); its exports
+(ONNX, LiteRT) carry model_fingerprint in their metadata.
 """
 
 from __future__ import annotations
@@ -40,11 +37,14 @@ def find_default_model(runs_dir="runs") -> Path:
     return max(found, key=lambda p: p.stat().st_mtime)
 
 
-def resolve_model_path(model=None, runs_dir="runs", starter_fallback=False) -> Path:
+EXPORT_FILE_SUFFIXES = (".onnx", ".tflite")  # exports a command may be given in place of the .keras
+
+
+def resolve_model_path(model=None, runs_dir="runs", exports=False, starter_fallback=False) -> Path:
     """--model value -> the .keras file: None = newest run (with ``starter_fallback``: the starter model when
-    there is no run); "starter" = the starter model (evaluation.starter); a run (or export) directory = its
-    best/embedding model."""
-    from evaluation.starter import STARTER, starter_model_path
+    there is no run); "starter" = the starter model (engines.starter); a run (or export) directory = its
+    best/embedding model. exports: an .onnx or .tflite file is accepted as well (returned as it is)."""
+    from engines.starter import STARTER, starter_model_path
 
     if model is None:
         if starter_fallback:
@@ -65,8 +65,11 @@ def resolve_model_path(model=None, runs_dir="runs", starter_fallback=False) -> P
         return found
     if not path.is_file():
         raise FileNotFoundError(f"model not found: {path}; {TRAIN_HINT}")
+    if exports and path.suffix in EXPORT_FILE_SUFFIXES:
+        return path
     if path.suffix != ".keras":
-        raise ValueError(f"{path}: expected a Keras 3 .keras file (the exported embedding model)")
+        also = ", an .onnx or a .tflite export" if exports else ""
+        raise ValueError(f"{path}: expected a Keras 3 .keras file (the exported embedding model){also}")
     return path
 
 
@@ -119,35 +122,3 @@ def model_fingerprint(model) -> str:
         digest.update(f"{values.shape}{values.dtype.str}".encode())
         digest.update(values.tobytes())
     return "sha256:" + digest.hexdigest()
-
-
-ENGINES = ("fast", "keras")
-
-
-def default_engine(model) -> str:
-    """"fast" when every layer computes in float32 (the fast graph is then the same function), else "keras"."""
-    from evaluation.fast_graph import computes_in_float32
-
-    return "fast" if computes_in_float32(model) else "keras"
-
-
-def make_embed_fn(model, engine="keras"):
-    """float32 [B, H, W, 3] numpy -> float32 [B, D] numpy, compiled once (one trace for any batch size on TF).
-
-    engine: "keras" (the model's graph) or "fast" (batch norm folded, evaluation.fast_graph; TensorFlow only).
-    """
-    import keras
-
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if engine == "fast":
-        from evaluation.fast_graph import make_fast_embed_fn
-
-        return make_fast_embed_fn(model)[0]
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        shape = (None,) + tuple(model.input_shape[1:])
-        forward = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec(shape, tf.float32)])
-        return lambda x: forward(tf.convert_to_tensor(x, tf.float32)).numpy()
-    return lambda x: np.asarray(model.predict_on_batch(x))

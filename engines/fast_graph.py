@@ -1,4 +1,4 @@
-"""The inference graph of an exported embedding model: batch norm folded into the convolutions.
+"""The ``fast`` engine: the inference graph of an exported embedding model, batch norm folded into the convolutions.
 
 Why: measured on MobileFaceNet (benchmarks/inference_speed.py --profile), the Keras graph spends
 most of its CPU time outside the convolutions, in the element-wise ops that inference-mode
@@ -31,6 +31,8 @@ The models' layer code (models/) is untouched: this reads weights from any built
 from __future__ import annotations
 
 import numpy as np
+
+from engines.base import micro_batched
 
 LINEAR_LAYERS = ("Conv2D", "DepthwiseConv2D", "Dense")
 # Layers that compute nothing at inference (the final float32 cast of a float32 model included).
@@ -299,7 +301,7 @@ def make_fast_embed_fn(model, micro_batch=None):
 
     shape = (None,) + tuple(model.input_shape[1:])
     compiled = tf.function(forward, input_signature=[tf.TensorSpec(shape, tf.float32)], autograph=False)
-    embed = micro_batched(lambda x: compiled(tf.convert_to_tensor(x, tf.float32)).numpy(),
+    embed = micro_batched(lambda x: compiled(tf.convert_to_tensor(np.asarray(x, np.float32))).numpy(),
                           micro_batch or FAST_MICRO_BATCH)
     return embed, summarize_plan(plan)
 
@@ -311,17 +313,6 @@ def make_fast_embed_fn(model, micro_batch=None):
 # 16: 270 / 452, 8: 215 / 415; idle (benchmarks/inference_speed.py --profile), batch 256: 272 / 551,
 # 16: 327 / 552, 8: 293 / 450.
 FAST_MICRO_BATCH = 16
-
-
-def micro_batched(embed_fn, size):
-    """embed_fn run on consecutive slices of at most ``size`` images; the outputs concatenated in order."""
-
-    def embed(images):
-        if len(images) <= size:
-            return embed_fn(images)
-        return np.concatenate([embed_fn(images[start:start + size]) for start in range(0, len(images), size)])
-
-    return embed
 
 
 def computes_in_float32(model) -> bool:

@@ -1,0 +1,219 @@
+"""Every export format against the Keras model, the engines in the commands, and bad model files.
+
+Faces: eight real LFW photos (two each of four people) through the alignment of training when
+../shared is there, else smooth synthetic crops (the same checks, on other inputs). The int8 formats
+are calibrated on those crops. Tolerances, for this untrained MobileFaceNet (random weights with
+trained-like batch statistics, 64-d):
+- onnx, litert (float32): max |difference| of raw embeddings <= 1e-4 (the ONNX test's bound);
+- litert-fp16 (float16 weights, float32 compute): every weight rounded to 11 significant bits, so
+  raw embeddings move by ~1e-3 of their norm: cosine(Keras, fp16) >= 0.9999 per image, and no
+  same/different decision flips on the 28 pairs of the eight faces;
+- onnx-int8, litert-int8: int8 activations carry ~8 bits per layer through ~50 layers; on this
+  untrained model cosine(Keras, int8) >= 0.8 per image, and at most 7 of 28 decisions (25 %) flip
+  at the median-cosine threshold (measured: stated in the assertion message). A trained model's
+  figures are in benchmarks/export_formats.py's results (docs/using-a-model.md).
+"""
+
+import itertools
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from inference_helpers import embedding_model
+
+PHOTOS = [f"{name}/{name}_{i:04d}.jpg" for name in ("Aaron_Peirsol", "Abdullah_Gul", "Adrien_Brody", "Amelie_Mauresmo")
+          for i in (1, 2)]
+FLOAT32 = ("onnx", "litert")
+INT8 = ("onnx-int8", "litert-int8")
+
+
+def synthetic_faces(count=8, seed=0):
+    """uint8 [count, 112, 96, 3]: smooth random images (blurred noise), a stand-in without ../shared."""
+    rng = np.random.default_rng(seed)
+    faces = [cv2.GaussianBlur(rng.uniform(0, 255, (112, 96, 3)).astype(np.float32), (0, 0), 4) for _ in range(count)]
+    return np.stack([np.clip((f - f.mean()) * 4 + 128, 0, 255) for f in faces]).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def faces(request):
+    """(uint8 [8, 112, 96, 3], "real" or "synthetic")."""
+    try:
+        lfw_dir = request.getfixturevalue("lfw_dir")
+    except pytest.skip.Exception:
+        return synthetic_faces(), "synthetic"
+    from inference.embedding import align_photo, default_detector
+
+    crops = []
+    for rel in PHOTOS:
+        record, crop = align_photo(lfw_dir / "images" / rel, (112, 96), default_detector())
+        assert record.status == "aligned", record
+        crops.append(crop)
+    return np.stack(crops), "real"
+
+
+@pytest.fixture(scope="module")
+def exported(faces, tmp_path_factory):
+    """RUN/export/best.keras and its five exports (the int8 ones calibrated on the faces); RUN/aligned/."""
+    import export
+
+    run = tmp_path_factory.mktemp("engines") / "run"
+    (run / "export").mkdir(parents=True)
+    embedding_model("mobilefacenet", (112, 96), 64, seed=3).save(run / "export" / "best.keras")
+    aligned = run.parent / "aligned"
+    for i, crop in enumerate(faces[0]):
+        (aligned / f"p{i // 2}").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(aligned / f"p{i // 2}" / f"p{i // 2}_{i % 2 + 1:04d}.png"), crop[:, :, ::-1])
+    for fmt in ("onnx", "onnx-int8", "litert", "litert-fp16", "litert-int8"):
+        extra = ["--calibration-dir", str(aligned)] if fmt in INT8 else []
+        assert export.main(["--model", str(run), "--format", fmt, *extra]) == 0, fmt
+    return run, aligned
+
+
+def features(embed_fn, x):
+    from evaluation import combine_flips
+
+    return combine_flips(embed_fn(x), embed_fn(x[:, :, ::-1]))
+
+
+def test_every_format_against_keras(exported, faces):
+    from engines import load_model
+    from engines.keras_engine import make_embed_fn
+
+    run, _ = exported
+    x = faces[0].astype(np.float32)
+    keras_model = load_model(run, "keras")
+    want = make_embed_fn(keras_model.keras_model)(x)
+    keras_features = features(keras_model.embed_fn, x)
+    pairs = np.array(list(itertools.combinations(range(len(x)), 2)))
+
+    def cosines(f):
+        return np.sum(f[pairs[:, 0]] * f[pairs[:, 1]], axis=1)
+
+    threshold = float(np.median(cosines(keras_features)))
+    assert np.abs(cosines(keras_features) - threshold).min() > 1e-5, "a pair sits on the threshold"
+    flips = {}
+    for fmt in ("onnx", "litert", "litert-fp16", "onnx-int8", "litert-int8"):
+        model = load_model(run, fmt)
+        assert model.engine == fmt and model.image_size == (112, 96)
+        assert model.fingerprint == keras_model.fingerprint  # reports and galleries carry over
+        for batch in (x, x[:1], x[:3]):  # the batch size is free
+            got = model.embed_fn(batch)
+            assert got.shape == (len(batch), 64) and got.dtype == np.float32
+        got = model.embed_fn(x)
+        cosine = np.sum(got * want, axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+        flips[fmt] = int(np.sum((cosines(features(model.embed_fn, x)) > threshold) !=
+                                (cosines(keras_features) > threshold)))
+        if fmt in FLOAT32:
+            assert np.abs(got - want).max() <= 1e-4, (fmt, np.abs(got - want).max())
+            assert flips[fmt] == 0
+        elif fmt == "litert-fp16":
+            assert cosine.min() >= 0.9999, (fmt, cosine.min())
+            assert flips[fmt] == 0
+        else:
+            assert cosine.min() >= 0.8, (fmt, faces[1], cosine.min())
+            assert flips[fmt] <= 7, (fmt, faces[1], flips)
+
+
+def test_a_mixed_precision_model_exports_to_every_format(tmp_path):
+    import keras
+
+    import export
+    from engines import load_model
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = embedding_model("mobilefacenet", (112, 96), 32, seed=4)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    (tmp_path / "export").mkdir()
+    model.save(tmp_path / "export" / "best.keras")
+    aligned = tmp_path / "aligned" / "p"
+    aligned.mkdir(parents=True)
+    for i, crop in enumerate(synthetic_faces(4)):
+        cv2.imwrite(str(aligned / f"{i}.png"), crop)
+    x = synthetic_faces(2, seed=1).astype(np.float32)
+    reference = load_model(tmp_path, "fast").embed_fn(x)  # the float32 function the exports compute
+    for fmt in ("onnx", "onnx-int8", "litert", "litert-fp16", "litert-int8"):
+        extra = ["--calibration-dir", str(aligned.parent), "--calibration-count", "4"] if fmt in INT8 else []
+        assert export.main(["--model", str(tmp_path), "--format", fmt, *extra]) == 0, fmt
+        got = load_model(tmp_path, fmt).embed_fn(x)
+        if fmt in FLOAT32:
+            assert np.abs(got - reference).max() <= 1e-4, fmt
+
+
+def test_the_commands_run_every_engine(exported, capsys):
+    import evaluate
+    from fileio import format_generic_pairs
+
+    run, aligned = exported
+    names = [f"p{i}/p{i}_{k:04d}.png" for i in range(4) for k in (1, 2)]
+    same = [(names[2 * i], names[2 * i + 1], True) for i in range(4)]
+    different = [(names[2 * i], names[2 * i + 3], False) for i in range(3)] + [(names[7], names[0], False)]
+    pairs = run.parent / "pairs.txt"
+    pairs.write_text(format_generic_pairs(same + different))
+    accuracies = {}
+    for engine in ("keras", "fast", "onnx", "onnx-int8", "litert", "litert-fp16", "litert-int8"):
+        output = run.parent / f"{engine}.json"
+        assert evaluate.main(["--model", str(run), "--engine", engine, "--lfw-pairs", str(pairs), "--lfw-dir",
+                              str(aligned), "--no-plots", "--no-progress", "--output", str(output)]) == 0, engine
+        report = json.loads(output.read_text())
+        assert report["engine"] == engine
+        accuracies[engine] = report["accuracy_mean"]
+    assert accuracies["litert"] == accuracies["keras"] == accuracies["onnx"]
+    # an export given as --model runs with its own engine; the default report name says the engine
+    assert evaluate.main(["--model", str(run / "export" / "best.int8.tflite"), "--lfw-pairs", str(pairs),
+                          "--lfw-dir", str(aligned), "--no-plots", "--no-progress"]) == 0
+    assert json.loads((run / "eval" / "lfw_pairs_litert-int8.json").read_text())["engine"] == "litert-int8"
+    capsys.readouterr()
+
+
+def one_error_line(err):
+    lines = [line for line in err.strip().splitlines() if "error" in line]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_bad_and_mismatched_model_files_get_one_line(exported, tmp_path, capsys):
+    import evaluate
+    import verify
+
+    run, aligned = exported
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a flatbuffer at all" * 10)
+    bad_onnx = tmp_path / "bad.onnx"
+    bad_onnx.write_bytes(b"\x00garbage")
+    photo = str(aligned / "p0" / "p0_0001.png")
+    cases = [
+        ([photo, photo, "--model", str(bad), "--threshold", "0.3"], f"cannot load LiteRT model {bad}"),
+        ([photo, photo, "--model", str(bad_onnx), "--threshold", "0.3"], f"cannot load ONNX model {bad_onnx}"),
+        ([photo, photo, "--model", str(run / "export" / "best.int8.tflite"), "--engine", "litert", "--threshold",
+          "0.3"], "is a litert-int8 export, not litert: pass --engine litert-int8"),
+        ([photo, photo, "--model", str(run / "export" / "best.tflite"), "--engine", "onnx", "--threshold", "0.3"],
+         "is a LiteRT export: it runs with --engine litert or litert-fp16 or litert-int8"),
+    ]
+    for argv, message in cases:
+        assert verify.main(argv) == 1
+        line = one_error_line(capsys.readouterr().err)
+        assert message in line, line
+    # no export of that format beside the .keras: the file it looked for and the command that writes it
+    lonely = tmp_path / "lonely" / "export"
+    lonely.mkdir(parents=True)
+    (lonely / "best.keras").write_bytes((run / "export" / "best.keras").read_bytes())
+    assert evaluate.main(["--model", str(lonely.parent), "--engine", "onnx-int8", "--lfw-pairs",
+                          str(run.parent / "pairs.txt"), "--lfw-dir", str(aligned), "--no-plots"]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "best.int8.onnx" in line and "python export.py --format onnx-int8" in line
+
+
+def test_export_needs_calibration_for_int8_only(exported, tmp_path, capsys):
+    import export
+
+    run, aligned = exported
+    assert export.main(["--model", str(run), "--format", "litert-int8", "--output", str(tmp_path / "x.tflite")]) == 1
+    assert "--calibration-shards SHARDS" in one_error_line(capsys.readouterr().err)
+    assert export.main(["--model", str(run), "--format", "litert", "--calibration-dir", str(aligned)]) == 1
+    assert "is not quantised" in one_error_line(capsys.readouterr().err)
+    assert export.main(["--model", str(run), "--format", "litert", "--output", str(tmp_path / "x.onnx")]) == 1
+    assert "--output must be a .tflite file" in one_error_line(capsys.readouterr().err)
