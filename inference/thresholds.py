@@ -105,6 +105,9 @@ def loose_threshold_warning(threshold: Threshold):
     """A warning line when the threshold accepted more than LOOSE_FAR of impostors in its evaluation, or None."""
     if threshold.far is None or threshold.far <= LOOSE_FAR:
         return None
+    if threshold.far_target is not None:   # --far's threshold: the held-out folds accepted more than asked
+        return (f"warning: this threshold accepted {100 * threshold.far:.1f} % of impostors (different people) in the "
+                f"model's held-out folds, more than 1 %: pass a smaller --far for a stricter threshold")
     return (f"warning: this threshold accepted {100 * threshold.far:.1f} % of impostors (different people) in the "
             f"model's evaluation: it is the accuracy-optimal one, not a safe one; pass --far 1e-2 or --far 1e-3 for "
             f"a stricter threshold")
