@@ -101,8 +101,8 @@ def test_backbone_lr_mult_scales_only_the_backbone(init_model, tmp_path):
 
 
 def test_starter_resolves_from_the_env_and_says_when_absent(init_model, tmp_path, monkeypatch):
-    from engines.starter import STARTER_ENV, StarterMissing, starter_model_path
     from engines.model_file import resolve_model_path
+    from engines.starter import STARTER_ENV, StarterMissing, starter_model_path
 
     monkeypatch.setenv(STARTER_ENV, str(tmp_path / "absent.keras"))
     with pytest.raises(StarterMissing, match="the starter model is not installed") as error:
