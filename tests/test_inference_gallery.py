@@ -18,7 +18,8 @@ def unit(rows):
 
 
 def fake_model(fingerprint="sha256:aaa", path="runs/r/export/best.keras", eval_dir="runs/r/eval"):
-    return SimpleNamespace(fingerprint=fingerprint, path=Path(path), image_size=(112, 96), eval_dir=Path(eval_dir))
+    return SimpleNamespace(fingerprint=fingerprint, path=Path(path), image_size=(112, 96), eval_dir=Path(eval_dir),
+                           engine="fast")
 
 
 def test_template_is_the_normalised_mean_and_search_is_exact_top_k():
