@@ -98,10 +98,9 @@ def align_image(image_rgb: np.ndarray, detector, image_size=(112, 96), fallback:
             best = (turns, box, float(score), landmarks, len(faces))
     if best is not None:
         turns, box, score, landmarks, count = best
-        turned_shape = (width, height) if turns % 2 else (height, width)
         # back into the decoded image's pixels: the same warp, recorded where the face is in the input
-        landmarks = unrotate_points(landmarks, turned_shape, turns)
-        corners = unrotate_points(np.reshape(box, (2, 2)), turned_shape, turns)
+        landmarks = unrotate_points(landmarks, (height, width), turns)
+        corners = unrotate_points(np.reshape(box, (2, 2)), (height, width), turns)
         box = np.concatenate([corners.min(axis=0), corners.max(axis=0)])
         # the record says the tag was not believed, and what was done instead
         tag = f"EXIF orientation {exif_orientation}" if exif_orientation else "no EXIF orientation"
