@@ -154,11 +154,12 @@ def _align_one(rel, out_rel, config, detector) -> dict:
     # Before reading: a later replacement must look changed (its bytes would not be these).
     stamp = report_io.source_stamp(path, content_hash=True) or {}
     try:
-        image = read_image_rgb(path, config["max_megapixels"])
+        image, exif_orientation = read_image_rgb(path, config["max_megapixels"], with_exif_orientation=True)
     except ImageError as error:
         return _record(rel, "failed", error.reason, str(error), input_size=error.input_size, **stamp)
-    result = align_image(image, detector, tuple(config["image_size"]), config["fallback"])
-    extra = {"input_size": list(result.input_size), "faces": result.faces, **stamp}
+    result = align_image(image, detector, tuple(config["image_size"]), config["fallback"], exif_orientation)
+    extra = {"input_size": list(result.input_size), "faces": result.faces, "orientation": result.rotation,
+             "exif_orientation": exif_orientation, **stamp}
     if result.status == "failed":
         return _record(rel, "failed", result.reason, result.detail, **extra)
     if result.box is not None:

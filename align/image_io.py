@@ -11,6 +11,8 @@ import numpy as np
 from fileio import jpeg_damage, printable_name, read_input_bytes, write_bytes_atomic
 from fileio.reading import DEFAULT_MAX_MEGAPIXELS, MB_PER_MEGAPIXEL  # noqa: F401  (the limit's home; align re-exports it)
 
+EXIF_ORIENTATION = 0x0112  # the EXIF tag that says how to turn the stored pixels upright (1 = as stored)
+
 
 class ImageError(Exception):
     """A per-file problem; `reason` is the short report category, str(self) the detail, `input_size`
@@ -22,7 +24,7 @@ class ImageError(Exception):
         self.input_size = input_size
 
 
-def read_image_rgb(path, max_megapixels=None) -> np.ndarray:
+def read_image_rgb(path, max_megapixels=None, with_exif_orientation: bool = False):
     """Decode JPEG / PNG / BMP / GIF / TIFF / WebP (grey, palette, RGBA, CMYK, 16-bit) to RGB uint8 [H, W, 3].
 
     ``path`` may be any name (str with surrogate escapes, or bytes): it is read with
@@ -33,6 +35,9 @@ def read_image_rgb(path, max_megapixels=None) -> np.ndarray:
     file that claims 30000×30000 px costs no memory; None: Pillow's own decompression-bomb limit,
     reason `too large`) or `corrupt image` (a known format that does not decode completely, e.g. a
     truncated JPEG or one whose data libjpeg only warns about).
+
+    with_exif_orientation: return (image, tag) where tag is the EXIF orientation (1–8) that was
+    applied, or None when the file has none; align.photo checks it against the face it finds.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -56,6 +61,7 @@ def read_image_rgb(path, max_megapixels=None) -> np.ndarray:
                 if damage:
                     raise ImageError("corrupt image", f"{path} is a damaged JPEG ({damage})")
             image.load()  # PIL decodes lazily: truncated or damaged data fails here, not in open()
+            tag = image.getexif().get(EXIF_ORIENTATION)
             image = ImageOps.exif_transpose(image)
     except UnidentifiedImageError as error:
         raise ImageError("not an image", f"{path} is not in an image format Pillow recognises") from error
@@ -65,7 +71,10 @@ def read_image_rgb(path, max_megapixels=None) -> np.ndarray:
         raise ImageError("corrupt image", f"{path} does not decode: {error}") from error
     finally:
         Image.MAX_IMAGE_PIXELS = pillow_limit
-    return _to_rgb(image)
+    rgb = _to_rgb(image)
+    if with_exif_orientation:
+        return rgb, (int(tag) if isinstance(tag, int) and 1 <= tag <= 8 else None)
+    return rgb
 
 
 def _check_pixels(path, size, max_megapixels):

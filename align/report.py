@@ -10,6 +10,9 @@ Record fields: input (path relative to the input dir), output (relative to the o
 null), status (aligned | fallback | failed | excluded), reason (why not aligned, else null),
 detail, landmarks ([5][2] x, y in input pixels used for the warp, or null), box ([x1, y1, x2, y2]
 of the chosen face), score (its ONet probability), faces (number detected), input_size ([H, W]),
+exif_orientation (the file's EXIF orientation tag 1–8 as applied by the decoder, or null), orientation
+(degrees 0 / 90 / 180 / 270 the image as decoded was turned counterclockwise for the face to be
+upright: non-zero means the tag lied, and the detail says it was overridden; null without a face),
 source_size, source_mtime_ns and source_sha256 (the input file's size, modification time and
 content hash when it was read: a rerun re-aligns a source whose size or bytes changed, and the shard
 builder skips its crop until then; a new time alone, as a copy or touch makes, is checked by hash).

@@ -102,3 +102,29 @@ def test_pyramid_matches_mtcnn():
     for height, width in [(250, 250), (480, 640), (37, 90), (13, 13)]:
         np.testing.assert_allclose(pyramid_scales(height, width, 20, 0.709),
                                    build_scale_pyramid(width, height, min_face_size=20, scale_factor=0.709))
+
+
+def test_points_found_in_a_turned_image_map_back_to_the_same_pixels():
+    """unrotate_points inverts rotate_image exactly, for every quarter turn, on a non-square image."""
+    from align.geometry import rotate_image, unrotate_points
+
+    image = np.random.default_rng(0).integers(0, 256, (7, 11, 3), dtype=np.uint8)
+    for turns in range(4):
+        turned = rotate_image(image, turns)
+        ys, xs = np.mgrid[:turned.shape[0], :turned.shape[1]]
+        points = np.stack([xs.ravel(), ys.ravel()], axis=1)
+        back = unrotate_points(points, image.shape, turns).astype(int)
+        assert (image[back[:, 1], back[:, 0]] == turned[points[:, 1], points[:, 0]]).all(), turns
+
+
+def test_upright_is_a_turn_within_45_degrees_of_the_template():
+    """The template is upright; the same points turned 30° still are, turned 90° or 180° are not."""
+    from align.geometry import face_rotation_degrees, is_upright
+
+    centre = REFERENCE_LANDMARKS.mean(axis=0)
+    for degrees, upright in ((0, True), (30, True), (-30, True), (60, False), (90, False), (180, False)):
+        angle = np.radians(degrees)
+        turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        points = (REFERENCE_LANDMARKS - centre) @ turn.T + centre
+        assert abs(abs(face_rotation_degrees(points)) - abs(degrees)) < 1e-6
+        assert is_upright(points) is upright, degrees

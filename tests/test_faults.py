@@ -857,3 +857,43 @@ def test_list_names_with_spaces_never_make_an_empty_class(tmp_path):
                   str(tmp_path / "bad"), "--no-progress"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "WARNING: 1 class(es) have no image (E)" in result.stdout + result.stderr
+
+
+def test_lying_exif_orientation_is_overridden_by_the_face(lfw_dir, tmp_path):
+    """A tag that lies (pixels turned 180° or 90° with tag 1; upright pixels with tag 3) still gives an
+    upright crop recorded aligned, with the turn used and the override in the record; an upright photo
+    without a tag is aligned at the first try (orientation 0, no note)."""
+    from PIL import Image
+
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    (raw / "P").mkdir(parents=True)
+    cases = {}  # file -> (exif tag written, orientation expected)
+    for name in ("Aaron_Eckhart/Aaron_Eckhart_0001.jpg", "Serena_Williams/Serena_Williams_0003.jpg"):
+        # 250 wide × 200 high: a quarter turn changes the shape, so mapping back must use the right one
+        image, stem = Image.open(lfw_dir / "images" / name).crop((0, 25, 250, 225)), Path(name).stem
+        for label, pixels, tag, expected in (
+                ("up", image, None, 0), ("turned180_tag1", image.rotate(180), 1, 180),
+                ("turned90_tag1", image.transpose(Image.Transpose.ROTATE_90), 1, 270), ("up_tag3", image, 3, 180)):
+            exif = Image.Exif()
+            if tag:
+                exif[0x0112] = tag
+            pixels.save(raw / "P" / f"{stem}_{label}.jpg", quality=95, exif=exif)
+            cases[f"P/{stem}_{label}.jpg"] = (tag, expected)
+    run = align_cli(raw, out)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = {r["input"]: r for r in map(json.loads, (out / "align_report.jsonl").read_text().splitlines())}
+
+    def crop(rel):
+        return cv2.imread(str(out / report[rel]["output"])).astype(np.float64)
+
+    for rel, (tag, expected) in cases.items():
+        record = report[rel]
+        assert record["status"] == "aligned" and record["orientation"] == expected, record
+        assert record["exif_orientation"] == tag
+        if expected:
+            assert f"EXIF orientation {tag} overridden" in record["detail"], record
+        else:
+            assert record["detail"] is None
+        upright = crop(rel.rsplit("_", 2)[0] + "_up.jpg" if "turned" in rel else rel.replace("_tag3", ""))
+        difference, flipped = np.abs(crop(rel) - upright).mean(), np.abs(crop(rel) - upright[::-1, ::-1]).mean()
+        assert difference < 4 and flipped > 25, (rel, difference, flipped)   # measured: ≤ 2.0 and ≥ 40
