@@ -85,13 +85,13 @@ def align_photo(path, image_size, detector, fallback="none", max_megapixels=DEFA
     from align.photo import align_image
 
     try:   # a small file claiming 30000x30000 px is refused from its header, not decoded
-        image = read_image_rgb(path, max_megapixels=max_megapixels)
+        image, exif_orientation = read_image_rgb(path, max_megapixels=max_megapixels, with_exif_orientation=True)
     except ImageError as error:
         fix = {"unreadable": "check the path and its permissions", "not an image": "give a JPEG, PNG or BMP photo",
                "corrupt image": "the file is damaged; use another copy",
                "too many pixels": "shrink the photo, or raise --max-megapixels"}.get(error.reason, "use another photo")
         return PhotoRecord(str(path), "failed", error.reason, f"{error} ({fix})"), None
-    result = align_image(image, detector, image_size, fallback)
+    result = align_image(image, detector, image_size, fallback, exif_orientation=exif_orientation)
     box = None if result.box is None else [round(float(v), 1) for v in result.box]
     return PhotoRecord(str(path), result.status, result.reason, result.detail, result.faces, box, result.score), \
         result.crop
