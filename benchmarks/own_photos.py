@@ -20,7 +20,8 @@ Both trainings use train.py's defaults otherwise (AM-Softmax s=30 m=0.35, the re
 stretched to S steps, lr 0.1 x batch / 256), as docs/your-own-photos.md's user would.
 
 Folds: make_pairs deals the people into 10 identity-disjoint folds and needs 20 people for it (each fold
-needs two people for its different pairs). With fewer people the folds are the most (at most N // 2)
+needs two people for its different pairs), and it stops when its image-balanced dealing leaves a person
+with many photos alone in a fold. Then the folds are the most (at most N // 2)
 that the same function can make with a same and a different pair in each, written in LFW's View 2
 layout (header ``F N``: the reader keeps those folds), so no threshold is chosen on pairs of the
 people it is scored on. The fold count is in the table.
@@ -166,14 +167,18 @@ def write_test_pairs(test_dir, output, seed):
     from evaluation.make_pairs import people_images, write_pairs_file
     from fileio import write_text_atomic
 
-    folds, k = folded_pairs(people_images(test_dir, log=lambda *_: None), seed)
+    people = people_images(test_dir, log=lambda *_: None)
+    folds, k = folded_pairs(people, seed)
     if k == 10:
         write_pairs_file(folds, output, seed, test_dir)   # exactly what the make_pairs command writes
         layout = f"python -m evaluation.make_pairs --input-dir TEST --output PAIRS --seed {seed}"
     else:
         write_text_atomic(output, format_view2_pairs(folds))
+        why = ("its 10 folds need 20 people" if len(people) < 20 else
+               "for 10 folds its image-balanced dealing leaves a person with many photos alone in a fold, with no "
+               "different pair, and the command stops")
         layout = (f"evaluation.make_pairs.make_folded_pairs(people, None, {k}, seed={seed}), written in LFW's View 2 "
-                  f"layout: the command's 10 folds need 20 people")
+                  f"layout, not by the make_pairs command: {why}")
     per_fold = len(folds[0]) // 2
     return {"folds": k, "pairs_per_fold": per_fold, "num_pairs": 2 * k * per_fold, "made_by": layout}
 
