@@ -324,6 +324,7 @@ def main(argv=None):
                "eligible_people": len(people), "sizes": {}}
     for size in args.sizes:
         results["sizes"][str(size)] = run_size(stages, args, people, size, work)
+        results["stage_code"] = stages.code   # the code each stage ran under (a rerun reuses finished stages)
         output.mkdir(parents=True, exist_ok=True)
         write_json_atomic(output / "results.json", results, indent=2)
         write_text_atomic(output / "results.md", format_tables(results))
