@@ -36,6 +36,11 @@ def headline(data: dict) -> str:
         return "; ".join(parts)
     if isinstance(data.get("runs"), list):       # recipes.lfw_levers: one row per lever run
         return "; ".join(f"{row['changed']}: pairsDevTest {_pct(row['final'])}" for row in data["runs"])
+    if isinstance(data.get("sizes"), dict) and "eligible_people" in data:   # benchmarks.own_photos
+        return "; ".join(f"{size} people: " + ", ".join(f"{row} {_pct(entry['rows'][row])}"
+                                                       for row in ("starter", "fine_tuned", "scratch")
+                                                       if row in entry["rows"])
+                         for size, entry in data["sizes"].items())
     if "engines" in data:                         # benchmarks.inference_speed
         return ", ".join(f"{name} {engine['images_per_second']:.1f} img/s" for name, engine in data["engines"].items())
     if "accuracy" in data and "rank1" in data["accuracy"]:   # benchmarks.identification

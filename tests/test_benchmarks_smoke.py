@@ -216,3 +216,42 @@ def test_export_formats(model_run, aligned, tmp_path, capsys):
     assert set(data["formats"]) == set(export_formats.ENGINES)
     assert data["formats"]["litert"]["pairs"]["accuracy_mean"] == data["formats"]["keras"]["pairs"]["accuracy_mean"]
     assert "| litert-int8 |" in (tmp_path / "out" / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_own_photos(model_run, tmp_path):
+    """A miniature DevTest of 4 LFW-named synthetic people with 4 photos each and one with 3 (not drawn), a
+    2-step fine-tune of a random MobileFaceNet and a 2-step training from scratch: subprocesses (the
+    script's way), about a minute on 2 cores."""
+    import cv2
+    import numpy as np
+
+    from benchmarks import own_photos, results_index
+
+    lfw, aligned = tmp_path / "lfw", tmp_path / "aligned"
+    people = {"Anna_Alpha": 4, "Bert_Beta": 4, "Cora_Gamma": 4, "Dan_Delta": 4, "Eve_Few": 3}
+    lfw.mkdir()
+    (lfw / "peopleDevTest.txt").write_text(f"{len(people)}\n" + "".join(f"{n}\t{c}\n" for n, c in people.items()))
+    rng = np.random.default_rng(0)
+    for name, count in people.items():
+        (aligned / name).mkdir(parents=True)
+        for i in range(1, count + 1):
+            small = rng.integers(0, 256, (14, 12, 3), dtype=np.uint8)
+            cv2.imwrite(str(aligned / name / f"{name}_{i:04d}.jpg"), cv2.resize(small, (96, 112)))
+    out = tmp_path / "results" / "own_photos_test"
+    assert own_photos.main(["--lfw-dir", str(lfw), "--aligned-dir", str(aligned), "--work-dir", str(tmp_path / "w"),
+                            "--output-dir", str(out), "--sizes", "4", "--starter", str(model_run / "export" /
+                            "best.keras"), "--steps", "2", "--batch-size", "4", "--freeze-backbone-steps", "1",
+                            "--embedding-size", "64"]) == 0
+    entry = json.loads((out / "results.json").read_text())["sizes"]["4"]
+    # 2 training and 2 test photos each; 2 folds of 2 people: 2 same pairs and 4 different ones per fold
+    assert entry["train_images"] == 8 and entry["test_images"] == 8 and "Eve_Few" not in entry["people_drawn"]
+    assert entry["pairs"] == {**entry["pairs"], "folds": 2, "pairs_per_fold": 2, "num_pairs": 8}
+    rows = entry["rows"]
+    assert rows["starter"]["steps"] == 0 and rows["fine_tuned"]["steps"] == rows["scratch"]["steps"] == 2
+    assert "--init-from" in rows["fine_tuned"]["command"] and "--init-from" not in rows["scratch"]["command"]
+    for row in rows.values():
+        assert row["num_pairs"] == 8 and row["num_folds"] == 2 and 0.0 <= row["accuracy_mean"] <= 1.0
+    table = (out / "results.md").read_text()
+    assert "## 4 people" in table and "| fine-tuned from the starter model |" in table and "2 folds" in table
+    assert results_index.headline(json.loads((out / "results.json").read_text())).startswith("4 people: starter")
