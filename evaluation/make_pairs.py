@@ -52,7 +52,8 @@ def people_images(aligned_dir, log=print) -> dict:
 def assign_folds(people: dict, num_folds: int, seed: int) -> list:
     """Deal the people into ``num_folds`` lists: largest first (seeded order among equals), each to the fold
     with the fewest images so far, so the folds hold about as many images and the people with two or more
-    images spread over all folds first."""
+    images spread over all folds first; a fold with fewer than two people is filled first, so that one
+    person with many photos never fills a fold alone (a fold needs two people for a different pair)."""
     import numpy as np
 
     names = sorted(people)
@@ -60,7 +61,7 @@ def assign_folds(people: dict, num_folds: int, seed: int) -> list:
     ranked = sorted((names[i] for i in order), key=lambda n: -len(people[n]))   # stable: the shuffle breaks ties
     folds, sizes = [[] for _ in range(num_folds)], [0] * num_folds
     for name in ranked:
-        f = min(range(num_folds), key=lambda k: (sizes[k], k))
+        f = min(range(num_folds), key=lambda k: (len(folds[k]) >= 2, sizes[k], k))
         folds[f].append(name)
         sizes[f] += len(people[name])
     return folds

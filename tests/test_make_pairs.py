@@ -67,3 +67,17 @@ def test_too_few_people_or_pairs_are_refused_in_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "evaluation.make_pairs", "--input-dir", str(tmp_path / "few"),
                           "--output", str(tmp_path / "p.txt")], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.returncode == 1 and out.stderr.count("\n") == 1 and out.stderr.startswith("error: 10 identity-disjoint")
+
+
+def test_one_person_with_many_photos_never_fills_a_fold_alone():
+    """20 people, one with 9 photos and 19 with 2: dealt by image count alone, the 9-photo person's fold
+    held nobody else and gave no different pair (the 30-person run of benchmarks/own_photos.py hit it);
+    now every fold has two people and each fold gives a same and a different pair."""
+    from evaluation.make_pairs import assign_folds
+
+    people = {"P00": [f"P00/{i}.jpg" for i in range(9)]}
+    people.update({f"P{k:02d}": [f"P{k:02d}/0.jpg", f"P{k:02d}/1.jpg"] for k in range(1, 20)})
+    folds = assign_folds(people, 10, seed=0)
+    assert sorted(len(f) for f in folds) == [2] * 10
+    pairs = make_folded_pairs(people, seed=0)
+    assert len(pairs) == 10 and all(sum(s for *_, s in fold) == len(fold) // 2 >= 1 for fold in pairs)
