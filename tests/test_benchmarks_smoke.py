@@ -127,21 +127,30 @@ def test_inference_speed(model_run, aligned, tmp_path, monkeypatch, capsys):
     assert set(figures["engines"]) == {"keras", "fast"} and (out / "results.md").is_file()
 
 
-def test_identification(model_run, tmp_path, monkeypatch):
-    """A miniature LFW: peopleDevTest.txt of 52 people with two images (the script's 50-person gallery needs
-    50) and two with one (the impostors), random crops."""
+def _mini_devtest(tmp_path, people, crop):
+    """A miniature LFW: TMP/lfw/peopleDevTest.txt listing ``people`` ({name: count}) and TMP/aligned/<name>/
+    <name>_000i.jpg, each ``crop(rng)`` (uint8 [112, 96, 3]) from one seeded generator; (lfw, aligned)."""
     import cv2
     import numpy as np
 
-    lfw, crops = tmp_path / "lfw", tmp_path / "aligned"
-    people = {**{f"Person_{k:02d}": 2 for k in range(52)}, "Single_A": 1, "Single_B": 1}
+    lfw, aligned = tmp_path / "lfw", tmp_path / "aligned"
     lfw.mkdir()
     (lfw / "peopleDevTest.txt").write_text(f"{len(people)}\n" + "".join(f"{n}\t{c}\n" for n, c in people.items()))
     rng = np.random.default_rng(0)
     for name, count in people.items():
-        (crops / name).mkdir(parents=True)
+        (aligned / name).mkdir(parents=True)
         for i in range(1, count + 1):
-            cv2.imwrite(str(crops / name / f"{name}_{i:04d}.jpg"), rng.integers(0, 256, (112, 96, 3), dtype=np.uint8))
+            cv2.imwrite(str(aligned / name / f"{name}_{i:04d}.jpg"), crop(rng))
+    return lfw, aligned
+
+
+def test_identification(model_run, tmp_path, monkeypatch):
+    """A miniature LFW: peopleDevTest.txt of 52 people with two images (the script's 50-person gallery needs
+    50) and two with one (the impostors), random crops."""
+    import numpy as np
+
+    people = {**{f"Person_{k:02d}": 2 for k in range(52)}, "Single_A": 1, "Single_B": 1}
+    lfw, crops = _mini_devtest(tmp_path, people, lambda rng: rng.integers(0, 256, (112, 96, 3), dtype=np.uint8))
     out = tmp_path / "identification"
     run_main("benchmarks.identification", ["--model", str(model_run), "--lfw-dir", str(lfw), "--aligned-dir",
                                            str(crops), "--splits", "1", "--search-sizes", "50", "--speed-photos", "0",
@@ -228,16 +237,9 @@ def test_own_photos(model_run, tmp_path):
 
     from benchmarks import own_photos, results_index
 
-    lfw, aligned = tmp_path / "lfw", tmp_path / "aligned"
     people = {"Anna_Alpha": 4, "Bert_Beta": 4, "Cora_Gamma": 4, "Dan_Delta": 4, "Eve_Few": 3}
-    lfw.mkdir()
-    (lfw / "peopleDevTest.txt").write_text(f"{len(people)}\n" + "".join(f"{n}\t{c}\n" for n, c in people.items()))
-    rng = np.random.default_rng(0)
-    for name, count in people.items():
-        (aligned / name).mkdir(parents=True)
-        for i in range(1, count + 1):
-            small = rng.integers(0, 256, (14, 12, 3), dtype=np.uint8)
-            cv2.imwrite(str(aligned / name / f"{name}_{i:04d}.jpg"), cv2.resize(small, (96, 112)))
+    lfw, aligned = _mini_devtest(tmp_path, people,
+                                 lambda rng: cv2.resize(rng.integers(0, 256, (14, 12, 3), dtype=np.uint8), (96, 112)))
     out = tmp_path / "results" / "own_photos_test"
     assert own_photos.main(["--lfw-dir", str(lfw), "--aligned-dir", str(aligned), "--work-dir", str(tmp_path / "w"),
                             "--output-dir", str(out), "--sizes", "4", "--starter", str(model_run / "export" /
