@@ -34,7 +34,7 @@ def add_head_flags(group):
 
 
 def build_parser():
-    from training.config import REFERENCE_LR_SCHEDULE, SYNTHETIC_DEFAULTS
+    from training.config import REFERENCE_LR_SCHEDULE, SYNTHETIC_DEFAULTS, WEIGHT_DECAY_RULE_NAMES
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 argument_default=None)
@@ -110,7 +110,7 @@ def build_parser():
     g.add_argument("--weight-decay", type=float,
                    help="SGD weight decay (default 5e-4): gradient += wd*w, after --clip-grad-norm, on the "
                         "variables --weight-decay-rule picks")
-    g.add_argument("--weight-decay-rule", choices=("kernels", "insightface", "caffe", "all"),
+    g.add_argument("--weight-decay-rule", choices=WEIGHT_DECAY_RULE_NAMES,
                    help="which variables are decayed (docs/protocols.md): kernels (default: conv/dense kernels "
                         "and class centres), insightface (+ BN gamma, PReLU slopes), caffe (all but biases), "
                         "all (arcface_torch)")

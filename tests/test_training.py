@@ -235,6 +235,16 @@ def test_weight_decay_rule_selects_the_references_variables(rule):
         decayed_variables(backbone, head, 1.0, rule="bn")
 
 
+def test_train_py_offers_every_weight_decay_rule_the_state_implements():
+    from train import build_parser
+    from training.config import WEIGHT_DECAY_RULE_NAMES
+    from training.state import WEIGHT_DECAY_RULES
+    assert tuple(WEIGHT_DECAY_RULES) == WEIGHT_DECAY_RULE_NAMES
+    assert set(RULE_NAMES) == set(WEIGHT_DECAY_RULE_NAMES)
+    action = next(a for a in build_parser()._actions if a.dest == "weight_decay_rule")
+    assert tuple(action.choices) == WEIGHT_DECAY_RULE_NAMES
+
+
 def _caffe_sgd(w, grads, lr, momentum, wd, clip=None, clip_first=True):
     """Caffe's SGDSolver::ApplyUpdate, written plainly: ClipGradients (global L2 norm of the loss
     gradient), Regularize (+ wd·w), ComputeUpdateValue (v = μ·v + lr·g), Update (w -= v).

@@ -15,6 +15,8 @@ from losses.registry import HEADS, all_option_names, check_focal_gamma, check_he
 # The reference AM-Softmax schedule (CASIA scale, batch 256): lr 0.1, x0.1 at 16k, 24k, 28k. The
 # default "reference" is this list stretched to the run's length (training/schedules.py).
 REFERENCE_LR_SCHEDULE = "0:0.1,16000:0.01,24000:0.001,28000:0.0001"
+# --weight-decay-rule's choices; training.state.WEIGHT_DECAY_RULES says what each decays
+WEIGHT_DECAY_RULE_NAMES = ("kernels", "insightface", "caffe", "all")
 REFERENCE_LR, REFERENCE_BATCH = 0.1, 256
 
 
@@ -376,8 +378,8 @@ def _check(config):
         raise ValueError(f"--momentum must be in [0, 1), got {config.momentum}")
     if config.weight_decay < 0 or config.head_wd_mult < 0:
         raise ValueError("--weight-decay and --head-wd-mult must be >= 0")
-    if config.weight_decay_rule not in ("kernels", "insightface", "caffe", "all"):
-        raise ValueError(f"--weight-decay-rule must be kernels, insightface, caffe or all, "
+    if config.weight_decay_rule not in WEIGHT_DECAY_RULE_NAMES:
+        raise ValueError(f"--weight-decay-rule must be one of {', '.join(WEIGHT_DECAY_RULE_NAMES)}, "
                          f"not {config.weight_decay_rule!r}")
     if config.embedding_size < 1:
         raise ValueError(f"--embedding-size must be >= 1, got {config.embedding_size}")

@@ -146,11 +146,13 @@ def _replicas_in_sync():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
-# --weight-decay-rule: which trainable variables get weight decay, as each reference decays them.
+# --weight-decay-rule: which trainable variables get weight decay, as each reference decays them (the
+# names train.py offers: training.config.WEIGHT_DECAY_RULE_NAMES).
 # Keras names the last path component: "kernel" (conv, depthwise conv, dense, class centres), "bias",
 # "gamma" / "beta" (batch norm scale / offset) and "alpha" (PReLU slopes).
 WEIGHT_DECAY_RULES = {
-    # conv/dense kernels and class centres only (this project's rule so far, and its default)
+    # conv/dense kernels and class centres only (the default, kept after an LFW View 1 run against
+    # insightface's rule: docs/protocols.md)
     "kernels": lambda name: name == "kernel",
     # insightface's mxnet training: Optimizer.set_wd_mult gives wd_mult 0 to every parameter whose name
     # ends neither in _weight (conv, FC, class centres) nor _gamma (BN scale; mxnet names the PReLU
