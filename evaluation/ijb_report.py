@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.report import fit_title
+
 
 def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
@@ -69,7 +71,7 @@ def write_ijb_roc(result: dict, roc, json_path, title="") -> Path:
     ax.set_ylim(0.0, 1.01)
     ax.set_xlabel("false accept rate")
     ax.set_ylabel("true accept rate")
-    ax.set_title(title or f"{result['target']} 1:1", fontsize=9)
+    ax.set_title(fit_title(title or f"{result['target']} 1:1"), fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,20 +23,36 @@ def plot_paths(json_path):
     return json_path.with_name(json_path.stem + "_roc.png"), json_path.with_name(json_path.stem + "_hist.png")
 
 
-def write_plots(result: dict, emb_a, emb_b, issame, json_path, title=""):
-    """ROC (TPR vs FAR, log FAR axis) and histogram of cosine similarity of same/different pairs."""
+def fit_title(text: str, width: int = 56) -> str:
+    """``text`` broken into lines of at most ``width`` characters, at spaces or after a ``/`` (a model
+    path has no spaces), so a plot's title is never cut off at the figure's edge."""
+    lines, line = [], ""
+    for token in re.split(r"(?<=/)|(?= )", text):
+        if line.strip() and len(line) + len(token) > width:
+            lines.append(line.rstrip())
+            line = token.lstrip()
+        else:
+            line += token
+        while len(line) > width:                   # one name longer than a line: cut it
+            lines.append(line[:width])
+            line = line[width:]
+    lines.append(line.rstrip())
+    return "\n".join(x for x in lines if x)
+
+
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
 
+
+def roc_figure(result: dict, dist, issame, title=""):
+    """The ROC (TPR against FAR on a log axis) of squared distances ``dist`` [N] as a matplotlib figure."""
     issame = np.asarray(issame, dtype=bool)
-    dist = squared_distances(emb_a, emb_b)
-    cosine = 1.0 - dist / 2.0
     fpr, tpr, _ = roc_points(dist, issame)
-    roc_png, hist_png = plot_paths(json_path)
-
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+    fig, ax = _plt().subplots(figsize=(5, 4.5))
     floor = 0.5 / max(int((~issame).sum()), 1)  # FAR 0 drawn at half the smallest non-zero FAR on the log axis
     ax.plot(np.maximum(fpr, floor), tpr, lw=1.5, label=f"AUC {result['auc']:.4f}, EER {result['eer']:.4f}")
     ax.plot([result["far"]], [result["val"]], "o", label=f"VAL {result['val']:.4f} @ FAR {result['far']:.2g}")
@@ -44,25 +61,38 @@ def write_plots(result: dict, emb_a, emb_b, issame, json_path, title=""):
     ax.set_ylim(0.0, 1.01)
     ax.set_xlabel("false accept rate")
     ax.set_ylabel("true accept rate")
-    ax.set_title(title or "ROC", fontsize=9)
+    ax.set_title(fit_title(title or "ROC"), fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(roc_png, dpi=120)
-    plt.close(fig)
+    return fig
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+
+def similarity_figure(result: dict, cosine, issame, title=""):
+    """Histograms of the cosine similarities ``cosine`` [N] of same and different pairs, with the threshold."""
+    issame = np.asarray(issame, dtype=bool)
+    fig, ax = _plt().subplots(figsize=(5, 3.5))
     bins = np.linspace(-1.0, 1.0, 101)
     ax.hist(cosine[issame], bins=bins, alpha=0.6, label=f"same ({issame.sum()})")
     ax.hist(cosine[~issame], bins=bins, alpha=0.6, label=f"different ({(~issame).sum()})")
     ax.axvline(result["threshold_cosine"], color="k", ls="--", lw=1, label=f"threshold {result['threshold_cosine']:.3f}")
     ax.set_xlabel("cosine similarity")
     ax.set_ylabel("pairs")
-    ax.set_title(title or "similarities", fontsize=9)
+    ax.set_title(fit_title(title or "similarities"), fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(hist_png, dpi=120)
-    plt.close(fig)
+    return fig
+
+
+def write_plots(result: dict, emb_a, emb_b, issame, json_path, title=""):
+    """ROC and similarity-histogram PNGs (``plot_paths``) of the pairs' embeddings ``emb_a``, ``emb_b`` [N, D]."""
+    plt = _plt()
+    dist = squared_distances(emb_a, emb_b)
+    roc_png, hist_png = plot_paths(json_path)
+    for fig, png in ((roc_figure(result, dist, issame, title), roc_png),
+                     (similarity_figure(result, 1.0 - dist / 2.0, issame, title), hist_png)):
+        fig.savefig(png, dpi=120)
+        plt.close(fig)
     return roc_png, hist_png
 
 
