@@ -13,7 +13,7 @@ import keras
 from keras import ops
 
 from losses.heads import build_head, l2_normalize_with_norm
-from losses.registry import HEADS, check_head_options
+from losses.registry import check_head_options, check_partial_fc
 
 
 def partial_fc_num_sample(num_classes, sample_rate, batch_size):
@@ -101,21 +101,6 @@ class PartialFCHead(keras.layers.Layer):
                 "holds_centres": self.holds_centres}
 
 
-def partial_fc_heads():
-    """Heads Partial FC can sample: one centre per class and no state of their own (their layer
-    class adds no variable to NormalizedMarginHead's, in ``build`` or ``__init__``)."""
-    from losses import heads
-
-    names = []
-    for name, entry in sorted(HEADS.items()):
-        layer = getattr(heads, entry.layer)
-        if (issubclass(layer, heads.NormalizedMarginHead) and layer.centres_per_class == 1
-                and layer.build is heads.NormalizedMarginHead.build
-                and layer.__init__ is heads.NormalizedMarginHead.__init__):
-            names.append(name)
-    return names
-
-
 def build_partial_fc_head(name, num_classes, sample_rate, holds_centres=True, **options):
     """Partial FC version of head ``name`` (options and their defaults as ``build_head``'s);
     ``holds_centres=False``: a head whose centres are sharded elsewhere (no variables of its own).
@@ -123,11 +108,6 @@ def build_partial_fc_head(name, num_classes, sample_rate, holds_centres=True, **
     ValueError for a rate outside (0, 1] or a head it cannot sample (softmax, heads with state,
     sub-centres).
     """
-    if not 0.0 < sample_rate <= 1.0:
-        raise ValueError(f"--partial-fc must be in (0, 1], got {sample_rate}")
     check_head_options(name, options)   # an unknown name or option: the registry's one-line error
-    supported = partial_fc_heads()
-    if name not in supported:
-        raise ValueError(f"--partial-fc works with the heads without state and with one centre per class "
-                         f"({', '.join(supported)}); --loss {name} is not one of them")
+    check_partial_fc(name, sample_rate)
     return PartialFCHead(num_classes, name, options, sample_rate, holds_centres, name=f"{name}_partial_fc_head")

@@ -73,6 +73,8 @@ class HeadSpec:
     margin: str | None          # losses.margins function name (None: the layer computes its own logits)
     options: dict               # option name -> Option
     summary: str = ""
+    partial_fc: bool = False    # --partial-fc can sample it: one centre per class, no state of its own
+                                # (tests/test_partial_fc.py checks this against the layer class)
 
     @property
     def defaults(self):
@@ -91,11 +93,11 @@ def _arc(s=64.0, m=0.5):
 HEADS = {
     "softmax": HeadSpec("SoftmaxHead", None, {}, "x.W + b, no normalisation"),
     "am_softmax": HeadSpec("NormalizedMarginHead", "am_softmax_logits",
-                           {"s": _POSITIVE(30.0), "m": _NON_NEGATIVE(0.35)}, "s(cos - m)"),
+                           {"s": _POSITIVE(30.0), "m": _NON_NEGATIVE(0.35)}, "s(cos - m)", partial_fc=True),
     "cosface": HeadSpec("NormalizedMarginHead", "am_softmax_logits",
-                        {"s": _POSITIVE(64.0), "m": _NON_NEGATIVE(0.35)}, "s(cos - m), insightface's s"),
+                        {"s": _POSITIVE(64.0), "m": _NON_NEGATIVE(0.35)}, "s(cos - m), insightface's s", partial_fc=True),
     "arcface": HeadSpec("NormalizedMarginHead", "arcface_logits",
-                        {**_arc(), "easy_margin": _flag()(False)}, "s cos(theta + m)"),
+                        {**_arc(), "easy_margin": _flag()(False)}, "s cos(theta + m)", partial_fc=True),
     "sphereface": HeadSpec("SphereFaceHead", "sphereface_logits",
                            {"s": _POSITIVE(30.0), "m": _POSITIVE_INT(4),
                             "sphereface_lambda": _optional(_NON_NEGATIVE(None)),
@@ -104,7 +106,7 @@ HEADS = {
                            "s (lambda cos + psi(theta))/(1 + lambda), lambda annealed"),
     "combined": HeadSpec("NormalizedMarginHead", "combined_margin_logits",
                          {"s": _POSITIVE(64.0), "m1": _POSITIVE(1.0), "m2": _NON_NEGATIVE(0.3),
-                          "m3": _NON_NEGATIVE(0.2)}, "s(cos(m1 theta + m2) - m3)"),
+                          "m3": _NON_NEGATIVE(0.2)}, "s(cos(m1 theta + m2) - m3)", partial_fc=True),
     # HuangYG123/CurricularFace: s=64, m=0.5, t's momentum 0.01.
     "curricularface": HeadSpec("CurricularFaceHead", None, {**_arc(), "t_alpha": _UNIT(0.01)},
                                "arcface target, hard negatives cos(t + cos)"),
@@ -117,7 +119,7 @@ HEADS = {
     "magface": HeadSpec("MagFaceHead", None, {"s": _POSITIVE(64.0), "l_a": _POSITIVE(10.0), "u_a": _POSITIVE(110.0),
                                               "l_m": _ANGLE(0.45), "u_m": _ANGLE(0.8), "lambda_g": _NON_NEGATIVE(35.0),
                                               "easy_margin": _flag()(True)},
-                        "s cos(theta + m(|x|)) + lambda_g g(|x|)"),
+                        "s cos(theta + m(|x|)) + lambda_g g(|x|)", partial_fc=True),
     # Deng et al. 2020: K=3; the drop (dominant sub-centre only) is off unless a step is given.
     "subcenter_arcface": HeadSpec("SubCenterArcFaceHead", None, {**_arc(), "k": _POSITIVE_INT(3), "drop_step": _STEP(0)},
                                   "arcface on the max over k sub-centres"),
@@ -196,6 +198,21 @@ def check_head_options(name, options):
         if option.kind is int:
             given[key] = int(value)
     return {**spec.defaults, **given}
+
+
+def partial_fc_heads():
+    """Names of the heads ``--partial-fc`` can sample, sorted."""
+    return sorted(name for name, spec in HEADS.items() if spec.partial_fc)
+
+
+def check_partial_fc(name, sample_rate):
+    """ValueError (one line, naming the flag and the fix) unless head ``name`` can be sampled at
+    ``sample_rate``, a share of the classes in (0, 1]."""
+    if not 0.0 < sample_rate <= 1.0:
+        raise ValueError(f"--partial-fc must be a sample rate in (0, 1], got {sample_rate}")
+    if name in HEADS and name not in partial_fc_heads():
+        raise ValueError(f"--partial-fc works with the heads with one centre per class and no state of their own "
+                         f"({', '.join(partial_fc_heads())}); --loss {name} is not one of them")
 
 
 def check_focal_gamma(gamma):

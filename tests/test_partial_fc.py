@@ -173,7 +173,7 @@ def test_head_memory_line_states_centres_momentum_and_logits():
 
 def test_partial_fc_settings_are_refused_in_one_line():
     for values, message in (({"partial_fc": 0.0}, r"\(0, 1\]"), ({"partial_fc": 1.5}, r"\(0, 1\]"),
-                            ({"partial_fc": 0.1, "loss": "softmax"}, "needs a margin head"),
+                            ({"partial_fc": 0.1, "loss": "softmax"}, "--loss softmax is not one of them"),
                             ({"partial_fc": 0.1, "strategy": "multiworker"}, "--strategy mirrored"),
                             ({"partial_fc": 0.1, "strategy": "mirrored", "singletons": "negatives"},
                              "--singletons negatives"),
@@ -187,12 +187,24 @@ def test_partial_fc_settings_are_refused_in_one_line():
 
 
 def test_heads_with_state_or_sub_centres_are_refused_by_name():
-    from losses.partial_fc import partial_fc_heads
+    from losses import heads
+    from losses.registry import HEADS, partial_fc_heads
     supported = partial_fc_heads()
     assert {"am_softmax", "cosface", "arcface", "combined", "magface"} <= set(supported)
     assert not {"softmax", "sphereface", "curricularface", "adaface", "subcenter_arcface"} & set(supported)
+    # the registry's flag agrees with the layers: one centre per class and no variable or state beyond
+    # NormalizedMarginHead's (its build and __init__ are the base class's)
+    for name, entry in HEADS.items():
+        layer = getattr(heads, entry.layer)
+        samplable = (issubclass(layer, heads.NormalizedMarginHead) and layer.centres_per_class == 1
+                     and layer.build is heads.NormalizedMarginHead.build
+                     and layer.__init__ is heads.NormalizedMarginHead.__init__)
+        assert entry.partial_fc == samplable, name
     with pytest.raises(ValueError, match="--loss curricularface is not one of them"):
         build_partial_fc_head("curricularface", 100, 0.1)
+    for loss in ("adaface", "softmax", "sphereface"):   # refused before TensorFlow starts, by the config
+        with pytest.raises(ValueError, match=f"--loss {loss} is not one of them"):
+            resolve_config({**TINY, "partial_fc": 0.1, "loss": loss})
 
 
 # --- sharded across replicas (training/partial_fc_sharded.py): two logical CPUs, in a subprocess,

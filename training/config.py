@@ -10,7 +10,14 @@ import typing
 from pathlib import Path
 
 from fileio import parse_image_size
-from losses.registry import HEADS, all_option_names, check_focal_gamma, check_head_options, option_kind
+from losses.registry import (
+    HEADS,
+    all_option_names,
+    check_focal_gamma,
+    check_head_options,
+    check_partial_fc,
+    option_kind,
+)
 
 # The reference AM-Softmax schedule (CASIA scale, batch 256): lr 0.1, x0.1 at 16k, 24k, 28k. The
 # default "reference" is this list stretched to the run's length (training/schedules.py).
@@ -326,11 +333,7 @@ def check_resume(config, base):
 def _check_partial_fc(config):
     if config.partial_fc is None:
         return
-    if not 0.0 < config.partial_fc <= 1.0:
-        raise ValueError(f"--partial-fc must be a sample rate in (0, 1], got {config.partial_fc}")
-    if config.loss == "softmax":
-        raise ValueError("--partial-fc needs a margin head (class centres on the unit sphere); "
-                         "--loss softmax has none: use am_softmax, cosface, arcface, sphereface or combined")
+    check_partial_fc(config.loss, config.partial_fc)
     # Each of these would need the sampled centres' gradient inside the Keras optimizer's own logic.
     if config.strategy == "multiworker":
         raise ValueError("--partial-fc under --strategy multiworker is not supported: each worker's checkpoint "
