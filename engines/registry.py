@@ -16,5 +16,8 @@ ENGINES = {
     "litert-int8": load_litert_int8, # LiteRT interpreter, full-integer int8
 }
 ENGINE_NAMES = tuple(ENGINES)
+# The engines that run the float32 model's own function (their embeddings agree to 1e-4, tests/test_engines.py):
+# an evaluation made with one of them holds for all. litert-fp16 and the int8 engines compute another function.
+FLOAT32_ENGINES = ("fast", "keras", "onnx", "litert")
 # The engine each export format runs with (the same names).
 EXPORT_ENGINES = ("onnx", "onnx-int8", "litert", "litert-fp16", "litert-int8")

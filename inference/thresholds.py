@@ -138,6 +138,7 @@ def model_threshold(model, threshold: float | None = None, report_path=None, far
             raise ThresholdError(f"{path} evaluated another model ({report.get('model')}), not {model.path}; "
                                  f"evaluate this one or pass --threshold")
         return describe(report, path)
+    from engines.registry import FLOAT32_ENGINES
     from engines.starter import is_starter, starter_report_path
 
     candidates = []
@@ -148,10 +149,13 @@ def model_threshold(model, threshold: float | None = None, report_path=None, far
     for path in paths:
         report = _read_report(path)
         if report is not None and _made_by(report, model):
-            # A quantised export's report (evaluate.py --engine litert-int8: same fingerprint) decides only for
-            # that engine; the float32 model's reports (fast, keras, onnx, litert: the same function) for the rest.
-            own = report.get("engine", "keras") in ("fast", "keras", "onnx", "litert", model.engine)
-            candidates.append((own, report["num_pairs"], path.name, report, path))
+            # Preferred: the engine's own report (a quantised export's: evaluate.py --engine litert-int8, same
+            # fingerprint), where a float32 engine's counts for every float32 engine (FLOAT32_ENGINES: the same
+            # function); then a float32 report; another quantised engine's last.
+            engine = report.get("engine", "keras")
+            float32 = engine in FLOAT32_ENGINES
+            rank = 2 if engine == model.engine or (float32 and model.engine in FLOAT32_ENGINES) else int(float32)
+            candidates.append((rank, report["num_pairs"], path.name, report, path))
     if not candidates:
         raise ThresholdError(
             f"no evaluation report for {model.path} in {eval_dir}, so no threshold to decide with: evaluate the model "

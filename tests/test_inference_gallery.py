@@ -119,6 +119,20 @@ def test_threshold_from_the_models_own_report(tmp_path):
         model_threshold(model, report_path=tmp_path / "r.json")
 
 
+def test_a_quantised_engine_prefers_its_own_report_and_float32_engines_share_theirs(tmp_path):
+    eval_dir = tmp_path / "eval"
+    write_report(eval_dir / "lfw_pairs.json", engine="keras", num_pairs=6000, threshold_cosine=0.30,
+                 model_fingerprint="sha256:aaa")
+    write_report(eval_dir / "lfw_pairsDevTest_litert-int8.json", engine="litert-int8", threshold_cosine=0.20,
+                 model_fingerprint="sha256:aaa")
+    write_report(eval_dir / "lfw_pairs_onnx-int8.json", engine="onnx-int8", num_pairs=9000,
+                 threshold_cosine=0.10, model_fingerprint="sha256:aaa")
+    for engine, cosine in (("litert-int8", 0.20), ("onnx-int8", 0.10), ("fast", 0.30), ("litert", 0.30),
+                           ("litert-fp16", 0.30)):   # fp16 has no report of its own: the float32 one, with more pairs
+        model = SimpleNamespace(**{**vars(fake_model(eval_dir=eval_dir)), "engine": engine})
+        assert model_threshold(model).cosine == cosine, engine
+
+
 def test_open_set_note_warns_when_a_pairwise_threshold_guards_a_large_gallery():
     verification = Threshold(0.201, "evaluation", Path("r.json"), 0.114, "")
     assert "100 % of strangers will match someone" in open_set_note(verification, 496)  # 1 - 0.886^496
