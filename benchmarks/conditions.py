@@ -9,6 +9,7 @@ cores means other work shared the CPU while it ran.
     print(describe_conditions([conditions]))
 """
 
+import contextlib
 import os
 import resource
 import subprocess
@@ -28,35 +29,44 @@ def usable_cores():
         return os.cpu_count() or 1
 
 
-def run_measured(args, **popen_kwargs):
-    """subprocess.call(args, **popen_kwargs) -> (exit code, conditions dict): wall_seconds, cpu_seconds,
-    busy_cores (= cpu / wall), cores, load_before, load_during_mean, load_during_max, load_after."""
-    samples, done = [], threading.Event()
+@contextlib.contextmanager
+def measured_conditions():
+    """``with measured_conditions() as conditions:`` fills ``conditions`` on leaving the block with the keys
+    of run_measured: the CPU time of this process and of the children it waited for, against the wall time."""
+    conditions, samples, done = {}, [], threading.Event()
 
     def sample():
         while not done.wait(SAMPLE_SECONDS):
             samples.append(os.getloadavg()[0])
 
-    load_before = os.getloadavg()[0]
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_before = usage.ru_utime + usage.ru_stime
+    def cpu_seconds():
+        return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                      resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+    load_before, cpu_before = os.getloadavg()[0], cpu_seconds()
     sampler = threading.Thread(target=sample, daemon=True)
     started = time.perf_counter()
     sampler.start()
     try:
-        code = subprocess.call(args, **popen_kwargs)
+        yield conditions
     finally:
         done.set()
         sampler.join()
-    wall = time.perf_counter() - started
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = usage.ru_utime + usage.ru_stime - cpu_before
-    load_after = os.getloadavg()[0]
-    during = samples or [load_after]
-    return code, {"wall_seconds": wall, "cpu_seconds": cpu, "busy_cores": cpu / wall if wall > 0 else 0.0,
-                  "cores": usable_cores(), "load_before": load_before,
-                  "load_during_mean": sum(during) / len(during), "load_during_max": max(during),
-                  "load_after": load_after}
+        wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
+        load_after = os.getloadavg()[0]
+        during = samples or [load_after]
+        conditions.update(wall_seconds=wall, cpu_seconds=cpu, busy_cores=cpu / wall if wall > 0 else 0.0,
+                          cores=usable_cores(), load_before=load_before,
+                          load_during_mean=sum(during) / len(during), load_during_max=max(during),
+                          load_after=load_after)
+
+
+def run_measured(args, **popen_kwargs):
+    """subprocess.call(args, **popen_kwargs) -> (exit code, conditions dict): wall_seconds, cpu_seconds,
+    busy_cores (= cpu / wall), cores, load_before, load_during_mean, load_during_max, load_after."""
+    with measured_conditions() as conditions:
+        code = subprocess.call(args, **popen_kwargs)
+    return code, conditions
 
 
 def describe_conditions(conditions, what="the trainings"):

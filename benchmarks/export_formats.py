@@ -6,11 +6,13 @@
 For the .keras model (keras and fast engines) and each export written here (onnx, onnx-int8, litert,
 litert-fp16, litert-int8; the int8 ones calibrated on --calibration-count faces): the file size; for
 each pairs file (default LFW pairsDevTest and View 2 pairs.txt) the facenet protocol's 10-fold accuracy
-± std, AUC and VAL @ FAR 1e-3 (evaluation.embed.evaluate_pairs, the evaluate.py path); throughput at
+± std, AUC and VAL @ FAR 1e-3 (evaluation.run.evaluate_model_on_pairs, the evaluate.py path) and the
+pairs whose same/different decision at the Keras model's threshold differs from Keras'; throughput at
 batch 64 (images/s, flips not counted) and latency at batch 1 (median ms), on 1 and 2 threads.
 keras/fast: TensorFlow's thread pools are set once per process, so their speed is measured in a child
 process per thread count. Exports go to OUTPUT/exports/ (the run directory is left alone). Writes
-OUTPUT/results.json and results.md (default benchmarks/results/export_formats_<cpu>/).
+OUTPUT/results.json and results.md (default benchmarks/results/export_formats_<cpu>/), with the CPU
+time and load average measured while it ran (benchmarks.conditions).
 """
 
 from __future__ import annotations
@@ -107,12 +109,12 @@ def main(argv=None):
     if args.speed_only:
         child_speed(args.speed_only, args.speed_images, args.latency_runs)
         return 0
-    from engines import export_path_for, load_model
+    from benchmarks.conditions import describe_conditions, measured_conditions
+    from engines import export_path_for
     from engines.export import export_model
     from engines.model_file import resolve_model_path
-    from evaluation.embed import evaluate_pairs
-    from evaluation.images import read_rgb, resolve_image_files
-    from evaluation.pairs import read_pairs
+    from evaluation.metrics import squared_distances
+    from evaluation.run import evaluate_model_on_pairs
     from fileio import write_json_atomic, write_text_atomic
 
     engines = [e for e in args.engines.split(",") if e]
@@ -141,28 +143,32 @@ def main(argv=None):
                                           f"min cosine {result.min_cosine:.6f}"}
         files[engine] = target
     pair_files = args.pairs or [str(LFW / "pairsDevTest.txt"), str(LFW / "pairs.txt")]
-    pair_sets = {Path(p).stem: read_pairs(p) for p in pair_files}
-    every_path = sorted({p for pairs in pair_sets.values() for p in pairs.unique_paths()})
-    located = resolve_image_files(args.lfw_dir, every_path)
-    images = {p: read_rgb(located[p]) for p in every_path}  # every engine reads the same crops from memory
-    rows = {}
-    for engine in engines:
-        model = load_model(files[engine], engine)
-        row = {"file": str(files[engine]), "bytes": Path(files[engine]).stat().st_size, **export_checks.get(engine, {})}
-        for name, pairs in pair_sets.items():
-            metrics = evaluate_pairs(model.embed_fn, pairs, images, batch_size=128, image_size=model.image_size,
-                                     progress=False)
-            row[name] = {k: metrics[k] for k in ("accuracy_mean", "accuracy_std", "auc", "val", "val_std", "far",
-                                                 "threshold")}
-        rows[engine] = row
-        del model
-    keras_key = "keras" if "keras" in rows else engines[0]
-    for engine, row in rows.items():
-        for name in pair_sets:
-            row[name]["accuracy_minus_keras"] = row[name]["accuracy_mean"] - rows[keras_key][name]["accuracy_mean"]
-            row[name]["val_minus_keras"] = row[name]["val"] - rows[keras_key][name]["val"]
-    for engine in engines:
-        rows[engine]["speed"] = [measure_speed(engine, files[engine], t, args) for t in threads]
+    pair_names = [Path(p).stem for p in pair_files]
+    with measured_conditions() as conditions:
+        rows, distances = {}, {}
+        for engine in engines:
+            row = {"file": str(files[engine]), "bytes": Path(files[engine]).stat().st_size,
+                   **export_checks.get(engine, {})}
+            for name, pair_file in zip(pair_names, pair_files):
+                metrics, emb_a, emb_b, _issame = evaluate_model_on_pairs(   # evaluate.py's own path
+                    files[engine], pair_file, args.lfw_dir, batch_size=128, progress=False, engine=engine)
+                distances[engine, name] = squared_distances(emb_a, emb_b)
+                row[name] = {k: metrics[k] for k in ("accuracy_mean", "accuracy_std", "auc", "val", "val_std", "far",
+                                                     "threshold")}
+            rows[engine] = row
+        keras_key = "keras" if "keras" in rows else engines[0]
+        for engine, row in rows.items():
+            for name in pair_names:
+                reference = rows[keras_key][name]
+                row[name]["accuracy_minus_keras"] = row[name]["accuracy_mean"] - reference["accuracy_mean"]
+                row[name]["val_minus_keras"] = row[name]["val"] - reference["val"]
+                # same/different decisions at the Keras model's threshold (squared distance < threshold: same)
+                flipped = (distances[engine, name] < reference["threshold"]) != \
+                    (distances[keras_key, name] < reference["threshold"])
+                row[name]["decisions_flipped"] = int(flipped.sum())
+                row[name]["num_pairs"] = len(flipped)
+        for engine in engines:
+            rows[engine]["speed"] = [measure_speed(engine, files[engine], t, args) for t in threads]
     keras_speed = {s["threads"]: s["batch64_images_per_second"] for s in rows[keras_key]["speed"]}
     for row in rows.values():
         for s in row["speed"]:
@@ -172,18 +178,18 @@ def main(argv=None):
     command = "python -m benchmarks.export_formats " + " ".join(argv if argv is not None else sys.argv[1:])
     data = {"command": command, "cpu": cpu_model(), "model": str(keras_path), "calibration": calibration,
             "pairs": pair_files, "formats": rows,
-            "conditions": "CPU shared with other jobs (the lock of docs/testing.md held while measuring)"}
+            "conditions": describe_conditions([conditions], "the measurements"), "measured": conditions}
     write_json_atomic(output / "results.json", data)
-    write_text_atomic(output / "results.md", format_table(data, list(pair_sets)))
-    print(format_table(data, list(pair_sets)))
+    write_text_atomic(output / "results.md", format_table(data, pair_names))
+    print(format_table(data, pair_names))
     return 0
 
 
 def format_table(data, pair_names):
-    lines = [f"# Export formats: {data['model']}", "", f"`{data['command']}`", "", f"CPU: {data['cpu']}; "
-             f"{data['conditions']}. Int8 calibration: {data['calibration']}.", ""]
+    lines = [f"# Export formats: {data['model']}", "", f"`{data['command']}`", "", f"CPU: {data['cpu']}. "
+             f"{data['conditions']} Int8 calibration: {data['calibration']}.", ""]
     head = ["engine", "MB"] + [f"{n} acc % (Δ keras)" for n in pair_names] + [f"{n} AUC" for n in pair_names] + \
-        [f"{n} VAL@1e-3 %" for n in pair_names]
+        [f"{n} VAL@1e-3 %" for n in pair_names] + [f"{n} decisions flipped" for n in pair_names]
     threads = [s["threads"] for s in next(iter(data["formats"].values()))["speed"]]
     head += [f"img/s b64 {t}T (× keras)" for t in threads] + [f"ms b1 {t}T" for t in threads]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -193,6 +199,7 @@ def format_table(data, pair_names):
                   f"({100 * row[n]['accuracy_minus_keras']:+.2f})" for n in pair_names]
         cells += [f"{row[n]['auc']:.4f}" for n in pair_names]
         cells += [f"{100 * row[n]['val']:.2f} ({100 * row[n]['val_minus_keras']:+.2f})" for n in pair_names]
+        cells += [f"{row[n]['decisions_flipped']} of {row[n]['num_pairs']}" for n in pair_names]
         cells += [f"{s['batch64_images_per_second']:.0f} ({s['vs_keras']:.2f}×)" for s in row["speed"]]
         cells += [f"{s['batch1_latency_ms']:.2f}" for s in row["speed"]]
         lines.append("| " + " | ".join(cells) + " |")

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from benchmarks.conditions import describe_conditions, run_measured
+from benchmarks.conditions import describe_conditions, measured_conditions, run_measured
 
 
 def test_run_measured_counts_the_commands_cpu_time():
@@ -15,6 +15,16 @@ def test_run_measured_counts_the_commands_cpu_time():
     assert c["busy_cores"] == pytest.approx(c["cpu_seconds"] / c["wall_seconds"])
     assert all(c[k] >= 0 for k in ("load_before", "load_during_mean", "load_during_max", "load_after"))
     assert run_measured([sys.executable, "-c", "raise SystemExit(3)"])[0] == 3
+
+
+def test_measured_conditions_count_this_process_too():
+    import time
+    with measured_conditions() as c:
+        t = time.process_time()
+        while time.process_time() - t < 0.4:
+            pass
+    assert c["cpu_seconds"] >= 0.38 and c["busy_cores"] == pytest.approx(c["cpu_seconds"] / c["wall_seconds"])
+    assert c["busy_cores"] > 0.1 and c["cores"] >= 1
 
 
 def _conditions(busy, load):

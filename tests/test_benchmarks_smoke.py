@@ -224,7 +224,11 @@ def test_export_formats(model_run, aligned, tmp_path, capsys):
     data = json.loads((tmp_path / "out" / "results.json").read_text())
     assert set(data["formats"]) == set(export_formats.ENGINES)
     assert data["formats"]["litert"]["pairs"]["accuracy_mean"] == data["formats"]["keras"]["pairs"]["accuracy_mean"]
-    assert "| litert-int8 |" in (tmp_path / "out" / "results.md").read_text()
+    assert data["formats"]["keras"]["pairs"]["decisions_flipped"] == data["formats"]["litert"]["pairs"]["decisions_flipped"] == 0
+    assert all(0 <= row["pairs"]["decisions_flipped"] <= 8 == row["pairs"]["num_pairs"] for row in data["formats"].values())
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| litert-int8 |" in table and "decisions flipped" in table and "Measured during the measurements" in table
+    assert data["measured"]["cpu_seconds"] > 0
 
 
 @pytest.mark.slow
@@ -257,3 +261,21 @@ def test_own_photos(model_run, tmp_path):
     table = (out / "results.md").read_text()
     assert "## 4 people" in table and "| fine-tuned from the starter model |" in table and "2 folds" in table
     assert results_index.headline(json.loads((out / "results.json").read_text())).startswith("4 people: starter")
+
+
+@pytest.mark.slow
+def test_litert_delegation_reports_every_layer_in_both_precisions(tmp_path, capsys):
+    from benchmarks import litert_delegation
+
+    output, model = tmp_path / "output.txt", tmp_path / "prelu.int8.tflite"
+    model.write_bytes(litert_delegation.convert(litert_delegation.layers()["prelu (per channel)"](), int8=True))
+    assert litert_delegation.main(["--runs", "2", "--threads", "1", "--output", str(output),
+                                   "--tflite", str(model)]) == 0
+    table = output.read_text()
+    # the file's line names what stayed off XNNPACK (int8 PReLU, in LiteRT 2.3) or says "none"
+    assert f"{model}: " in table and "XNNPACK partitions; on the built-in kernels: " in table
+    for name in litert_delegation.layers():
+        row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
+        assert row.count("| yes |") + row.count("| no |") == 2, row
+    # XNNPACK takes the float32 convolutions (the delegate's own promise): a run where it took none would be broken
+    assert next(line for line in table.splitlines() if line.startswith("| conv 3x3 |")).startswith("| conv 3x3 | yes |")
