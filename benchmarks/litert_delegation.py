@@ -6,9 +6,11 @@ Why litert-int8 is the slowest export on x86 (docs/using-a-model.md, "Export for
 of MobileFaceNet is converted alone, at the size of the network's first stage ([1, 56, 48, 64]: the
 112x96 crop after its stride-2 convolution), to float32 and to int8 (TFLiteConverter, the converter
 settings of engines/litert_export.py: TFLITE_BUILTINS_INT8, float input and output, calibrated on random inputs), and loaded in the
-``ai-edge-litert`` interpreter. A model whose layer the delegate takes has a DELEGATE node; one without
-it runs on LiteRT's built-in kernel. Printed: per layer and precision, delegated or not, and the median
-time of one call (--runs calls, --threads threads).
+``ai-edge-litert`` interpreter. "Delegated" means the model has a DELEGATE node: XNNPACK took some of it,
+perhaps only the int8 model's quantise and dequantise; the time says whether the layer itself ran fast.
+Printed: per layer and precision, delegated or not, and the median time of one call (--runs calls,
+--threads threads); for each --tflite file, its number of XNNPACK partitions (one per run of consecutive
+ops XNNPACK took; more partitions mean more hand-overs to LiteRT's built-in kernels).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def build_parser():
     parser.add_argument("--output", help="also write the table here (e.g. benchmarks/results/NAME/output.txt)")
     parser.add_argument("--tflite", nargs="*", default=[], metavar="FILE",
                         help="also list, for each exported .tflite file (export.py --format litert...), its XNNPACK "
-                             "partitions (DELEGATE nodes) and the ops left on LiteRT's built-in kernels")
+                             "partitions (DELEGATE nodes) and the ops the file holds")
     return parser
 
 
@@ -64,7 +66,7 @@ def convert(layer, int8: bool) -> bytes:
 
 
 def measure(model: bytes, threads: int, runs: int) -> dict:
-    """{"delegated": bool, "partitions": DELEGATE nodes, "ops": {op left on the built-in kernels: count},
+    """{"delegated": bool, "partitions": DELEGATE nodes, "ops": {op of the model (delegated or not): count},
     "ms": median ms of one call}."""
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
@@ -104,7 +106,7 @@ def main(argv=None):
     for path in args.tflite:
         found = measure(Path(path).read_bytes(), args.threads, args.runs)
         left = ", ".join(f"{op} {n}" for op, n in sorted(found["ops"].items(), key=lambda kv: -kv[1]))
-        lines += ["", f"{path}: {found['partitions']} XNNPACK partitions; on the built-in kernels: {left or 'none'}; "
+        lines += ["", f"{path}: {found['partitions']} XNNPACK partitions; ops in the file: {left or 'none'}; "
                       f"{found['ms']:.2f} ms per call (its own batch size)"]
         print(lines[-1], flush=True)
     if args.output:

@@ -52,11 +52,10 @@ def faces_from_shards(shards_dir, count, image_size) -> np.ndarray:
     """uint8 [N, H, W, 3], N = min(count, images): the first images of each train shard, as many from each."""
     import tensorflow as tf
 
-    from tfrecords import ENCODED, read_manifest
-    from tfrecords.manifest import shard_paths
+    from tfrecords.features import ENCODED
+    from tfrecords.manifest import open_shards
 
-    manifest = read_manifest(shards_dir)   # ManifestError (a ValueError) names the folder and the fix
-    paths = shard_paths(shards_dir, manifest)
+    paths = open_shards(shards_dir).paths("train")   # ManifestError (a ValueError) names the folder and the fix
     per_shard = math.ceil(count / len(paths))
     images = []
     for path in paths:

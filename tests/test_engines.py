@@ -218,3 +218,18 @@ def test_export_needs_calibration_for_int8_only(exported, tmp_path, capsys):
     assert "is not quantised" in one_error_line(capsys.readouterr().err)
     assert export.main(["--model", str(run), "--format", "litert", "--output", str(tmp_path / "x.onnx")]) == 1
     assert "--output must be a .tflite file" in one_error_line(capsys.readouterr().err)
+
+
+def test_int8_calibration_reads_the_training_shards(exported, tmp_path):
+    """--calibration-shards: the faces come from the train shards, bit for bit the crops they were built from."""
+    from engines.calibration import calibration_faces
+    from tfrecords.build import build
+
+    _run, aligned = exported
+    build(aligned, tmp_path / "shards", num_shards=2, workers=1, progress=False, log=lambda *_: None)
+    from_shards = calibration_faces((112, 96), shards=tmp_path / "shards", count=4)
+    from_dir = calibration_faces((112, 96), aligned_dir=aligned, count=100)
+    assert from_shards.shape == (4, 112, 96, 3) and from_shards.dtype == np.uint8
+    assert all(any(np.array_equal(face, crop) for crop in from_dir) for face in from_shards)
+    with pytest.raises(ValueError, match="manifest"):
+        calibration_faces((112, 96), shards=tmp_path, count=4)
