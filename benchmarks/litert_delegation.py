@@ -4,9 +4,9 @@
 
 Why litert-int8 is the slowest export on x86 (docs/using-a-model.md, "Export formats"): each layer kind
 of MobileFaceNet is converted alone, at the size of the network's first stage ([1, 56, 48, 64]: the
-112x96 crop after its stride-2 convolution), to float32 and to int8 (TFLiteConverter, the converter
-settings of engines/litert_export.py: TFLITE_BUILTINS_INT8, float input and output, calibrated on random inputs), and loaded in the
-``ai-edge-litert`` interpreter. "Delegated" means the model has a DELEGATE node: XNNPACK took some of it,
+112x96 crop after its stride-2 convolution), to float32 and to int8 by export.py's own converter
+(engines.litert_export.convert_litert: TFLITE_BUILTINS_INT8, float input and output; calibrated here on
+random inputs), and loaded in the ``ai-edge-litert`` interpreter. "Delegated" means the model has a DELEGATE node: XNNPACK took some of it,
 perhaps only the int8 model's quantise and dequantise; the time says whether the layer itself ran fast.
 Printed: per layer and precision, delegated or not, and the median time of one call (--runs calls,
 --threads threads); for each --tflite file, its number of XNNPACK partitions (one per run of consecutive
@@ -50,19 +50,18 @@ def layers():
 
 
 def convert(layer, int8: bool) -> bytes:
+    """The .tflite bytes of ``layer`` alone at SHAPE, through the exporter itself (engines.litert_export);
+    int8 calibrated on 20 uniform [-1, 1) inputs."""
     import keras
     import numpy as np
-    import tensorflow as tf
+
+    from engines.litert_export import convert_litert
 
     inputs = keras.Input(SHAPE, batch_size=1)
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, layer(inputs)))
-    if int8:
-        rng = np.random.default_rng(0)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, *SHAPE)).astype(np.float32)]
-                                                    for _ in range(20))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    return converter.convert()
+    model = keras.Model(inputs, layer(inputs))
+    if not int8:
+        return convert_litert(model, "litert")
+    return convert_litert(model, "litert-int8", calibration=np.random.default_rng(0).uniform(-1, 1, (20, *SHAPE)))
 
 
 def measure(model: bytes, threads: int, runs: int) -> dict:
