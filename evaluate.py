@@ -15,6 +15,7 @@ import pickle
 import sys
 from pathlib import Path
 
+from engines.base import EXPORT_FORMATS
 from engines.registry import ENGINE_NAMES
 from evaluation.embed import FLIP_MODES
 from evaluation.images import DEFAULT_LFW_DIR
@@ -77,7 +78,7 @@ def build_parser():
     parser.add_argument("--engine", choices=("auto", *ENGINE_NAMES), default="auto",
                         help="how the model runs: fast = its inference graph with batch norm folded into the "
                         "convolutions (the same function up to float rounding, ~2x faster on a CPU); keras = the "
-                        "model's own graph; onnx, onnx-int8, litert, litert-fp16, litert-int8 = that export beside "
+                        f"model's own graph; {', '.join(EXPORT_FORMATS)} = that export beside "
                         "the .keras (python export.py --format ...), or the .onnx/.tflite given as --model; auto = "
                         "the engine of an export --model, else fast for a float32 model, keras for one whose layers "
                         "compute in float16/bfloat16 (mixed precision), where the fast graph would compute in float32")

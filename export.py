@@ -4,10 +4,13 @@
     python export.py --model runs/RUN --format litert                   # best.tflite
     python export.py --model runs/RUN --format litert-fp16              # best.fp16.tflite (float16 weights)
     python export.py --model runs/RUN --format litert-int8 --calibration-dir data/lfw_aligned
+    python export.py --model runs/RUN --format litert-int8-mixed --calibration-dir data/lfw_aligned
     python export.py --model runs/RUN --format onnx-int8 --calibration-shards data/shards
 
 Formats: onnx (ONNX Runtime, float32), onnx-int8 (static QDQ quantisation), litert (float32), litert-fp16
-(float16 weights), litert-int8 (full-integer post-training quantisation). The int8 formats are calibrated
+(float16 weights), litert-int8 (full-integer post-training quantisation: for int8-only accelerators),
+litert-int8-mixed (the same with the PReLUs in float32, which XNNPACK, LiteRT's CPU engine on phones and
+servers, runs only in float: the fastest on a CPU, docs/using-a-model.md). The int8 formats are calibrated
 on aligned faces: the training shards (--calibration-shards) or a folder of aligned crops
 (--calibration-dir), --calibration-count of them. Every file takes what the Keras export takes, RGB
 [B, H, W, 3] 0..255 as float32 (the scaling inside), and returns the raw embedding [B, D]; a
@@ -20,7 +23,7 @@ the largest difference is printed. export_onnx.py is this command (default --for
 import argparse
 import sys
 
-FORMATS = ("onnx", "onnx-int8", "litert", "litert-fp16", "litert-int8")  # engines.base.EXPORT_FORMATS
+from engines.base import EXPORT_FORMATS as FORMATS
 
 
 def build_parser(description=__doc__) -> argparse.ArgumentParser:
@@ -30,7 +33,7 @@ def build_parser(description=__doc__) -> argparse.ArgumentParser:
     parser.add_argument("--runs-dir", default="runs", help="where to look for the default model (default: runs)")
     parser.add_argument("--format", choices=FORMATS, default="onnx", help="what to write (default: onnx)")
     parser.add_argument("--output", help="the file (default: beside the .keras: best.onnx, best.int8.onnx, "
-                        "best.tflite, best.fp16.tflite, best.int8.tflite)")
+                        "best.tflite, best.fp16.tflite, best.int8.tflite, best.int8-mixed.tflite)")
     parser.add_argument("--opset", type=int, help="ONNX opset (default: tf2onnx's)")
     parser.add_argument("--calibration-shards", metavar="SHARDS", help="int8: calibrate on the training TFRecords "
                         "in this folder (its manifest.json)")

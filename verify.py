@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_model_arguments(parser, default="the newest run under --runs-dir, else the starter model") -> None:
     """--model, --runs-dir, --engine, --fallback, --max-megapixels, --no-progress: shared with identify.py."""
+    from engines.base import EXPORT_FORMATS
     from engines.registry import ENGINE_NAMES
     from fileio import add_max_megapixels_argument
 
@@ -40,9 +41,9 @@ def add_model_arguments(parser, default="the newest run under --runs-dir, else t
     parser.add_argument("--runs-dir", default="runs", help="where to look for the default model (default: runs)")
     parser.add_argument("--engine", choices=("auto", *ENGINE_NAMES), default="auto",
                         help="fast: the model with batch norm folded into its convolutions (same results, faster); "
-                        "keras: the model's own graph; onnx, onnx-int8, litert, litert-fp16, litert-int8: that "
-                        "export beside the .keras (best.onnx, best.int8.onnx, best.tflite, best.fp16.tflite, "
-                        "best.int8.tflite; python export.py --format ...), or the export file given as --model; "
+                        f"keras: the model's own graph; {', '.join(EXPORT_FORMATS)}: that export beside the .keras "
+                        "(best.onnx, best.int8.tflite, ...; python export.py --format ...), or the export file given "
+                        "as --model; "
                         "auto: the engine of an .onnx/.tflite --model, onnx when the .keras has its own ONNX export "
                         "beside it (fastest per photo), else fast (keras for a mixed-precision model)")
     parser.add_argument("--fallback", choices=("none", "center"), default="none",

@@ -3,8 +3,8 @@
     python -m benchmarks.export_formats --model RUN --lfw-dir data/lfw_aligned \
         --calibration-shards data/shards [--pairs ../shared/data/lfw/pairsDevTest.txt ...]
 
-For the .keras model (keras and fast engines) and each export written here (onnx, onnx-int8, litert,
-litert-fp16, litert-int8; the int8 ones calibrated on --calibration-count faces): the file size; for
+For the .keras model (keras and fast engines) and each export written here (every format of
+engines.base.EXPORT_FORMATS; the int8 ones calibrated on --calibration-count faces): the file size; for
 each pairs file (default LFW pairsDevTest and View 2 pairs.txt) the facenet protocol's 10-fold accuracy
 ± std, AUC and VAL @ FAR 1e-3 (evaluation.run.evaluate_model_on_pairs, the evaluate.py path) and the
 pairs whose same/different decision at the Keras model's threshold differs from Keras'; throughput at
@@ -25,7 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-ENGINES = ("keras", "fast", "onnx", "onnx-int8", "litert", "litert-fp16", "litert-int8")
+from engines.registry import ENGINE_NAMES as ENGINES
+
 LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw"
 
 

@@ -8,7 +8,8 @@
   their file names, the metadata keys exports carry.
 - ``registry``: ENGINES, engine name -> loader; ``loading.load_model`` picks file and engine.
 - One file per engine: ``keras_engine`` (keras, fast), ``fast_graph`` (the fast engine's folded
-  graph), ``onnx_engine`` (onnx, onnx-int8), ``litert_engine`` (litert, litert-fp16, litert-int8).
+  graph), ``onnx_engine`` (onnx, onnx-int8), ``litert_engine`` (litert, litert-fp16, litert-int8,
+  litert-int8-mixed).
 - ``model_file``: finding and loading the .keras file, its fingerprint.
 - Exports: ``export`` (every format, one function), ``onnx_export``, ``litert_export``, and
   ``calibration`` (the aligned faces int8 quantisation is calibrated on).

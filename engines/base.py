@@ -23,9 +23,10 @@ EXPORT_SUFFIXES = {
     "litert": ".tflite",
     "litert-fp16": ".fp16.tflite",
     "litert-int8": ".int8.tflite",
+    "litert-int8-mixed": ".int8-mixed.tflite",
 }
 EXPORT_FORMATS = tuple(EXPORT_SUFFIXES)
-INT8_FORMATS = ("onnx-int8", "litert-int8")  # these need a calibration set of aligned faces
+INT8_FORMATS = ("onnx-int8", "litert-int8", "litert-int8-mixed")  # these need a calibration set of aligned faces
 # Metadata every export carries (ONNX metadata_props, TFLite model metadata): what the file is and whose.
 FINGERPRINT_KEY = "faceid_model_fingerprint"
 SOURCE_KEY = "faceid_source_model"
@@ -63,7 +64,7 @@ class EmbeddingModel:
 
 def export_path_for(keras_path, export_format) -> Path:
     """The file of ``export_format`` beside a .keras export: RUN/export/best.keras -> RUN/export/best.onnx,
-    best.int8.onnx, best.tflite, best.fp16.tflite, best.int8.tflite."""
+    best.int8.onnx, best.tflite, best.fp16.tflite, best.int8.tflite, best.int8-mixed.tflite."""
     if export_format not in EXPORT_SUFFIXES:
         raise ValueError(f"unknown export format {export_format!r}; known: {', '.join(EXPORT_FORMATS)}")
     keras_path = Path(keras_path)

@@ -4,7 +4,7 @@
     # -> RUN/export/best.int8.tflite, checked against the Keras model
 
 Formats (engines.base.EXPORT_FORMATS): onnx, onnx-int8 (engines.onnx_export), litert, litert-fp16,
-litert-int8 (engines.litert_export). The int8 formats are calibrated on aligned faces
+litert-int8, litert-int8-mixed (engines.litert_export). The int8 formats are calibrated on aligned faces
 (engines.calibration). Every file takes RGB 0..255 [B, H, W, 3] as float32 (the scaling inside),
 returns the raw embedding [B, D] and carries the Keras model's fingerprint.
 """

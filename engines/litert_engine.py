@@ -1,9 +1,11 @@
-"""The ``litert``, ``litert-fp16`` and ``litert-int8`` engines: a LiteRT (TFLite) export under the LiteRT
-interpreter (the ``ai-edge-litert`` package, what phones run; tf.lite.Interpreter where it is missing).
+"""The ``litert``, ``litert-fp16``, ``litert-int8`` and ``litert-int8-mixed`` engines: a LiteRT (TFLite)
+export under the LiteRT interpreter (the ``ai-edge-litert`` package, what phones run; tf.lite.Interpreter
+where it is missing).
 
 ``litert`` is the float32 conversion, ``litert-fp16`` stores float16 weights (the interpreter computes
 in float32 on a CPU), ``litert-int8`` is full-integer post-training quantisation (int8 weights and
-activations; float32 input and output, quantised and dequantised inside). All take RGB 0..255
+activations; float32 input and output, quantised and dequantised inside), ``litert-int8-mixed`` the same
+with the PReLUs left in float32 (engines.litert_export says why). All take RGB 0..255
 [B, H, W, 3] (the scaling is inside) and return the raw embedding [B, D]. Which one a file is, and the
 fingerprint of the Keras model it came from, are in its metadata (engines.litert_export).
 """
@@ -17,7 +19,7 @@ import numpy as np
 
 from engines.base import FINGERPRINT_KEY, FORMAT_KEY, SOURCE_SHA256_KEY, EmbeddingModel, check_image_input, eval_dir_of
 
-LITERT_FORMATS = ("litert", "litert-fp16", "litert-int8")
+LITERT_FORMATS = ("litert", "litert-fp16", "litert-int8", "litert-int8-mixed")  # engines.base.EXPORT_FORMATS
 METADATA_NAME = "faceid"  # the TFLite metadata entry holding a JSON object of engines.base's *_KEY fields
 # Images per interpreter call; the interpreter is resized only when a call's batch differs.
 LITERT_MICRO_BATCH = 16
@@ -117,10 +119,12 @@ def load_litert_file(path, threads=None, engine=None) -> EmbeddingModel:
 
 
 def _kind_of(interpreter) -> str:
-    """A foreign .tflite without our metadata: int8 when it holds int8 tensors, fp16 when float16 ones."""
+    """A foreign .tflite without our metadata: int8 when it holds int8 tensors (mixed when it dequantises
+    more than its output), fp16 when float16 ones."""
     types = {np.dtype(t["dtype"]) for t in interpreter.get_tensor_details()}
     if np.dtype(np.int8) in types:
-        return "litert-int8"
+        dequantise = sum(op["op_name"] == "DEQUANTIZE" for op in interpreter._get_ops_details())
+        return "litert-int8-mixed" if dequantise > 1 else "litert-int8"
     return "litert-fp16" if np.dtype(np.float16) in types else "litert"
 
 
@@ -135,3 +139,4 @@ def _engine_loader(engine):
 load_litert = _engine_loader("litert")
 load_litert_fp16 = _engine_loader("litert-fp16")
 load_litert_int8 = _engine_loader("litert-int8")
+load_litert_int8_mixed = _engine_loader("litert-int8-mixed")

@@ -1,4 +1,4 @@
-"""LiteRT (TFLite) exports of the embedding model: float32, float16 weights, full-integer int8.
+"""LiteRT (TFLite) exports of the embedding model: float32, float16 weights, int8 (full or mixed).
 
 TensorFlow's converter (tf.lite.TFLiteConverter.from_saved_model) on a SavedModel of the float32 twin
 of the model (engines.onnx_export.float32_twin: a mixed-precision model's layers rebuilt in float32
@@ -11,7 +11,14 @@ around the same weights), so every format starts from what the Keras model compu
   activations whose ranges come from a calibration set of aligned faces (engines.calibration); only
   int8 builtin ops (TFLITE_BUILTINS_INT8), the input quantised and the output dequantised inside the
   graph, so the file still takes float32 RGB 0..255 [B, H, W, 3] (the scaling inside) and returns the
-  raw float32 embedding [B, D] like every other export.
+  raw float32 embedding [B, D] like every other export;
+- ``litert-int8-mixed``: the same quantisation with the ops XNNPACK (LiteRT's CPU engine, on x86 and
+  ARM) runs only in float32 left in float32 (FLOAT_OPS: PReLU), each with a dequantise before and a
+  quantise after it, which XNNPACK also runs. In ``litert-int8`` those ops fall back to LiteRT's
+  reference int8 kernels and split the graph into one XNNPACK partition per PReLU
+  (benchmarks/litert_delegation.py); here the whole graph stays in XNNPACK. Made with TensorFlow's
+  selective quantisation (tf.lite.experimental.QuantizationDebugger, denylisted_ops). For an int8-only
+  accelerator (Edge TPU, NPUs) use ``litert-int8``.
 
 The file carries a metadata entry ``faceid`` (JSON: format, the Keras model's fingerprint, the .keras
 file and its sha256), read back by engines.litert_engine.
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,17 +37,21 @@ from engines.base import FINGERPRINT_KEY, FORMAT_KEY, SOURCE_KEY, SOURCE_SHA256_
 from engines.litert_engine import LITERT_FORMATS, METADATA_NAME
 from fileio import sha256_of_file, write_bytes_atomic
 
+# The ops litert-int8-mixed keeps in float32: XNNPACK has no int8 kernel for them.
+FLOAT_OPS = ("PRELU",)
+
 
 def convert_litert(model, export_format="litert", calibration=None) -> bytes:
-    """The .tflite bytes of a Keras embedding model. calibration: uint8 [N, H, W, 3] aligned faces (litert-int8)."""
+    """The .tflite bytes of a Keras embedding model. calibration: uint8 [N, H, W, 3] aligned faces (the int8
+    formats)."""
     import tensorflow as tf
 
     from engines.onnx_export import float32_twin
 
     if export_format not in LITERT_FORMATS:
         raise ValueError(f"not a LiteRT format: {export_format!r} (known: {', '.join(LITERT_FORMATS)})")
-    if export_format == "litert-int8" and (calibration is None or not len(calibration)):
-        raise ValueError("litert-int8 needs calibration faces (--calibration-shards or --calibration-dir)")
+    if export_format.startswith("litert-int8") and (calibration is None or not len(calibration)):
+        raise ValueError(f"{export_format} needs calibration faces (--calibration-shards or --calibration-dir)")
     twin = float32_twin(model)
     twin(np.zeros((1, *twin.input_shape[1:]), np.float32))  # Keras exports only a model that has been called
     with tempfile.TemporaryDirectory(prefix="faceid-litert-") as tmp:
@@ -48,12 +60,20 @@ def convert_litert(model, export_format="litert", calibration=None) -> bytes:
         if export_format == "litert-fp16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
-        elif export_format == "litert-int8":
+        elif export_format.startswith("litert-int8"):
             faces = np.asarray(calibration, np.float32)
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = lambda: ([faces[i:i + 1]] for i in range(len(faces)))
+        if export_format == "litert-int8":
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         try:
+            if export_format == "litert-int8-mixed":
+                options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS))
+                with warnings.catch_warnings():   # the debugger's own tf.lite.Interpreter warns that it is deprecated
+                    warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+                    debugger = tf.lite.experimental.QuantizationDebugger(
+                        converter=converter, debug_dataset=converter.representative_dataset, debug_options=options)
+                return bytes(debugger.get_nondebug_quantized_model())
             return bytes(converter.convert())
         except Exception as error:  # the converter's errors are long MLIR dumps: the first line says what
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -90,7 +110,7 @@ def export_litert(model, path, export_format="litert", calibration=None, fingerp
               SOURCE_KEY: str(source or model.name)}
     if source is not None and Path(source).is_file():
         fields[SOURCE_SHA256_KEY] = sha256_of_file(source)
-    if calibration is not None and export_format == "litert-int8":
+    if calibration is not None and export_format.startswith("litert-int8"):
         fields["faceid_calibration_images"] = len(calibration)
     write_bytes_atomic(path, with_metadata(convert_litert(model, export_format, calibration), fields))
     return Path(path)

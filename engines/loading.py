@@ -6,7 +6,8 @@
     raw = model.embed_fn(images)                         # [B, H, W, 3] RGB 0..255 -> float32 [B, D]
 
 Engines (engines.registry.ENGINES): ``fast``, ``keras`` (a .keras file under TensorFlow), ``onnx``,
-``onnx-int8`` (ONNX Runtime), ``litert``, ``litert-fp16``, ``litert-int8`` (the LiteRT interpreter).
+``onnx-int8`` (ONNX Runtime), ``litert``, ``litert-fp16``, ``litert-int8``, ``litert-int8-mixed`` (the
+LiteRT interpreter).
 An export engine given a run directory or .keras runs the file of its format beside the .keras
 (engines.base.export_path_for: best.int8.tflite, ...); given an export file, the engine must be the
 one the file is (its metadata says), else one line names the file and the right engine. The
@@ -21,7 +22,9 @@ from pathlib import Path
 from engines.base import EXPORT_SUFFIXES, EmbeddingModel, export_path_for
 from engines.registry import ENGINE_NAMES, ENGINES, EXPORT_ENGINES
 
-FILE_FAMILIES = {".onnx": ("onnx", "onnx-int8"), ".tflite": ("litert", "litert-fp16", "litert-int8")}
+# File extension -> the export formats written with it.
+FILE_FAMILIES = {extension: tuple(f for f, suffix in EXPORT_SUFFIXES.items() if suffix.endswith(extension))
+                 for extension in (".onnx", ".tflite")}
 
 
 def onnx_path_for(keras_path) -> Path:

@@ -8,7 +8,7 @@ trained-like batch statistics, 64-d):
 - litert-fp16 (float16 weights, float32 compute): every weight rounded to 11 significant bits, so
   raw embeddings move by ~1e-3 of their norm: cosine(Keras, fp16) >= 0.9999 per image, and no
   same/different decision flips on the 28 pairs of the eight faces;
-- onnx-int8, litert-int8: int8 activations carry ~8 bits per layer through ~50 layers; on this
+- onnx-int8, litert-int8, litert-int8-mixed: int8 activations carry ~8 bits per layer through ~50 layers; on this
   untrained model cosine(Keras, int8) >= 0.8 per image, and at most 7 of 28 decisions (25 %) flip
   at the median-cosine threshold (measured: stated in the assertion message). A trained model's
   figures are in benchmarks/export_formats.py's results (docs/using-a-model.md).
@@ -21,13 +21,14 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.registry import FLOAT32_ENGINES
+from engines.base import EXPORT_FORMATS, INT8_FORMATS
+from engines.registry import ENGINE_NAMES, FLOAT32_ENGINES
 from inference_helpers import embedding_model
 
 PHOTOS = [f"{name}/{name}_{i:04d}.jpg" for name in ("Aaron_Peirsol", "Abdullah_Gul", "Adrien_Brody", "Amelie_Mauresmo")
           for i in (1, 2)]
 FLOAT32 = tuple(e for e in FLOAT32_ENGINES if e not in ("keras", "fast"))   # the exports checked to 1e-4 below
-INT8 = ("onnx-int8", "litert-int8")
+INT8 = INT8_FORMATS
 
 
 def synthetic_faces(count=8, seed=0):
@@ -56,7 +57,7 @@ def faces(request):
 
 @pytest.fixture(scope="module")
 def exported(faces, tmp_path_factory):
-    """RUN/export/best.keras and its five exports (the int8 ones calibrated on the faces); RUN/aligned/."""
+    """RUN/export/best.keras and its exports, every format (the int8 ones calibrated on the faces); RUN/aligned/."""
     import export
 
     run = tmp_path_factory.mktemp("engines") / "run"
@@ -66,7 +67,7 @@ def exported(faces, tmp_path_factory):
     for i, crop in enumerate(faces[0]):
         (aligned / f"p{i // 2}").mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(aligned / f"p{i // 2}" / f"p{i // 2}_{i % 2 + 1:04d}.png"), crop[:, :, ::-1])
-    for fmt in ("onnx", "onnx-int8", "litert", "litert-fp16", "litert-int8"):
+    for fmt in EXPORT_FORMATS:
         extra = ["--calibration-dir", str(aligned)] if fmt in INT8 else []
         assert export.main(["--model", str(run), "--format", fmt, *extra]) == 0, fmt
     return run, aligned
@@ -95,7 +96,7 @@ def test_every_format_against_keras(exported, faces):
     threshold = float(np.median(cosines(keras_features)))
     assert np.abs(cosines(keras_features) - threshold).min() > 1e-5, "a pair sits on the threshold"
     flips = {}
-    for fmt in ("onnx", "litert", "litert-fp16", "onnx-int8", "litert-int8"):
+    for fmt in EXPORT_FORMATS:
         model = load_model(run, fmt)
         assert model.engine == fmt and model.image_size == (112, 96)
         assert model.fingerprint == keras_model.fingerprint  # reports and galleries carry over
@@ -136,7 +137,7 @@ def test_a_mixed_precision_model_exports_to_every_format(tmp_path):
         cv2.imwrite(str(aligned / f"{i}.png"), crop)
     x = synthetic_faces(2, seed=1).astype(np.float32)
     reference = load_model(tmp_path, "fast").embed_fn(x)  # the float32 function the exports compute
-    for fmt in ("onnx", "onnx-int8", "litert", "litert-fp16", "litert-int8"):
+    for fmt in EXPORT_FORMATS:
         extra = ["--calibration-dir", str(aligned.parent), "--calibration-count", "4"] if fmt in INT8 else []
         assert export.main(["--model", str(tmp_path), "--format", fmt, *extra]) == 0, fmt
         got = load_model(tmp_path, fmt).embed_fn(x)
@@ -155,7 +156,7 @@ def test_the_commands_run_every_engine(exported, capsys):
     pairs = run.parent / "pairs.txt"
     pairs.write_text(format_generic_pairs(same + different))
     accuracies = {}
-    for engine in ("keras", "fast", "onnx", "onnx-int8", "litert", "litert-fp16", "litert-int8"):
+    for engine in ENGINE_NAMES:
         output = run.parent / f"{engine}.json"
         assert evaluate.main(["--model", str(run), "--engine", engine, "--lfw-pairs", str(pairs), "--lfw-dir",
                               str(aligned), "--no-plots", "--no-progress", "--output", str(output)]) == 0, engine
@@ -192,7 +193,7 @@ def test_bad_and_mismatched_model_files_get_one_line(exported, tmp_path, capsys)
         ([photo, photo, "--model", str(run / "export" / "best.int8.tflite"), "--engine", "litert", "--threshold",
           "0.3"], "is a litert-int8 export, not litert: pass --engine litert-int8"),
         ([photo, photo, "--model", str(run / "export" / "best.tflite"), "--engine", "onnx", "--threshold", "0.3"],
-         "is a LiteRT export: it runs with --engine litert or litert-fp16 or litert-int8"),
+         "is a LiteRT export: it runs with --engine litert or litert-fp16 or litert-int8 or litert-int8-mixed"),
     ]
     for argv, message in cases:
         assert verify.main(argv) == 1
@@ -233,3 +234,44 @@ def test_int8_calibration_reads_the_training_shards(exported, tmp_path):
     assert all(any(np.array_equal(face, crop) for crop in from_dir) for face in from_shards)
     with pytest.raises(ValueError, match="manifest"):
         calibration_faces((112, 96), shards=tmp_path, count=4)
+
+
+def xnnpack_partitions_and_prelu_types(path):
+    """(XNNPACK partitions of a .tflite under the LiteRT interpreter, the dtypes PReLU computes in)."""
+    from engines.litert_engine import interpreter_class
+
+    interpreter = interpreter_class()[0](model_path=str(path), num_threads=1)
+    interpreter.allocate_tensors()
+    dtypes = {t["index"]: np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()
+    prelu = {dtypes[op["inputs"][0]] for op in ops if op["op_name"] == "PRELU"}
+    return sum(op["op_name"] == "DELEGATE" for op in ops), prelu
+
+
+def test_litert_int8_mixed_keeps_prelu_in_float32_and_the_graph_in_xnnpack(exported):
+    """litert-int8 runs its PReLUs in int8, outside XNNPACK (one partition between each); the mixed file
+    computes them in float32, so XNNPACK takes the graph in as many partitions as the float32 file."""
+    run, _ = exported
+    float_partitions, float_prelu = xnnpack_partitions_and_prelu_types(run / "export" / "best.tflite")
+    int8_partitions, int8_prelu = xnnpack_partitions_and_prelu_types(run / "export" / "best.int8.tflite")
+    mixed_partitions, mixed_prelu = xnnpack_partitions_and_prelu_types(run / "export" / "best.int8-mixed.tflite")
+    assert float_prelu == mixed_prelu == {"float32"} and int8_prelu == {"int8"}
+    assert mixed_partitions == float_partitions < int8_partitions, (float_partitions, mixed_partitions,
+                                                                   int8_partitions)
+
+
+def test_a_tflite_without_our_metadata_runs_as_the_kind_it_is(exported, tmp_path):
+    """A .tflite from elsewhere (no faceid metadata): the engine is read off its tensors and ops."""
+    from engines import export_path_for, load_model
+    from engines.litert_export import _flatbuffer_utils
+
+    run, _ = exported
+    utils = _flatbuffer_utils()
+    for fmt in ("litert", "litert-fp16", "litert-int8", "litert-int8-mixed"):
+        source = export_path_for(run / "export" / "best.keras", fmt)
+        model = utils.convert_bytearray_to_object(bytearray(source.read_bytes()))
+        model.metadata = [entry for entry in model.metadata or [] if entry.name not in (b"faceid", "faceid")]
+        foreign = tmp_path / f"foreign-{fmt}.tflite"
+        foreign.write_bytes(bytes(utils.convert_object_to_bytearray(model)))
+        loaded = load_model(foreign)
+        assert loaded.engine == fmt and loaded.fingerprint.startswith("sha256-file:"), (fmt, loaded.engine)
