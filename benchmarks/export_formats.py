@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from engines.base import INT8_FORMATS
 from engines.registry import ENGINE_NAMES as ENGINES
 
 LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw"
@@ -138,7 +139,7 @@ def main(argv=None):
             continue
         target = export_path_for(exports / keras_path.name, engine)
         start = time.perf_counter()
-        result = export_model(keras_path, engine, target, **(calibration if "int8" in engine else {}))
+        result = export_model(keras_path, engine, target, **(calibration if engine in INT8_FORMATS else {}))
         export_checks[engine] = {"export_seconds": round(time.perf_counter() - start, 1),
                                  "check": f"{result.check_images}: max |diff| {result.max_difference:.3g}, "
                                           f"min cosine {result.min_cosine:.6f}"}

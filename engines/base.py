@@ -26,6 +26,13 @@ EXPORT_SUFFIXES = {
     "litert-int8-mixed": ".int8-mixed.tflite",
 }
 EXPORT_FORMATS = tuple(EXPORT_SUFFIXES)
+
+
+def formats_with_extension(extension) -> tuple:
+    """The export formats whose files end in ``extension`` (".onnx", ".tflite")."""
+    return tuple(f for f, suffix in EXPORT_SUFFIXES.items() if suffix.endswith(extension))
+
+
 INT8_FORMATS = ("onnx-int8", "litert-int8", "litert-int8-mixed")  # these need a calibration set of aligned faces
 # Metadata every export carries (ONNX metadata_props, TFLite model metadata): what the file is and whose.
 FINGERPRINT_KEY = "faceid_model_fingerprint"

@@ -17,9 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.base import FINGERPRINT_KEY, FORMAT_KEY, SOURCE_SHA256_KEY, EmbeddingModel, check_image_input, eval_dir_of
+from engines.base import (
+    FINGERPRINT_KEY,
+    FORMAT_KEY,
+    SOURCE_SHA256_KEY,
+    EmbeddingModel,
+    check_image_input,
+    eval_dir_of,
+    formats_with_extension,
+)
 
-LITERT_FORMATS = ("litert", "litert-fp16", "litert-int8", "litert-int8-mixed")  # engines.base.EXPORT_FORMATS
+LITERT_FORMATS = formats_with_extension(".tflite")
 METADATA_NAME = "faceid"  # the TFLite metadata entry holding a JSON object of engines.base's *_KEY fields
 # Images per interpreter call; the interpreter is resized only when a call's batch differs.
 LITERT_MICRO_BATCH = 16

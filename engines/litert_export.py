@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.base import FINGERPRINT_KEY, FORMAT_KEY, SOURCE_KEY, SOURCE_SHA256_KEY
+from engines.base import FINGERPRINT_KEY, FORMAT_KEY, INT8_FORMATS, SOURCE_KEY, SOURCE_SHA256_KEY
 from engines.litert_engine import LITERT_FORMATS, METADATA_NAME
 from fileio import sha256_of_file, write_bytes_atomic
 
@@ -50,7 +50,7 @@ def convert_litert(model, export_format="litert", calibration=None) -> bytes:
 
     if export_format not in LITERT_FORMATS:
         raise ValueError(f"not a LiteRT format: {export_format!r} (known: {', '.join(LITERT_FORMATS)})")
-    if export_format.startswith("litert-int8") and (calibration is None or not len(calibration)):
+    if export_format in INT8_FORMATS and (calibration is None or not len(calibration)):
         raise ValueError(f"{export_format} needs calibration faces (--calibration-shards or --calibration-dir)")
     twin = float32_twin(model)
     twin(np.zeros((1, *twin.input_shape[1:]), np.float32))  # Keras exports only a model that has been called
@@ -60,7 +60,7 @@ def convert_litert(model, export_format="litert", calibration=None) -> bytes:
         if export_format == "litert-fp16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
-        elif export_format.startswith("litert-int8"):
+        elif export_format in INT8_FORMATS:
             faces = np.asarray(calibration, np.float32)
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = lambda: ([faces[i:i + 1]] for i in range(len(faces)))
@@ -110,7 +110,7 @@ def export_litert(model, path, export_format="litert", calibration=None, fingerp
               SOURCE_KEY: str(source or model.name)}
     if source is not None and Path(source).is_file():
         fields[SOURCE_SHA256_KEY] = sha256_of_file(source)
-    if calibration is not None and export_format.startswith("litert-int8"):
+    if calibration is not None and export_format in INT8_FORMATS:
         fields["faceid_calibration_images"] = len(calibration)
     write_bytes_atomic(path, with_metadata(convert_litert(model, export_format, calibration), fields))
     return Path(path)

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engines.base import EXPORT_SUFFIXES, EmbeddingModel, export_path_for
+from engines.base import EXPORT_SUFFIXES, EmbeddingModel, export_path_for, formats_with_extension
 from engines.registry import ENGINE_NAMES, ENGINES, EXPORT_ENGINES
 
 # File extension -> the export formats written with it.
-FILE_FAMILIES = {extension: tuple(f for f, suffix in EXPORT_SUFFIXES.items() if suffix.endswith(extension))
-                 for extension in (".onnx", ".tflite")}
+FILE_FAMILIES = {extension: formats_with_extension(extension) for extension in (".onnx", ".tflite")}
 
 
 def onnx_path_for(keras_path) -> Path:

@@ -263,11 +263,12 @@ def test_litert_int8_mixed_keeps_prelu_in_float32_and_the_graph_in_xnnpack(expor
 def test_a_tflite_without_our_metadata_runs_as_the_kind_it_is(exported, tmp_path):
     """A .tflite from elsewhere (no faceid metadata): the engine is read off its tensors and ops."""
     from engines import export_path_for, load_model
+    from engines.litert_engine import LITERT_FORMATS
     from engines.litert_export import _flatbuffer_utils
 
     run, _ = exported
     utils = _flatbuffer_utils()
-    for fmt in ("litert", "litert-fp16", "litert-int8", "litert-int8-mixed"):
+    for fmt in LITERT_FORMATS:
         source = export_path_for(run / "export" / "best.keras", fmt)
         model = utils.convert_bytearray_to_object(bytearray(source.read_bytes()))
         model.metadata = [entry for entry in model.metadata or [] if entry.name not in (b"faceid", "faceid")]
