@@ -57,7 +57,7 @@ def run_head_case(classes, dim, rate, batch, steps):
     from losses.heads import build_head
     from losses.loss import margin_softmax_loss
     from losses.partial_fc import build_partial_fc_head, partial_fc_num_sample
-    from training.partial_fc import gather_centres, sample_centres, sparse_sgd_update
+    from training.partial_fc import fill_initial_centres, gather_centres, sample_centres, sparse_sgd_update
 
     rng = np.random.default_rng(0)
     embeddings = tf.Variable(rng.normal(size=(batch, dim)).astype("float32"))
@@ -78,8 +78,9 @@ def run_head_case(classes, dim, rate, batch, steps):
             optimizer.apply_gradients([(grad_w, head.kernel)])
             return loss + 0.0 * tf.reduce_sum(grad_x)
     else:
-        head = build_partial_fc_head("am_softmax", classes, rate)
+        head = build_partial_fc_head("am_softmax", classes, rate, draw_centres=False)   # as training/state.py
         head.build((None, dim))
+        fill_initial_centres(head.kernel.value, head)
         num_sample = partial_fc_num_sample(classes, rate, batch)
         counter = tf.Variable(0, dtype=tf.int64)
 

@@ -8,12 +8,15 @@ centres are updated row by row outside the Keras optimizer. Centres are stored c
 """
 
 import math
+import random
 
 import keras
 from keras import ops
 
 from losses.heads import build_head, l2_normalize_with_norm
 from losses.registry import check_head_options, check_partial_fc
+
+CENTRE_BLOCK_ROWS = 1 << 16   # rows of one seeded draw of the initial centres
 
 
 def partial_fc_num_sample(num_classes, sample_rate, batch_size):
@@ -30,23 +33,17 @@ class PartialFCHead(keras.layers.Layer):
     its logits come from that head's own ``blended_logits`` on the K sampled columns.
     """
 
-    @staticmethod
-    def initial_centres(shape, dtype="float32"):
-        """The full head's N(0, 0.01) start (arcface_torch's), drawn in [C, D] directly (a transposed
-        [D, C] draw would match a seeded full head's centres but hold a second copy of them at start),
-        or one shard's rows of it. Drawn from Keras' global seed generator, which
-        keras.utils.set_random_seed resets: a keras.initializers.RandomNormal made at import would
-        take a Python random number then, and so shift the first run's backbone initialisation in a
-        process against every later run's."""
-        return keras.random.normal(shape, stddev=0.01, dtype=dtype)
-
-    def __init__(self, num_classes, margin, margin_args=None, sample_rate=1.0, holds_centres=True, **kwargs):
+    def __init__(self, num_classes, margin, margin_args=None, sample_rate=1.0, holds_centres=True,
+                 draw_centres=True, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         # False: the centres live elsewhere, one shard per replica (training/partial_fc_sharded.py),
         # and this layer only supplies the margin math; building it then creates no variable.
         self.holds_centres = bool(holds_centres)
+        # False: build() leaves the centres at zero, for the caller to write initial_centre_rows
+        # into them in place (training.partial_fc.fill_initial_centres: no [C, D] temporary).
+        self.draw_centres = bool(draw_centres)
         self.margin = margin
         self.sample_rate = float(sample_rate)
         # The registry's head supplies the margin math; it is never built (no [D, C] kernel) and is
@@ -54,13 +51,40 @@ class PartialFCHead(keras.layers.Layer):
         object.__setattr__(self, "_margin_head", build_head(margin, num_classes, **(margin_args or {})))
         self.margin_args = dict(self._margin_head.margin_args)
         self.scale = float(self.margin_args.get("s", 1.0))
+        # The initial centres are a function of this seed and of C alone, so one device and every
+        # sharding of them start from the same rows. Drawn as a Keras initializer made here would
+        # draw its seed (Python's random, which keras.utils.set_random_seed seeds), and whether or
+        # not this layer holds the centres, so that what is drawn after it does not depend on that.
+        self.centre_seed = random.randint(1, 10 ** 9)
+
+    @property
+    def centre_block_rows(self):
+        """Rows R of one seeded draw of the initial centres: min(CENTRE_BLOCK_ROWS, C)."""
+        return min(CENTRE_BLOCK_ROWS, self.num_classes)
+
+    def centre_block(self, block, dim):
+        """Rows [block·R, (block + 1)·R) of the initial centres [C, dim], N(0, 0.01) (arcface_torch's
+        start), float32 [R, dim]; drawn from (centre_seed, block) alone (the last block's rows past
+        C are never used)."""
+        seed = (self.centre_seed + block * 0x9E3779B1) & 0xFFFFFFFF   # a distinct 32-bit seed per block
+        return keras.random.normal((self.centre_block_rows, dim), stddev=0.01, seed=seed)
+
+    def initial_centre_rows(self, start, size, dim):
+        """Rows [start, start + size) of the initial centres [C, dim] as one tensor [size, dim]
+        (the blocks it spans, then one copy of them)."""
+        rows = self.centre_block_rows
+        first, last = start // rows, (start + size - 1) // rows
+        blocks = ops.concatenate([self.centre_block(b, dim) for b in range(first, last + 1)], axis=0)
+        return blocks[start - first * rows:start - first * rows + size]
 
     def build(self, embeddings_shape, labels_shape=None):
         if not self.holds_centres:
             return
         dim = embeddings_shape[-1]
-        self.kernel = self.add_weight(name="kernel", shape=(self.num_classes, dim), trainable=False,
-                                      initializer=self.initial_centres)
+        self.kernel = self.add_weight(
+            name="kernel", shape=(self.num_classes, dim), trainable=False,
+            initializer=(lambda shape, dtype=None: self.initial_centre_rows(0, shape[0], shape[1]))
+            if self.draw_centres else "zeros")
         self.momentum = self.add_weight(name="momentum", shape=(self.num_classes, dim), trainable=False,
                                         initializer="zeros")
 
@@ -101,13 +125,15 @@ class PartialFCHead(keras.layers.Layer):
                 "holds_centres": self.holds_centres}
 
 
-def build_partial_fc_head(name, num_classes, sample_rate, holds_centres=True, **options):
+def build_partial_fc_head(name, num_classes, sample_rate, holds_centres=True, draw_centres=True, **options):
     """Partial FC version of head ``name`` (options and their defaults as ``build_head``'s);
-    ``holds_centres=False``: a head whose centres are sharded elsewhere (no variables of its own).
+    ``holds_centres=False``: a head whose centres are sharded elsewhere (no variables of its own);
+    ``draw_centres=False``: centres built at zero, for the caller to fill (see ``PartialFCHead``).
 
     ValueError for a rate outside (0, 1] or a head it cannot sample (softmax, heads with state,
     sub-centres).
     """
     check_head_options(name, options)   # an unknown name or option: the registry's one-line error
     check_partial_fc(name, sample_rate)
-    return PartialFCHead(num_classes, name, options, sample_rate, holds_centres, name=f"{name}_partial_fc_head")
+    return PartialFCHead(num_classes, name, options, sample_rate, holds_centres, draw_centres,
+                         name=f"{name}_partial_fc_head")

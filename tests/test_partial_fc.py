@@ -71,6 +71,35 @@ def test_sample_holds_every_positive_and_changes_each_step():
     assert negatives.min() < 5_000 and negatives.max() > 95_000
 
 
+def test_initial_centres_are_the_same_rows_on_one_device_and_in_every_sharding(monkeypatch):
+    """The start is a function of (seed, C) alone: a built head's centres, any shard's rows drawn
+    as one tensor, and the blocks training writes in place into a shard's variable are the same
+    rows of one N(0, 0.01) matrix (blocks of 4 rows here, so that shards straddle them)."""
+    import keras
+
+    import losses.partial_fc
+    from training.partial_fc import fill_initial_centres
+    from training.partial_fc_sharded import shard_bounds
+    monkeypatch.setattr(losses.partial_fc, "CENTRE_BLOCK_ROWS", 4)   # 11 classes: blocks of 4, 4 and 3
+    keras.utils.set_random_seed(3)
+    built = PartialFCHead(11, "am_softmax")
+    built.build((None, 64))
+    whole = built.kernel.numpy()
+    assert abs(whole.std() - 0.01) < 0.001 and abs(whole.mean()) < 0.001
+    assert not np.allclose(whole[:4], whole[4:8])   # each block drawn from its own seed
+    keras.utils.set_random_seed(3)
+    sharded = build_partial_fc_head("am_softmax", 11, 0.5, holds_centres=False)
+    assert sharded.centre_seed == built.centre_seed
+    for replicas in (1, 2, 3):
+        for start, size in shard_bounds(11, replicas):
+            np.testing.assert_array_equal(sharded.initial_centre_rows(start, size, 64), whole[start:start + size])
+            piece = tf.Variable(tf.zeros((size, 64)))
+            fill_initial_centres(piece, sharded, start)
+            np.testing.assert_array_equal(piece.numpy(), whole[start:start + size])
+    keras.utils.set_random_seed(4)
+    assert not np.allclose(PartialFCHead(11, "am_softmax").initial_centre_rows(0, 11, 64), whole)
+
+
 def test_sparse_update_is_keras_sgd_on_sampled_rows_and_leaves_the_rest():
     head = build_partial_fc_head("am_softmax", 6, 0.5)
     head.build((None, 3))
@@ -106,9 +135,10 @@ def test_training_at_rate_one_equals_the_full_head(tmp_path, monkeypatch):
               "lr_schedule": "0:0.01,2:0.005", "weight_decay": 0.05, "checkpoint_every": 4}
     # Start from the full head's very centres: its seeded [D, C] draw, transposed.
     import keras
-    monkeypatch.setattr(PartialFCHead, "initial_centres", staticmethod(
-        lambda shape, dtype=None: keras.ops.transpose(
-            keras.initializers.RandomNormal(stddev=0.01)((shape[1], shape[0]), dtype))))
+
+    import training.state
+    monkeypatch.setattr(training.state, "fill_initial_centres", lambda variable, head: variable.assign(
+        keras.ops.transpose(keras.initializers.RandomNormal(stddev=0.01, seed=head.centre_seed)(variable.shape[::-1]))))
     runs = {}
     for name, extra in (("full", {}), ("partial", {"partial_fc": 1.0})):
         run = new_run_dir(tmp_path / name, "m", "l")
@@ -174,9 +204,10 @@ def test_head_memory_line_states_centres_momentum_and_logits():
 def test_partial_fc_settings_are_refused_in_one_line():
     for values, message in (({"partial_fc": 0.0}, r"\(0, 1\]"), ({"partial_fc": 1.5}, r"\(0, 1\]"),
                             ({"partial_fc": 0.1, "loss": "softmax"}, "--loss softmax is not one of them"),
-                            ({"partial_fc": 0.1, "strategy": "multiworker"}, "--strategy mirrored"),
                             ({"partial_fc": 0.1, "strategy": "mirrored", "singletons": "negatives"},
-                             "--singletons negatives"),
+                             "--strategy mirrored does not support --singletons negatives"),
+                            ({"partial_fc": 0.1, "strategy": "multiworker", "singletons": "negatives"},
+                             "--strategy multiworker does not support --singletons negatives"),
                             ({"partial_fc": 0.1, "clip_grad_norm": 1.0}, "clip-grad-norm"),
                             ({"partial_fc": 0.1, "mixed_precision": "float16"}, "float16")):
         with pytest.raises(ValueError, match=message):
@@ -269,6 +300,14 @@ for name in ("am_softmax", "arcface"):
         "index": [i.numpy().tolist() for i in local(index)],
         "model_grad_size": float(np.abs(g_model.numpy()).max()),
     }
+# What a multi-worker save gathers: every shard's rows, here in chunks of 4 rows (6 = 4 + 2, 5 = 4 + 1)
+head.momentum.variables[1].assign(tf.fill((5, D), 7.0))
+chunks = list(head.gathered_rows(chunk_rows=4))
+out["chunks"] = [[replica, first, int(k.shape[0])] for replica, first, k, _ in chunks]
+pieces = {r: (np.concatenate([k for q, _, k, _ in chunks if q == r]), np.concatenate([m for q, _, _, m in chunks if q == r]))
+          for r in (0, 1)}
+out["gathered"] = float(max(np.abs(pieces[r][0] - head.kernel.variables[r].numpy()).max()
+                            + np.abs(pieces[r][1] - head.momentum.variables[r].numpy()).max() for r in (0, 1)))
 print("RESULT" + json.dumps(out))
 """
 
@@ -282,8 +321,12 @@ def _run_script(script, *args, timeout=600):
 
 def test_sharded_rate_one_equals_the_full_head_on_two_replicas():
     """Mirrored, 2 logical CPUs, 11 classes in shards of 6 and 5: the loss, the backbone's gradient
-    (summed over the replicas, through all_gather) and every centre's gradient are the full head's."""
-    for name, result in _run_script(SHARDED_EQUALS_FULL).items():
+    (summed over the replicas, through all_gather) and every centre's gradient are the full head's;
+    the rows a multi-worker save gathers are every shard's, chunk by chunk."""
+    results = _run_script(SHARDED_EQUALS_FULL)
+    assert results.pop("chunks") == [[0, 0, 4], [1, 0, 4], [0, 4, 2], [1, 4, 1]]
+    assert results.pop("gathered") == 0.0
+    for name, result in results.items():
         full_loss, sharded_loss = result["loss"]
         assert abs(sharded_loss - full_loss) <= 1e-6 * max(1.0, abs(full_loss)), (name, result)
         # float32 sums in another order: 1e-6 of the gradients' size (2-4 here)
@@ -401,3 +444,43 @@ def test_train_cli_mirrored_partial_fc_on_two_cpus_resumes_on_three(tmp_path):
     assert "partial FC sharded over 3 replicas: 4 of 11 centres per replica" in text and "resumed from" in text
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log if "loss" in e] == [1, 2, 3] and all(np.isfinite(e["loss"]) for e in log if "loss" in e)
+
+
+@pytest.mark.slow
+def test_two_workers_shard_the_centres_and_every_checkpoint_holds_all_of_them(tmp_path):
+    """--partial-fc 1.0 under --strategy multiworker: two train.py processes on localhost (one
+    replica each; 5 classes in shards of 3 and 2) train as one device at batch 4 does (the same
+    losses); each worker's checkpoint holds every centre and momentum row (the one-device run's),
+    and the chief's resumes on one device, whose next step is the one-device run's."""
+    from cluster_helpers import run_train_workers
+    settings = {"backbone": "resface20", "image_size": "32x32", "embedding_size": 16, "num_classes": 5,
+                "synthetic_images": 32, "log_every": 1, "max_steps": 3, "lr_schedule": "constant", "lr": 0.01,
+                "checkpoint_every": 3, "mixed_precision": "off", "partial_fc": 1.0, "exports": "keras"}
+    args = [arg for key, value in settings.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
+    chief, other = tmp_path / "worker0", tmp_path / "worker1"
+    outputs = run_train_workers([chief, other], args + ["--batch-size", "2", "--backbone-option", "batch_norm=false",
+                                                        "--no-collapse-guard"])
+    assert "partial FC sharded over 2 replicas: 3 of 5 centres per replica" in "".join(outputs[0])
+    one_device = {**settings, "backbone_options": {"batch_norm": False}, "batch_size": 4, "collapse_guard": False}
+    single = new_run_dir(tmp_path / "single", "r", "l")
+    run_training(resolve_config({**one_device, "max_steps": 4}), single, log=lambda *_: None)
+
+    def losses_of(run_dir):
+        lines = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+        return {e["step"]: e["loss"] for e in lines if "loss" in e}
+
+    def head_of(prefix):
+        reader = tf.train.load_checkpoint(str(prefix))
+        return [reader.get_tensor(f"head/{k}/.ATTRIBUTES/VARIABLE_VALUE") for k in ("kernel", "momentum")]
+
+    np.testing.assert_allclose([losses_of(chief)[s] for s in (1, 2, 3)], [losses_of(single)[s] for s in (1, 2, 3)],
+                               rtol=1e-4)
+    expected = head_of(single / "checkpoints" / "ckpt-3")
+    assert np.abs(expected[1]).max() > 1e-4   # momentum that could be lost
+    for saved, wanted in zip(head_of(chief / "checkpoints" / "ckpt-3"), expected):
+        assert saved.shape == (5, 16)
+        np.testing.assert_allclose(saved, wanted, atol=1e-5)
+    for saved, chiefs in zip(head_of(other / "workers" / "tmp-1" / "ckpt-3"), head_of(chief / "checkpoints" / "ckpt-3")):
+        np.testing.assert_array_equal(saved, chiefs)
+    run_training(resolve_config({**one_device, "max_steps": 4, "resume": True}), chief, log=lambda *_: None)
+    np.testing.assert_allclose(losses_of(chief)[4], losses_of(single)[4], rtol=1e-4)

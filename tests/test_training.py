@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cluster_helpers import run_train_workers
 from training.config import (
     REFERENCE_LR_SCHEDULE,
     SYNTHETIC_DEFAULTS,
@@ -553,17 +554,6 @@ def test_kill_9_then_resume_continues_the_loss_curve(tmp_path):
     assert not list((killed / "checkpoints").glob("*_temp*"))
 
 
-def _free_ports(count):
-    import socket
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 @pytest.mark.slow
 def test_two_workers_on_localhost_match_one_worker_and_only_the_chief_writes(tmp_path):
     """--strategy multiworker for real: two train.py processes on localhost (TF_CONFIG), batch 2
@@ -575,23 +565,7 @@ def test_two_workers_on_localhost_match_one_worker_and_only_the_chief_writes(tmp
                 "checkpoint_every": 3, "mixed_precision": "off"}   # float32: sums must agree across layouts
     common = [arg for key, value in settings.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
     common += ["--backbone-option", "batch_norm=false", "--no-collapse-guard"]
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
-    workers = []
-    for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        workers.append(subprocess.Popen(
-            [sys.executable, str(REPO / "train.py"), "--strategy", "multiworker", "--batch-size", "2",
-             "--output-dir", str(tmp_path / f"worker{index}")] + common,
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    try:
-        outputs = [worker.communicate(timeout=300) for worker in workers]
-    finally:
-        for worker in workers:
-            worker.kill()
-    for worker, (_, err) in zip(workers, outputs):
-        assert worker.returncode == 0, err[-3000:]
-        errors = [line for line in err.splitlines() if line.startswith("E0") or "ERROR" in line or "Traceback" in line]
-        assert not errors, errors
+    run_train_workers([tmp_path / "worker0", tmp_path / "worker1"], ["--batch-size", "2"] + common)
     single = tmp_path / "single"
     config = resolve_config(dict(settings, backbone_options={"batch_norm": False}, batch_size=4, collapse_guard=False))
     run_training(config, new_run_dir(single, "r", "l"), log=lambda *_: None)

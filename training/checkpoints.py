@@ -3,9 +3,11 @@
 The chief writes RUN/checkpoints/ (three kept). Saving is collective under multi-worker training,
 so the other workers save too, into a folder of their own (RUN/workers/tmp-N: the same weights,
 which their own --resume reads). A checkpoint is never written from non-finite weights (the guard
-checks every variable first).
+checks every variable first). A head sharded over several workers (Partial FC) gathers every
+shard for each save and read (``every_shard_here``), so that each of those folders holds all of it.
 """
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -30,6 +32,8 @@ class RunCheckpoints:
         self._remove_partial_saves()
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.directory), max_to_keep=keep)
         self.variables = backbone.variables + head.variables + optimizer.variables
+        # a sharded head's pieces of other workers are present only within it (training/partial_fc_sharded.py)
+        self._whole_head = getattr(head, "every_shard_here", lambda saving: contextlib.nullcontext())
         self.restored = None   # the checkpoint restore() read, until the next save
 
     def _remove_partial_saves(self):
@@ -55,7 +59,8 @@ class RunCheckpoints:
         damaged = []
         for prefix in reversed(self.manager.checkpoints):
             try:
-                self.checkpoint.restore(prefix).assert_existing_objects_matched()
+                with self._whole_head(saving=False):
+                    self.checkpoint.restore(prefix).assert_existing_objects_matched()
             except (tf.errors.OpError, IndexError, ValueError, AssertionError) as error:
                 first_line = (str(error).strip() or "no message").splitlines()[0]
                 damaged.append(f"{Path(prefix).name} ({type(error).__name__}: {first_line})")
@@ -76,7 +81,8 @@ class RunCheckpoints:
         self.guard.check_finite(step, self.variables)
         self.step.assign(step)
         try:
-            self.manager.save(checkpoint_number=step)
+            with self._whole_head(saving=True):
+                self.manager.save(checkpoint_number=step)
         except (tf.errors.OpError, OSError) as error:
             self._remove_partial_saves()
             raise write_failure(self.run_dir, f"the checkpoint of step {step} in {self.directory}", error,

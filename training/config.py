@@ -334,13 +334,10 @@ def _check_partial_fc(config):
     if config.partial_fc is None:
         return
     check_partial_fc(config.loss, config.partial_fc)
-    # Each of these would need the sampled centres' gradient inside the Keras optimizer's own logic.
-    if config.strategy == "multiworker":
-        raise ValueError("--partial-fc under --strategy multiworker is not supported: each worker's checkpoint "
-                         "would hold only its own centre shards; train on one machine with --strategy mirrored")
     if config.strategy != "default" and config.singletons == "negatives":
-        raise ValueError("--partial-fc under --strategy mirrored does not support --singletons negatives; "
+        raise ValueError(f"--partial-fc under --strategy {config.strategy} does not support --singletons negatives; "
                          "use --singletons classes or train on one device")
+    # Each of these would need the sampled centres' gradient inside the Keras optimizer's own logic.
     if config.clip_grad_norm is not None:
         raise ValueError("--partial-fc with --clip-grad-norm is not supported: the sampled centres are updated "
                          "outside the optimizer that clips; drop one of them")

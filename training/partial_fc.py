@@ -58,6 +58,17 @@ def sample_centres(labels, num_classes, num_sample, seed, step, shard=0):
     return index, tf.where(here, tf.searchsorted(index, labels, side="left", out_type=tf.int32), -1)
 
 
+def fill_initial_centres(variable, head, start=0):
+    """Write rows [start, start + n) of ``head``'s initial centres (``PartialFCHead.centre_block``)
+    into ``variable`` [n, D], one seeded block at a time: no [n, D] temporary beside the variable."""
+    size, dim = (int(n) for n in variable.shape)
+    rows = head.centre_block_rows
+    for block in range(start // rows, (start + size - 1) // rows + 1):
+        low, high = max(start, block * rows), min(start + size, (block + 1) * rows)
+        values = head.centre_block(block, dim)[low - block * rows:high - block * rows]
+        variable.scatter_update(tf.IndexedSlices(values, tf.range(low - start, high - start)))
+
+
 def gather_centres(head, index):
     """The rows ``index`` [K] of ``head.kernel`` [C, D] -> [K, D], read row by row from the variable
     (a read of the whole variable beside row writes makes TensorFlow copy all of it each step)."""

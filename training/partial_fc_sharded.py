@@ -22,16 +22,30 @@ Checkpoints: ``kernel`` and ``momentum`` are each one ShardedVariable over the s
 slices of one [C, D] tensor under the same keys as the one-device head's variables. The layout
 is independent of the replica count: a resume with another count (or on one device, or from a
 one-device run) reads the rows of its own shards from the same tensor.
+
+Multi-worker: a worker holds only its own replicas' shards; the other workers' shards are
+placeholders without memory (uninitialised variables). For a save, ``every_shard_here`` copies them
+to this worker's host memory, a chunk of rows at a time, with the strategy's own ``all_gather``, so
+that every worker's checkpoint holds all C rows, and drops them afterwards; a restore fills them
+from the file and drops them too. So a multi-worker checkpoint resumes like any other: on another
+replica or worker count, on one machine, on one device.
 """
+
+import contextlib
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.ops.resource_variable_ops import UninitializedVariable  # a placeholder without memory
 
 from losses.loss import class_weighted, focal_weighted
 from losses.partial_fc import partial_fc_num_sample
-from training.partial_fc import sample_centres, sparse_sgd_update_rows
+from training.partial_fc import fill_initial_centres, sample_centres, sparse_sgd_update_rows
 
 ShardedVariable = tf.__internal__.distribute.ShardedVariable
+
+# Bytes of centres (and as many of momentum) each replica contributes to one all_gather of a
+# multi-worker save: bounds the gathered tensor at 2 · N · GATHER_BYTES per device.
+GATHER_BYTES = 1 << 26
 
 
 def uses_replicas(strategy):
@@ -70,10 +84,9 @@ def sharded_memory_line(num_classes, dim, global_batch, sample_rate, replicas):
 class ShardedPartialFC(tf.Module):
     """The class centres of ``head`` (a ``PartialFCHead`` built with ``holds_centres=False``) sharded
     over ``strategy``'s replicas; ``kernel`` and ``momentum`` are ShardedVariables [C, D] whose
-    pieces live on the replicas' devices. Build it outside ``strategy.scope()``.
-
-    ValueError when the strategy has replicas on other workers (multi-worker): each worker's
-    checkpoint would hold only its own shards.
+    pieces live on the replicas' devices (under multi-worker: this worker's replicas' pieces; the
+    others are placeholders, filled only inside ``every_shard_here``). Build it outside
+    ``strategy.scope()``.
     """
 
     def __init__(self, strategy, head, dim, global_batch):
@@ -81,27 +94,97 @@ class ShardedPartialFC(tf.Module):
         replicas = strategy.num_replicas_in_sync
         ids = strategy.experimental_local_results(
             strategy.experimental_distribute_values_from_function(lambda ctx: ctx.replica_id_in_sync_group))
-        if len(ids) != replicas:
-            raise ValueError("--partial-fc under --strategy multiworker is not supported: each worker's checkpoint "
-                             "would hold only its own centre shards; train on one machine with --strategy mirrored")
+        if head.num_classes < replicas:
+            raise ValueError(f"--partial-fc: {head.num_classes} classes cannot be sharded over {replicas} replicas "
+                             "(each needs at least one); train on fewer replicas or without --partial-fc")
         object.__setattr__(self, "margin_head", head)   # the margin math; no variables, not checkpointed
+        object.__setattr__(self, "_strategy", strategy)
         self.num_classes, self.sample_rate, self.replicas = head.num_classes, head.sample_rate, replicas
-        self.global_batch = int(global_batch)
-        bounds = shard_bounds(head.num_classes, replicas)
+        self.global_batch, self.dim = int(global_batch), int(dim)
+        object.__setattr__(self, "bounds", shard_bounds(head.num_classes, replicas))   # not a checkpoint node
         shards = {}
-        for replica, device in sorted(zip(ids, strategy.extended.worker_devices)):
-            start, size = bounds[replica]
-            with tf.device(device):   # drawn there: no [C, D] tensor exists anywhere at start
-                kernel = tf.Variable(head.initial_centres((size, dim)), trainable=False, name=f"kernel_{replica}")
+        for replica, device in sorted(zip([int(i) for i in ids], strategy.extended.worker_devices)):
+            start, size = self.bounds[replica]
+            with tf.device(device):   # drawn there, block by block: no [C, D] tensor exists anywhere at start
+                kernel = tf.Variable(tf.zeros((size, dim)), trainable=False, name=f"kernel_{replica}")
+                fill_initial_centres(kernel, head, start)   # the rows one device starts from
                 slots = tf.Variable(tf.zeros((size, dim)), trainable=False, name=f"momentum_{replica}")
             shards[replica] = (kernel, slots, start, size, shard_num_sample(size, self.sample_rate, global_batch))
         object.__setattr__(self, "_shards", shards)
-        self.kernel = ShardedVariable([shards[r][0] for r in sorted(shards)], name="kernel")
-        self.momentum = ShardedVariable([shards[r][1] for r in sorted(shards)], name="momentum")
+        object.__setattr__(self, "_host", tf.DeviceSpec.from_string(strategy.extended.worker_devices[0]).replace(
+            device_type="CPU", device_index=0).to_string())
+        self._set_pieces(self._placeholders())
+
+    def _placeholders(self):
+        """{shard: (kernel, momentum)} for the shards of other workers: variables without memory."""
+        pieces = {}
+        with tf.device(self._host):
+            for replica, (_, size) in enumerate(self.bounds):
+                if replica not in self._shards:
+                    pieces[replica] = tuple(UninitializedVariable(shape=(size, self.dim), dtype=tf.float32,
+                                                                  trainable=False, name=f"{kind}_{replica}")
+                                            for kind in ("kernel", "momentum"))
+        return pieces
+
+    def _set_pieces(self, others):
+        pieces = [self._shards[r][:2] if r in self._shards else others[r] for r in range(self.replicas)]
+        self.kernel = ShardedVariable([p[0] for p in pieces], name="kernel")
+        self.momentum = ShardedVariable([p[1] for p in pieces], name="momentum")
+
+    @contextlib.contextmanager
+    def every_shard_here(self, saving):
+        """Within it, ``kernel`` and ``momentum`` hold all C rows on this worker, so that a checkpoint
+        written or read here holds or reads every shard. ``saving``: first copy the other workers'
+        shards here (collective: every worker enters it at the same point); a restore fills them
+        from the file instead. Afterwards the copies are dropped. Nothing to do on one worker."""
+        if len(self._shards) == self.replicas:
+            yield
+            return
+        if saving:
+            with tf.device(self._host):
+                for replica, (_, size) in enumerate(self.bounds):
+                    if replica not in self._shards:
+                        for piece in (self.kernel.variables[replica], self.momentum.variables[replica]):
+                            piece.assign(tf.zeros((size, self.dim)))
+                for replica, first, kernel_rows, momentum_rows in self.gathered_rows():
+                    if replica not in self._shards:
+                        rows = tf.range(first, first + tf.shape(kernel_rows)[0])
+                        self.kernel.variables[replica].scatter_update(tf.IndexedSlices(kernel_rows, rows))
+                        self.momentum.variables[replica].scatter_update(tf.IndexedSlices(momentum_rows, rows))
+        try:
+            yield
+        finally:
+            self._set_pieces(self._placeholders())
+
+    def gathered_rows(self, chunk_rows=None):
+        """Every shard's rows, gathered from all replicas (a collective: every worker calls it
+        together): yields (shard, first row, centres [n, D], momentum [n, D]) on this worker's host,
+        ``chunk_rows`` rows of each shard per all_gather (default: GATHER_BYTES of centres)."""
+        chunk = int(chunk_rows or max(1, GATHER_BYTES // (4 * self.dim)))
+        strategy, shards = self._strategy, self._shards
+
+        @tf.function
+        def gather(first):
+            def contribute():
+                ctx = tf.distribute.get_replica_context()
+                kernel, slots, _, size, _ = shards[int(tf.get_static_value(ctx.replica_id_in_sync_group))]
+                rows = first + tf.range(chunk)
+                rows = tf.minimum(rows, size - 1)   # past the shard's end: padding, dropped below
+                return ctx.all_gather(tf.stack([tf.gather(kernel, rows), tf.gather(slots, rows)]), axis=1)
+            return strategy.run(contribute)
+
+        for first in range(0, max(size for _, size in self.bounds), chunk):
+            with tf.device(self._host):
+                gathered = tf.identity(strategy.experimental_local_results(gather(tf.constant(first)))[0])
+            for replica, (_, size) in enumerate(self.bounds):
+                count = min(chunk, size - first)
+                if count > 0:
+                    part = gathered[:, replica * chunk:replica * chunk + count]
+                    yield replica, first, part[0], part[1]
 
     @property
     def variables(self):
-        """Every shard's centres and momentum (what a checkpoint holds and the guard checks)."""
+        """This worker's shards' centres and momentum (what the guard checks)."""
         return [v for r in sorted(self._shards) for v in self._shards[r][:2]]
 
     @property

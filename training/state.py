@@ -15,6 +15,7 @@ from losses.heads import build_head
 from losses.partial_fc import build_partial_fc_head
 from training.config import reference_lr
 from training.export import build_embedding_model
+from training.partial_fc import fill_initial_centres
 from training.schedules import build_lr_schedule
 
 
@@ -48,9 +49,11 @@ def build_training_state(config, num_classes, image_size, total_steps, global_ba
         backbone = models.build_backbone(config.backbone, image_size=image_size,
                                          embedding_size=config.embedding_size, **backbone_options(config))
         head = (build_partial_fc_head(config.loss, num_classes, config.partial_fc, head_holds_centres,
-                                      **config.head_options)
+                                      draw_centres=False, **config.head_options)
                 if config.partial_fc is not None else build_head(config.loss, num_classes, **config.head_options))
         head.build((None, config.embedding_size))
+        if config.partial_fc is not None and head_holds_centres:
+            fill_initial_centres(head.kernel.value, head)   # in place, block by block
         schedule = build_lr_schedule(config.lr_schedule, peak_lr(config, global_batch or config.batch_size),
                                      total_steps, config.warmup_steps)
         lr_mult = 1.0 if config.backbone_lr_mult is None else config.backbone_lr_mult

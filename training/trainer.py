@@ -334,6 +334,7 @@ def run_training(config, run_dir, strategy=None, log=print):
     except (OSError, tf.errors.OpError) as error:
         raise write_failure(run_dir, f"the export in {run_dir / 'export'}", error, checkpoints.latest) from None
     export_seconds = time.perf_counter() - t_export
+    _wait_for_every_worker(strategy, chief)
     wall_seconds = time.perf_counter() - wall_start
     summary = {"run_dir": str(run_dir), "steps": steps, "start_step": start, "last_step": last_step,
                "time_limited": time_limited, "global_batch": global_batch,
@@ -394,6 +395,24 @@ def _warn_about_settings(config, log):
         # 0.09x (MobileFaceNet: XLA's CPU depthwise convolution), 0.79x (ResFace20), 0.82x (LResNet50E-IR).
         log("warning: --xla is slower on CPU for every backbone (mobilefacenet about 10x slower: XLA's CPU "
             "depthwise convolution; resface/lresnet about 0.8x); --xla auto leaves it off on CPU")
+
+
+# After the end-of-run barrier the chief, whose process hosts TensorFlow's coordination service,
+# waits this long before it returns, so that the other workers exit first, and exits well before
+# the service's heartbeat timeout would call a departed worker unhealthy.
+EXIT_GRACE_SECONDS = 3.0
+
+
+def _wait_for_every_worker(strategy, chief):
+    """Under several workers, return once every worker has come here (the chief's exports done),
+    the chief a little later than the others. A worker that exits while another still runs shows
+    there as an error line of TensorFlow's collectives (tensorflow/tensorflow#58434), and so does
+    the coordination service's process (the chief's) exiting before the others. A collective
+    all-reduce of one number is the barrier."""
+    if getattr(strategy.extended, "_num_workers", 1) > 1:
+        strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.ones(())), axis=None)
+        if chief:
+            time.sleep(EXIT_GRACE_SECONDS)
 
 
 def _time_limit_check(strategy, config, wall_start):
