@@ -14,6 +14,7 @@ estimated memory exceeds --memory-limit-gb is not run and says so. Run it alone 
 
 import argparse
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -169,7 +170,8 @@ def main(argv=None):
     print(f"CPU: {cpu_description()}")
     if args.output:
         with open(args.output, "w") as f:
-            json.dump({"cpu": cpu_description(), "rows": rows}, f, indent=2)
+            json.dump({"command": "python -m benchmarks.partial_fc " + shlex.join(argv if argv is not None else sys.argv[1:]),
+                       "cpu": cpu_description(), "rows": rows}, f, indent=2)
     return rows
 
 
