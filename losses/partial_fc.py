@@ -69,13 +69,17 @@ class PartialFCHead(keras.layers.Layer):
         seed = (self.centre_seed + block * 0x9E3779B1) & 0xFFFFFFFF   # a distinct 32-bit seed per block
         return keras.random.normal((self.centre_block_rows, dim), stddev=0.01, seed=seed)
 
-    def initial_centre_rows(self, start, size, dim):
-        """Rows [start, start + size) of the initial centres [C, dim] as one tensor [size, dim]
-        (the blocks it spans, then one copy of them)."""
+    def initial_centre_pieces(self, start, size, dim):
+        """Rows [start, start + size) of the initial centres [C, dim], block by block: yields
+        (first row, relative to ``start``; its rows [n, dim]) for each block the range spans."""
         rows = self.centre_block_rows
-        first, last = start // rows, (start + size - 1) // rows
-        blocks = ops.concatenate([self.centre_block(b, dim) for b in range(first, last + 1)], axis=0)
-        return blocks[start - first * rows:start - first * rows + size]
+        for block in range(start // rows, (start + size - 1) // rows + 1):
+            low, high = max(start, block * rows), min(start + size, (block + 1) * rows)
+            yield low - start, self.centre_block(block, dim)[low - block * rows:high - block * rows]
+
+    def initial_centre_rows(self, start, size, dim):
+        """Rows [start, start + size) of the initial centres [C, dim] as one tensor [size, dim]."""
+        return ops.concatenate([piece for _, piece in self.initial_centre_pieces(start, size, dim)], axis=0)
 
     def build(self, embeddings_shape, labels_shape=None):
         if not self.holds_centres:

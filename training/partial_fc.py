@@ -59,14 +59,11 @@ def sample_centres(labels, num_classes, num_sample, seed, step, shard=0):
 
 
 def fill_initial_centres(variable, head, start=0):
-    """Write rows [start, start + n) of ``head``'s initial centres (``PartialFCHead.centre_block``)
+    """Write rows [start, start + n) of ``head``'s initial centres (``PartialFCHead.initial_centre_pieces``)
     into ``variable`` [n, D], one seeded block at a time: no [n, D] temporary beside the variable."""
     size, dim = (int(n) for n in variable.shape)
-    rows = head.centre_block_rows
-    for block in range(start // rows, (start + size - 1) // rows + 1):
-        low, high = max(start, block * rows), min(start + size, (block + 1) * rows)
-        values = head.centre_block(block, dim)[low - block * rows:high - block * rows]
-        variable.scatter_update(tf.IndexedSlices(values, tf.range(low - start, high - start)))
+    for first, values in head.initial_centre_pieces(start, size, dim):
+        variable.scatter_update(tf.IndexedSlices(values, tf.range(first, first + tf.shape(values)[0])))
 
 
 def gather_centres(head, index):

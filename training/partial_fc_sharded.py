@@ -27,8 +27,8 @@ Multi-worker: a worker holds only its own replicas' shards; the other workers' s
 placeholders without memory (uninitialised variables). For a save, ``every_shard_here`` copies them
 to this worker's host memory, a chunk of rows at a time, with the strategy's own ``all_gather``, so
 that every worker's checkpoint holds all C rows, and drops them afterwards; a restore fills them
-from the file and drops them too. So a multi-worker checkpoint resumes like any other: on another
-replica or worker count, on one machine, on one device.
+from the file and drops them too. So a multi-worker checkpoint resumes like any other: with another
+replica count, on one machine, on one device.
 """
 
 import contextlib
